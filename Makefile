@@ -1,0 +1,42 @@
+# upsert_order: PGXS build.
+#
+# `make && sudo make install` builds and installs the extension; `make check-all`
+# (see test/run-tests) runs every suite on throwaway instances that preload it.
+
+MODULE_big = upsert_order
+OBJS = \
+	src/upsert_order.o \
+	src/rowseq.o \
+	src/hlc.o \
+	src/target.o \
+	src/upsert.o \
+	src/event_log.o
+
+EXTENSION = upsert_order
+DATA = sql/upsert_order--1.0.sql
+PGFILEDESC = "upsert_order - versioned upserts with an append-only event log"
+
+# pg_regress suites (sql/ + expected/), each on a temporary instance started
+# with the library in shared_preload_libraries.
+REGRESS = rowseq outcomes bad_input identifiers triggers_constraints partitions privileges rls
+REGRESS_OPTS = --temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_regress
+
+# Isolation specs live in test/specs with their expected output in test/expected.
+ISOLATION = concurrent_same_key concurrent_new_key repeatable_read
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/output_iso \
+	--temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_iso
+
+# TAP tests (PostgreSQL::Test::Cluster) live in test/t.
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Warnings are errors when asked for (CI sets WERROR=1).
+ifdef WERROR
+override CFLAGS += -Werror
+endif

@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_log.c
+ *	  Appends one row to upsert_order.event_log for every message, in the
+ *	  caller's transaction.
+ *
+ * Callers of versioned_upsert() hold no privilege on event_log, and must not
+ * be able to forge or erase its rows.  So the one fixed INSERT below runs as
+ * the owner of event_log, the way PostgreSQL runs foreign-key checks as the
+ * owner of the referenced table.  Only values computed by the extension are
+ * passed to it; no user code runs while the user is switched.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "upsert_order.h"
+
+#define EVENT_LOG_NARGS 6
+
+static Oid	event_log_relid = InvalidOid;
+static Oid	event_log_owner = InvalidOid;
+static SPIPlanPtr event_log_plan = NULL;
+static bool event_log_plan_stale = false;
+
+/*
+ * Forget what we know of event_log when it changes.  The plan is only marked
+ * here and replaced on next use: freeing it inside a callback could pull it
+ * from under a running statement.
+ */
+static void
+event_log_invalidate(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == event_log_relid)
+	{
+		event_log_relid = InvalidOid;
+		event_log_plan_stale = true;
+	}
+}
+
+void
+EventLogInitCache(void)
+{
+	CacheRegisterRelcacheCallback(event_log_invalidate, (Datum) 0);
+}
+
+/* Find event_log and its owner, and (re)prepare the insert when needed. */
+static void
+event_log_prepare(void)
+{
+	if (!OidIsValid(event_log_relid))
+	{
+		Oid			nspid = get_namespace_oid(UPSERT_ORDER_SCHEMA, false);
+		Oid			relid = get_relname_relid("event_log", nspid);
+		HeapTuple	tuple;
+
+		if (!OidIsValid(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation \"%s.event_log\" does not exist", UPSERT_ORDER_SCHEMA),
+					 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+		tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for relation %u", relid);
+		event_log_owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+		ReleaseSysCache(tuple);
+		event_log_relid = relid;
+	}
+
+	if (event_log_plan != NULL && event_log_plan_stale)
+	{
+		SPI_freeplan(event_log_plan);
+		event_log_plan = NULL;
+	}
+
+	if (event_log_plan == NULL)
+	{
+		Oid			argtypes[EVENT_LOG_NARGS] = {
+			REGCLASSOID, JSONBOID, RowseqTypeOid(), TEXTOID, JSONBOID, JSONBOID
+		};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("INSERT INTO upsert_order.event_log"
+						   " (target, key, version, outcome, payload, data)"
+						   " VALUES ($1, $2, $3, $4, $5, $6) RETURNING event_id",
+						   EVENT_LOG_NARGS, argtypes);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the event_log insert: %s",
+				 SPI_result_code_string(SPI_result));
+		event_log_plan = plan;
+		event_log_plan_stale = false;
+	}
+}
+
+/*
+ * Append one event; returns its event_id.  Must be called inside an SPI
+ * connection.
+ */
+int64
+EventLogAppend(const LoggedEvent *event)
+{
+	Datum		values[EVENT_LOG_NARGS];
+	char		nulls[EVENT_LOG_NARGS] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+	bool		isnull;
+	int64		event_id;
+
+	event_log_prepare();
+
+	values[0] = ObjectIdGetDatum(event->target);
+	values[1] = JsonbPGetDatum(event->key);
+	values[2] = RowseqGetDatum(event->version);
+	values[3] = CStringGetTextDatum(event->outcome);
+	values[4] = JsonbPGetDatum(event->payload);
+	values[5] = event->data;
+	if (event->data_isnull)
+		nulls[5] = 'n';
+
+	/*
+	 * Switch to the owner of event_log for this one statement.  An error
+	 * needs no cleanup here: aborting the (sub)transaction restores the user.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(event_log_owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	ret = SPI_execute_plan(event_log_plan, values, nulls, false, 1);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not append to event_log: %s", SPI_result_code_string(ret));
+
+	event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	return event_id;
+}

@@ -1,0 +1,376 @@
+/*-------------------------------------------------------------------------
+ *
+ * target.c
+ *	  What versioned_upsert() needs to know about a target table: its
+ *	  primary key, its version column and its columns by name, checked once
+ *	  and cached per backend until the relcache says the table changed.
+ *
+ * Entries are rebuilt lazily after an invalidation.  The prepared statements
+ * hanging off an entry may still be running in an outer call when a nested
+ * call (from a trigger, say) sees the invalidation, so the old statements are
+ * only freed once no call is running.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/index.h"
+#include "access/stratnum.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "upsert_order.h"
+
+typedef struct TargetCacheEntry
+{
+	Oid			relid;			/* hash key */
+	UpsertTarget *target;		/* NULL until built */
+} TargetCacheEntry;
+
+static HTAB *target_cache = NULL;
+
+/* Invalidated entries, freed once no call is running. */
+static List *retired_targets = NIL;
+
+/* Mark the cached metadata of one table (or of all) as stale. */
+static void
+target_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	TargetCacheEntry *entry;
+
+	if (target_cache == NULL)
+		return;
+
+	if (OidIsValid(relid))
+	{
+		entry = hash_search(target_cache, &relid, HASH_FIND, NULL);
+		if (entry && entry->target)
+			entry->target->valid = false;
+		return;
+	}
+
+	hash_seq_init(&status, target_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->target)
+			entry->target->valid = false;
+}
+
+void
+TargetInitCache(void)
+{
+	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
+}
+
+/*
+ * Free what invalidated entries left behind.  Only safe when no
+ * versioned_upsert() call is running, since an outer call may still be
+ * executing one of their statements.
+ */
+static void
+target_free_retired(void)
+{
+	ListCell   *lc;
+
+	if (UpsertCallDepth() > 0 || retired_targets == NIL)
+		return;
+
+	foreach(lc, retired_targets)
+	{
+		UpsertTarget *target = lfirst(lc);
+
+		UpsertStatementsFree(target);
+		MemoryContextDelete(target->cxt);
+	}
+	list_free(retired_targets);
+	retired_targets = NIL;
+}
+
+/* Error out unless the relation is a table versioned_upsert() may write. */
+static void
+target_check_kind(Relation rel)
+{
+	const char *name = RelationGetRelationName(rel);
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", name),
+				 errdetail("versioned_upsert() writes only to ordinary and partitioned tables.")));
+
+	if (IsSystemRelation(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: \"%s\" is a system catalog", name)));
+
+	if (RELATION_IS_OTHER_TEMP(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot access temporary tables of other sessions")));
+
+	if (get_namespace_oid(UPSERT_ORDER_SCHEMA, true) == RelationGetNamespace(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" belongs to the upsert_order extension", name),
+				 errdetail("The extension's own tables are not targets for versioned_upsert().")));
+}
+
+/* Record the live columns and find the single rowseq column. */
+static void
+target_read_columns(UpsertTarget *target, Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	Oid			rowseq_oid = RowseqTypeOid();
+	StringInfoData found;
+	int			nversion = 0;
+
+	initStringInfo(&found);
+	target->ncolumns = tupdesc->natts;
+	target->columns = palloc0(sizeof(TargetColumn) * tupdesc->natts);
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		TargetColumn *col = &target->columns[i];
+
+		if (att->attisdropped)
+			continue;
+
+		col->attnum = att->attnum;
+		col->name = pstrdup(NameStr(att->attname));
+		col->typid = att->atttypid;
+		col->typmod = att->atttypmod;
+		col->typname = format_type_extended(att->atttypid, att->atttypmod,
+											FORMAT_TYPE_TYPEMOD_GIVEN |
+											FORMAT_TYPE_FORCE_QUALIFY);
+
+		if (getBaseType(att->atttypid) == rowseq_oid)
+		{
+			appendStringInfo(&found, "%s%s", nversion ? ", " : "",
+							 quote_identifier(col->name));
+			target->version_attnum = att->attnum;
+			nversion++;
+		}
+	}
+
+	if (nversion == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table \"%s\" has no column of type upsert_order.rowseq",
+						target->displayname),
+				 errdetail("versioned_upsert() compares versions kept in the table's one rowseq column."),
+				 errhint("Add a column such as \"version upsert_order.rowseq NOT NULL\".")));
+	if (nversion > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table \"%s\" has more than one column of type upsert_order.rowseq",
+						target->displayname),
+				 errdetail("Columns %s all have type rowseq; versioned_upsert() needs exactly one version column.",
+						   found.data)));
+}
+
+/* OPERATOR("schema".name): an operator spelled so search_path cannot redirect it. */
+static char *
+operator_sql(Oid oprid)
+{
+	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(oprid));
+	Form_pg_operator form;
+	char	   *result;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for operator %u", oprid);
+	form = (Form_pg_operator) GETSTRUCT(tuple);
+	result = psprintf("OPERATOR(%s.%s)",
+					  quote_identifier(get_namespace_name(form->oprnamespace)),
+					  NameStr(form->oprname));
+	ReleaseSysCache(tuple);
+	return result;
+}
+
+/* Record the primary key columns and how to read their values from JSON. */
+static void
+target_read_primary_key(UpsertTarget *target, Relation rel)
+{
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	Relation	index;
+
+	if (!OidIsValid(pkoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table \"%s\" has no primary key", target->displayname),
+				 errdetail("versioned_upsert() identifies rows by their primary key."),
+				 errhint("Add a primary key to the table.")));
+
+	target->pkey_constraint =
+		pstrdup(quote_identifier(get_constraint_name(get_index_constraint(pkoid))));
+
+	index = index_open(pkoid, AccessShareLock);
+	target->npkey = index->rd_index->indnkeyatts;
+	target->pkey = palloc(sizeof(AttrNumber) * target->npkey);
+	target->pkey_input = palloc(sizeof(FmgrInfo) * target->npkey);
+	target->pkey_ioparam = palloc(sizeof(Oid) * target->npkey);
+	target->pkey_eqop = palloc(sizeof(char *) * target->npkey);
+
+	for (int i = 0; i < target->npkey; i++)
+	{
+		AttrNumber	attnum = index->rd_index->indkey.values[i];
+		TargetColumn *col = &target->columns[attnum - 1];
+		Oid			infunc;
+		Oid			eqop;
+
+		if (attnum == target->version_attnum)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("version column \"%s\" of table \"%s\" is part of the primary key",
+							col->name, target->displayname),
+					 errdetail("Every version of a row would then be a different row.")));
+
+		target->pkey[i] = attnum;
+		getTypeInputInfo(col->typid, &infunc, &target->pkey_ioparam[i]);
+		fmgr_info_cxt(infunc, &target->pkey_input[i], CurrentMemoryContext);
+
+		/* The equality operator of the key's opfamily, schema-qualified. */
+		eqop = get_opfamily_member(index->rd_opfamily[i],
+								   index->rd_opcintype[i],
+								   index->rd_opcintype[i],
+								   BTEqualStrategyNumber);
+		if (!OidIsValid(eqop))
+			elog(ERROR, "missing equality operator for primary key column \"%s\"",
+				 col->name);
+		target->pkey_eqop[i] = operator_sql(eqop);
+	}
+	index_close(index, AccessShareLock);
+}
+
+/* Build the metadata of a target table, checking everything once. */
+static UpsertTarget *
+target_build(Oid relid)
+{
+	Relation	rel = relation_open(relid, NoLock);
+	UpsertTarget *target = palloc0(sizeof(UpsertTarget));
+	const char *nspname = get_namespace_name(RelationGetNamespace(rel));
+
+	target->relid = relid;
+	target->qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
+	target->displayname = psprintf("%s.%s", nspname, RelationGetRelationName(rel));
+
+	target_check_kind(rel);
+	target_read_columns(target, rel);
+	target_read_primary_key(target, rel);
+
+	relation_close(rel, NoLock);
+	target->valid = true;
+	return target;
+}
+
+/*
+ * The metadata of a target, locking the table first.
+ *
+ * The lock comes before the cache check because acquiring it processes
+ * pending invalidations: once we hold it, a cached entry that still says
+ * valid describes the table as it is, and the table cannot be renamed or
+ * dropped under the statements we run against it.
+ */
+UpsertTarget *
+TargetLookup(Oid relid)
+{
+	TargetCacheEntry *entry;
+	bool		found;
+	MemoryContext oldcxt;
+
+	LockRelationOid(relid, RowExclusiveLock);
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+
+	target_free_retired();
+
+	if (target_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(TargetCacheEntry);
+		ctl.hcxt = CacheMemoryContext;
+		target_cache = hash_create("upsert_order targets", 64, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+
+	entry = hash_search(target_cache, &relid, HASH_ENTER, &found);
+	if (!found)
+		entry->target = NULL;
+	if (entry->target && entry->target->valid)
+		return entry->target;
+
+	/* Retire the stale entry; a running call may still use its statements. */
+	if (entry->target)
+	{
+		oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
+		retired_targets = lappend(retired_targets, entry->target);
+		MemoryContextSwitchTo(oldcxt);
+		entry->target = NULL;
+		target_free_retired();
+	}
+
+	/*
+	 * Build in a fresh context that becomes the entry's only once the build
+	 * succeeded, so an error leaves no half-built entry behind.
+	 */
+	{
+		MemoryContext cxt = AllocSetContextCreate(CacheMemoryContext,
+												  "upsert_order target",
+												  ALLOCSET_SMALL_SIZES);
+		UpsertTarget *target;
+
+		oldcxt = MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			target = target_build(relid);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextDelete(cxt);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+
+		MemoryContextSetIdentifier(cxt, target->displayname);
+		target->cxt = cxt;
+		entry->target = target;
+	}
+	return entry->target;
+}
+
+/* The attribute number of a live user column, or InvalidAttrNumber. */
+AttrNumber
+TargetColumnByName(UpsertTarget *target, const char *name)
+{
+	for (int i = 0; i < target->ncolumns; i++)
+	{
+		TargetColumn *col = &target->columns[i];
+
+		if (col->attnum != InvalidAttrNumber && strcmp(col->name, name) == 0)
+			return col->attnum;
+	}
+	return InvalidAttrNumber;
+}

@@ -1,0 +1,590 @@
+/*-------------------------------------------------------------------------
+ *
+ * upsert.c
+ *	  versioned_upsert(): insert or update one row only when the incoming
+ *	  version is newer than the stored one, report what happened, and log
+ *	  the message in event_log in the same transaction.
+ *
+ * The write is one INSERT ... ON CONFLICT DO UPDATE ... WHERE statement run
+ * through SPI as the calling user, so privileges, row level security,
+ * triggers, defaults, constraints and partition routing are exactly those of
+ * that statement.  The statement's WHERE clause calls _conflict_check(),
+ * which notes the stored version it is shown: that is how the call tells an
+ * insert from an update, and a duplicate from a stale message, atomically
+ * and without reading the row a second time.
+ *
+ * Statements are prepared once per target and set of columns and kept until
+ * the table changes (see target.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/bitmapset.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rls.h"
+
+#include "upsert_order.h"
+
+/* A prepared upsert for one set of non-key columns. */
+typedef struct UpsertStatement
+{
+	Bitmapset  *columns;		/* attnums of the other columns it sets */
+	SPIPlanPtr	plan;
+	struct UpsertStatement *next;
+} UpsertStatement;
+
+/* Fixed parameters of the upsert statement; key values follow from $3. */
+#define PARAM_NEW_ROW	0
+#define PARAM_VERSION	1
+#define PARAM_FIRST_KEY	2
+
+/* What _conflict_check() saw during the statement that is running. */
+typedef struct ConflictNote
+{
+	bool		seen;
+	bool		stored_isnull;
+	rowseq		stored;
+	bool		incoming_isnull;
+	rowseq		incoming;
+} ConflictNote;
+
+/* One parsed message. */
+typedef struct UpsertMessage
+{
+	Jsonb	   *new_row;
+	rowseq		version;
+	Datum	   *key_values;		/* typed primary key values, in key order */
+	Jsonb	   *key;			/* the same as a JSON object */
+	Bitmapset  *columns;		/* other columns present in new_row */
+} UpsertMessage;
+
+static ConflictNote conflict_note;
+static int	call_depth = 0;
+
+PG_FUNCTION_INFO_V1(versioned_upsert);
+PG_FUNCTION_INFO_V1(conflict_check);
+
+int
+UpsertCallDepth(void)
+{
+	return call_depth;
+}
+
+/* Free the prepared statements of a target that is being discarded. */
+void
+UpsertStatementsFree(UpsertTarget *target)
+{
+	for (UpsertStatement *stmt = target->statements; stmt; stmt = stmt->next)
+		SPI_freeplan(stmt->plan);
+	target->statements = NULL;
+	if (target->visible_plan)
+		SPI_freeplan(target->visible_plan);
+	target->visible_plan = NULL;
+}
+
+/*
+ * _conflict_check(stored, incoming): the WHERE clause of ON CONFLICT DO
+ * UPDATE.  It runs once the conflicting row is locked, on its newest
+ * version, so what it notes is the stored version the outcome is decided
+ * against.  A NULL stored version counts as older than any version.
+ */
+Datum
+conflict_check(PG_FUNCTION_ARGS)
+{
+	conflict_note.seen = true;
+	conflict_note.stored_isnull = PG_ARGISNULL(0);
+	conflict_note.stored = PG_ARGISNULL(0) ? 0 : PG_GETARG_ROWSEQ(0);
+	conflict_note.incoming_isnull = PG_ARGISNULL(1);
+	conflict_note.incoming = PG_ARGISNULL(1) ? 0 : PG_GETARG_ROWSEQ(1);
+
+	if (conflict_note.stored_isnull)
+		PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(!conflict_note.incoming_isnull &&
+				   conflict_note.stored < conflict_note.incoming);
+}
+
+/* The text a column's input function reads for a JSON value. */
+static char *
+json_value_to_cstring(JsonbValue *value, Oid typid)
+{
+	Oid			basetype = getBaseType(typid);
+
+	/* json and jsonb columns take the JSON value itself */
+	if (basetype == JSONBOID || basetype == JSONOID || value->type == jbvBinary)
+	{
+		if (value->type == jbvBinary)
+			return JsonbToCString(NULL, value->val.binary.data, value->val.binary.len);
+		return JsonbToCString(NULL, &JsonbValueToJsonb(value)->root, 0);
+	}
+
+	switch (value->type)
+	{
+		case jbvString:
+			return pnstrdup(value->val.string.val, value->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(value->val.numeric)));
+		case jbvBool:
+			return pstrdup(value->val.boolean ? "true" : "false");
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) value->type);
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * A typed key value as a JSON value, the way to_jsonb() writes it: numbers
+ * as numbers, booleans as booleans, JSON as itself, everything else as its
+ * text.  Keys in event_log then look the same whatever form the sender used.
+ */
+static void
+push_key_value(JsonbParseState **state, Datum value, Oid typid)
+{
+	Oid			basetype = getBaseType(typid);
+	Oid			outfunc;
+	bool		isvarlena;
+	char	   *text;
+	JsonbValue	jv;
+
+	if (basetype == JSONBOID)
+	{
+		Jsonb	   *jb = DatumGetJsonbP(value);
+		JsonbValue	binary;
+
+		binary.type = jbvBinary;
+		binary.val.binary.data = &jb->root;
+		binary.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+		pushJsonbValue(state, WJB_VALUE, &binary);
+		return;
+	}
+
+	getTypeOutputInfo(typid, &outfunc, &isvarlena);
+	text = OidOutputFunctionCall(outfunc, value);
+
+	switch (basetype)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case NUMERICOID:
+			jv.type = jbvNumeric;
+			jv.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																 CStringGetDatum(text),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1)));
+			break;
+		case BOOLOID:
+			jv.type = jbvBool;
+			jv.val.boolean = DatumGetBool(value);
+			break;
+		default:
+			jv.type = jbvString;
+			jv.val.string.val = text;
+			jv.val.string.len = strlen(text);
+			break;
+	}
+	pushJsonbValue(state, WJB_VALUE, &jv);
+}
+
+/* The primary key of a message as a JSON object, e.g. {"id": 7}. */
+static Jsonb *
+build_key(UpsertTarget *target, Datum *key_values)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *result;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < target->npkey; i++)
+	{
+		TargetColumn *col = &target->columns[target->pkey[i] - 1];
+		JsonbValue	name;
+
+		name.type = jbvString;
+		name.val.string.val = col->name;
+		name.val.string.len = strlen(col->name);
+		pushJsonbValue(&state, WJB_KEY, &name);
+		push_key_value(&state, key_values[i], col->typid);
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(result);
+}
+
+/* Index of a key column in the primary key, or -1. */
+static int
+key_position(UpsertTarget *target, AttrNumber attnum)
+{
+	for (int i = 0; i < target->npkey; i++)
+		if (target->pkey[i] == attnum)
+			return i;
+	return -1;
+}
+
+/*
+ * Read new_row: check every name, convert the key and the version, and note
+ * which other columns it sets.  A missing or null version is assigned from
+ * the server clock.
+ */
+static void
+parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool	   *key_seen = palloc0(sizeof(bool) * target->npkey);
+	bool		have_version = false;
+
+	if (!JB_ROOT_IS_OBJECT(new_row) || JB_ROOT_IS_SCALAR(new_row))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("new_row must be a JSON object"),
+				 errdetail("versioned_upsert() takes one row as an object of column names and values.")));
+
+	msg->new_row = new_row;
+	msg->key_values = palloc0(sizeof(Datum) * target->npkey);
+	msg->columns = NULL;
+
+	it = JsonbIteratorInit(&new_row->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name;
+		AttrNumber	attnum;
+		JsonbValue	value;
+		int			keypos;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = pnstrdup(v.val.string.val, v.val.string.len);
+		tok = JsonbIteratorNext(&it, &value, true);
+		Assert(tok == WJB_VALUE);
+
+		attnum = TargetColumnByName(target, name);
+		if (attnum == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"%s\" does not exist",
+							name, target->displayname),
+					 errdetail("Every key of new_row must name a column of the target table.")));
+
+		if (attnum == target->version_attnum)
+		{
+			if (value.type != jbvNull)
+			{
+				if (value.type == jbvBinary)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+							 errmsg("invalid input syntax for type rowseq: \"%s\"",
+									json_value_to_cstring(&value, JSONBOID)),
+							 errdetail("A rowseq is written as decimal digits only.")));
+				msg->version = RowseqFromText(json_value_to_cstring(&value, TEXTOID));
+				have_version = true;
+			}
+		}
+		else if ((keypos = key_position(target, attnum)) >= 0)
+		{
+			TargetColumn *col = &target->columns[attnum - 1];
+
+			if (value.type == jbvNull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NOT_NULL_VIOLATION),
+						 errmsg("primary key column \"%s\" is null in new_row", name),
+						 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
+			msg->key_values[keypos] =
+				InputFunctionCall(&target->pkey_input[keypos],
+								  json_value_to_cstring(&value, col->typid),
+								  target->pkey_ioparam[keypos], col->typmod);
+			key_seen[keypos] = true;
+		}
+		else
+			msg->columns = bms_add_member(msg->columns, attnum);
+	}
+
+	for (int i = 0; i < target->npkey; i++)
+		if (!key_seen[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("primary key column \"%s\" is missing from new_row",
+							target->columns[target->pkey[i] - 1].name),
+					 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
+
+	if (!have_version)
+		msg->version = HlcNow();
+	msg->key = build_key(target, msg->key_values);
+}
+
+/* The SQL text of the upsert for one set of other columns. */
+static char *
+build_upsert_sql(UpsertTarget *target, Bitmapset *columns)
+{
+	StringInfoData sql;
+	StringInfoData select;
+	StringInfoData coldefs;
+	StringInfoData sets;
+	const char *ver = quote_identifier(target->columns[target->version_attnum - 1].name);
+	int			attnum = -1;
+
+	initStringInfo(&sql);
+	initStringInfo(&select);
+	initStringInfo(&coldefs);
+	initStringInfo(&sets);
+
+	appendStringInfo(&sql, "INSERT INTO %s AS upsert_order_target (", target->qualname);
+	for (int i = 0; i < target->npkey; i++)
+	{
+		appendStringInfo(&sql, "%s, ",
+						 quote_identifier(target->columns[target->pkey[i] - 1].name));
+		appendStringInfo(&select, "$%d, ", PARAM_FIRST_KEY + i + 1);
+	}
+	appendStringInfo(&sql, "%s", ver);
+	appendStringInfo(&select, "$%d", PARAM_VERSION + 1);
+	appendStringInfo(&sets, "%s = EXCLUDED.%s", ver, ver);
+
+	while ((attnum = bms_next_member(columns, attnum)) >= 0)
+	{
+		TargetColumn *col = &target->columns[attnum - 1];
+		const char *name = quote_identifier(col->name);
+
+		appendStringInfo(&sql, ", %s", name);
+		appendStringInfo(&select, ", upsert_order_row.%s", name);
+		appendStringInfo(&coldefs, "%s%s %s", coldefs.len ? ", " : "", name, col->typname);
+		appendStringInfo(&sets, ", %s = EXCLUDED.%s", name, name);
+	}
+
+	appendStringInfo(&sql, ") SELECT %s", select.data);
+	if (coldefs.len > 0)
+		appendStringInfo(&sql,
+						 " FROM pg_catalog.jsonb_to_record($%d) AS upsert_order_row(%s)",
+						 PARAM_NEW_ROW + 1, coldefs.data);
+	appendStringInfo(&sql,
+					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
+					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s)"
+					 " RETURNING upsert_order_target.%s,"
+					 " pg_catalog.to_jsonb(upsert_order_target.*)",
+					 target->pkey_constraint, sets.data, ver, ver, ver);
+	return sql.data;
+}
+
+/* Prepare and keep a statement, with the parameter types of the target. */
+static SPIPlanPtr
+prepare_kept(UpsertTarget *target, const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/* The prepared upsert for this set of columns, prepared on first use. */
+static SPIPlanPtr
+upsert_statement(UpsertTarget *target, Bitmapset *columns)
+{
+	UpsertStatement *stmt;
+	MemoryContext oldcxt;
+	int			nargs = PARAM_FIRST_KEY + target->npkey;
+	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
+
+	for (stmt = target->statements; stmt; stmt = stmt->next)
+		if (bms_equal(stmt->columns, columns))
+			return stmt->plan;
+
+	argtypes[PARAM_NEW_ROW] = JSONBOID;
+	argtypes[PARAM_VERSION] = target->columns[target->version_attnum - 1].typid;
+	for (int i = 0; i < target->npkey; i++)
+		argtypes[PARAM_FIRST_KEY + i] = target->columns[target->pkey[i] - 1].typid;
+
+	oldcxt = MemoryContextSwitchTo(target->cxt);
+	stmt = palloc(sizeof(UpsertStatement));
+	stmt->columns = bms_copy(columns);
+	MemoryContextSwitchTo(oldcxt);
+
+	stmt->plan = prepare_kept(target, build_upsert_sql(target, columns), nargs, argtypes);
+	stmt->next = target->statements;
+	target->statements = stmt;
+	return stmt->plan;
+}
+
+/*
+ * Under row level security, a message that changed nothing must not reveal
+ * the version of a row the caller may not see: refuse it instead.
+ */
+static void
+check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg)
+{
+	int			ret;
+
+	if (check_enable_rls(target->relid, InvalidOid, true) != RLS_ENABLED)
+		return;
+
+	if (target->visible_plan == NULL)
+	{
+		StringInfoData sql;
+		Oid		   *argtypes = palloc(sizeof(Oid) * target->npkey);
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "SELECT 1 FROM %s WHERE ", target->qualname);
+		for (int i = 0; i < target->npkey; i++)
+		{
+			TargetColumn *col = &target->columns[target->pkey[i] - 1];
+
+			appendStringInfo(&sql, "%s%s %s $%d", i ? " AND " : "",
+							 quote_identifier(col->name), target->pkey_eqop[i], i + 1);
+			argtypes[i] = col->typid;
+		}
+		target->visible_plan = prepare_kept(target, sql.data, target->npkey, argtypes);
+	}
+
+	ret = SPI_execute_plan(target->visible_plan, msg->key_values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("row with key %s in table \"%s\" is hidden by row-level security",
+						JsonbToCString(NULL, &msg->key->root, 0), target->displayname),
+				 errdetail("The message was not applied, and its outcome would reveal the version of a row that policies hide from the current user.")));
+}
+
+/* Run the upsert and decide the outcome from what it returned and saw. */
+static void
+apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+			  bool *stored_isnull, rowseq *stored)
+{
+	SPIPlanPtr	plan = upsert_statement(target, msg->columns);
+	Datum	   *values = palloc(sizeof(Datum) * (PARAM_FIRST_KEY + target->npkey));
+	ConflictNote note;
+	int			ret;
+
+	values[PARAM_NEW_ROW] = JsonbPGetDatum(msg->new_row);
+	values[PARAM_VERSION] = RowseqGetDatum(msg->version);
+	memcpy(&values[PARAM_FIRST_KEY], msg->key_values, sizeof(Datum) * target->npkey);
+
+	memset(&conflict_note, 0, sizeof(conflict_note));
+	ret = SPI_execute_plan(plan, values, NULL, false, 0);
+	note = conflict_note;
+
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+
+	event->data_isnull = true;
+	event->data = (Datum) 0;
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		*stored = DatumGetRowseq(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, stored_isnull));
+		event->data = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		event->data_isnull = isnull;
+		event->outcome = note.seen ? "updated" : "inserted";
+		return;
+	}
+
+	/* Nothing written: a conflict that lost, or a BEFORE trigger said no. */
+	if (!note.seen)
+	{
+		*stored_isnull = true;
+		event->outcome = "skipped";
+		return;
+	}
+
+	*stored_isnull = note.stored_isnull;
+	*stored = note.stored;
+	if (note.stored_isnull || note.incoming_isnull)
+		event->outcome = "skipped";
+	else if (note.stored == note.incoming)
+		event->outcome = "duplicate";
+	else if (note.stored > note.incoming)
+		event->outcome = "stale";
+	else
+		event->outcome = "skipped";
+
+	check_stored_row_visible(target, msg);
+}
+
+/* Form the upsert_result composite. */
+static Datum
+make_result(FunctionCallInfo fcinfo, const char *outcome, rowseq version,
+			bool stored_isnull, rowseq stored, int64 event_id)
+{
+	TupleDesc	tupdesc;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	bool		applied = strcmp(outcome, "inserted") == 0 || strcmp(outcome, "updated") == 0;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	values[0] = BoolGetDatum(applied);
+	values[1] = CStringGetTextDatum(outcome);
+	values[2] = RowseqGetDatum(version);
+	values[3] = RowseqGetDatum(stored);
+	nulls[3] = stored_isnull;
+	values[4] = Int64GetDatum(event_id);
+
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
+ * versioned_upsert(target regclass, new_row jsonb) RETURNS upsert_result
+ */
+Datum
+versioned_upsert(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	UpsertTarget *target;
+	UpsertMessage msg;
+	LoggedEvent event;
+	ConflictNote outer_note = conflict_note;
+	bool		stored_isnull = false;
+	rowseq		stored = 0;
+	int64		event_id = 0;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", PG_ARGISNULL(0) ? "target" : "new_row")));
+
+	relid = PG_GETARG_OID(0);
+	target = TargetLookup(relid);
+	parse_message(target, PG_GETARG_JSONB_P(1), &msg);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	call_depth++;
+	PG_TRY();
+	{
+		apply_message(target, &msg, &event, &stored_isnull, &stored);
+
+		event.target = relid;
+		event.key = msg.key;
+		event.version = msg.version;
+		event.payload = msg.new_row;
+		event_id = EventLogAppend(&event);
+	}
+	PG_FINALLY();
+	{
+		/* A call nested in a trigger must leave an outer call's state as it was. */
+		call_depth--;
+		conflict_note = outer_note;
+	}
+	PG_END_TRY();
+
+	SPI_finish();
+
+	PG_RETURN_DATUM(make_result(fcinfo, event.outcome, msg.version,
+								stored_isnull, stored, event_id));
+}

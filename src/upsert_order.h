@@ -1,0 +1,101 @@
+/*-------------------------------------------------------------------------
+ *
+ * upsert_order.h
+ *	  Declarations shared by the upsert_order modules: the rowseq layout,
+ *	  the server clock, target metadata and the event log writer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef UPSERT_ORDER_H
+#define UPSERT_ORDER_H
+
+#include "postgres.h"
+
+#include "access/attnum.h"
+#include "fmgr.h"
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+
+#define UPSERT_ORDER_SCHEMA "upsert_order"
+
+/*
+ * rowseq layout: a hybrid logical clock value.  The upper 48 bits count
+ * milliseconds since the Unix epoch, the lower 16 bits are a logical counter.
+ * Only non-negative int64 values are valid, so the millisecond part is
+ * limited to 47 bits (about 4,400 years after 1970).
+ */
+#define ROWSEQ_LOGICAL_BITS		16
+#define ROWSEQ_LOGICAL_MAX		((1 << ROWSEQ_LOGICAL_BITS) - 1)
+#define ROWSEQ_MAX				PG_INT64_MAX
+#define ROWSEQ_MS_MAX			(ROWSEQ_MAX >> ROWSEQ_LOGICAL_BITS)
+
+typedef int64 rowseq;
+
+#define DatumGetRowseq(X)		((rowseq) DatumGetInt64(X))
+#define RowseqGetDatum(X)		Int64GetDatum(X)
+#define PG_GETARG_ROWSEQ(n)		DatumGetRowseq(PG_GETARG_DATUM(n))
+#define PG_RETURN_ROWSEQ(x)		return RowseqGetDatum(x)
+
+/* rowseq.c */
+extern rowseq RowseqFromText(const char *text);
+extern Oid	RowseqTypeOid(void);
+
+/* hlc.c: the server clock behind rowseq_now() */
+extern void HlcRequestShmem(void);
+extern void HlcStartupShmem(void);
+extern rowseq HlcNow(void);
+
+/* target.c: what versioned_upsert() needs to know about a target table */
+typedef struct TargetColumn
+{
+	AttrNumber	attnum;
+	char	   *name;			/* column name, unquoted */
+	Oid			typid;
+	int32		typmod;
+	char	   *typname;		/* format_type_with_typemod(), quoted */
+} TargetColumn;
+
+typedef struct UpsertTarget
+{
+	Oid			relid;
+	bool		valid;			/* cleared by relcache invalidation */
+	char	   *qualname;		/* quoted "schema"."table" */
+	char	   *displayname;	/* schema.table for messages */
+	MemoryContext cxt;			/* holds this entry and everything it points to */
+	int			ncolumns;		/* live user columns */
+	TargetColumn *columns;		/* indexed by attnum - 1 (dropped: attnum 0) */
+	int			npkey;
+	AttrNumber *pkey;			/* primary key columns, in index order */
+	AttrNumber	version_attnum;
+	FmgrInfo   *pkey_input;		/* input functions of the key columns */
+	Oid		   *pkey_ioparam;
+	char	  **pkey_eqop;		/* OPERATOR("schema".=) of each key column */
+	char	   *pkey_constraint;	/* quoted name of the primary key */
+	struct UpsertStatement *statements; /* prepared upserts, by column set */
+	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
+} UpsertTarget;
+
+extern UpsertTarget *TargetLookup(Oid relid);
+extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
+extern void TargetInitCache(void);
+
+/* upsert.c */
+extern int	UpsertCallDepth(void);
+extern void UpsertStatementsFree(UpsertTarget *target);
+
+/* event_log.c */
+typedef struct LoggedEvent
+{
+	Oid			target;
+	Jsonb	   *key;
+	rowseq		version;
+	const char *outcome;
+	Jsonb	   *payload;
+	Datum		data;			/* jsonb of the stored row, or 0 */
+	bool		data_isnull;
+} LoggedEvent;
+
+extern int64 EventLogAppend(const LoggedEvent *event);
+extern void EventLogInitCache(void);
+
+#endif							/* UPSERT_ORDER_H */
