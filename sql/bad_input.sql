@@ -1,0 +1,124 @@
+-- Bad targets and bad messages: a clear error with the right SQLSTATE, and
+-- nothing left behind.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS upsert_order CASCADE;
+CREATE EXTENSION upsert_order;
+RESET client_min_messages;
+SET search_path = public, upsert_order;
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+CREATE TABLE good (id int PRIMARY KEY, ver rowseq NOT NULL, val text CHECK (val <> 'bad'));
+INSERT INTO good VALUES (1, 10, 'stored');
+
+-- Show SQLSTATEs: every error below must carry the right one.
+\set VERBOSITY sqlstate
+SELECT versioned_upsert(NULL, '{"id": 1}');
+SELECT versioned_upsert('good', NULL);
+\set VERBOSITY default
+
+-- Targets that are not tables with a primary key and exactly one rowseq column.
+CREATE TABLE no_pk (id int, ver rowseq);
+SELECT versioned_upsert('no_pk', '{"id": 1, "ver": 1}');
+CREATE TABLE no_version (id int PRIMARY KEY, ver bigint);
+SELECT versioned_upsert('no_version', '{"id": 1, "ver": 1}');
+CREATE TABLE two_versions (id int PRIMARY KEY, v1 rowseq, v2 rowseq);
+SELECT versioned_upsert('two_versions', '{"id": 1, "v1": 1}');
+CREATE TABLE version_in_key (id int, ver rowseq, PRIMARY KEY (id, ver));
+SELECT versioned_upsert('version_in_key', '{"id": 1, "ver": 1}');
+CREATE VIEW good_view AS SELECT * FROM good;
+SELECT versioned_upsert('good_view', '{"id": 1, "ver": 11}');
+CREATE MATERIALIZED VIEW good_mv AS SELECT * FROM good;
+SELECT versioned_upsert('good_mv', '{"id": 1, "ver": 11}');
+CREATE SEQUENCE some_seq;
+SELECT versioned_upsert('some_seq', '{"id": 1, "ver": 11}');
+SELECT versioned_upsert('pg_class', '{"oid": 1}');
+SELECT versioned_upsert('pg_catalog.pg_proc', '{"oid": 1}');
+SELECT versioned_upsert('upsert_order.event_log', '{"event_id": 1, "version": 1}');
+-- A dropped table (the regclass outlives it).
+CREATE TABLE doomed (id int PRIMARY KEY, ver rowseq);
+SELECT 'doomed'::regclass::oid AS doomed_oid \gset
+DROP TABLE doomed;
+SELECT versioned_upsert(0, '{"id": 1, "ver": 1}');
+SELECT versioned_upsert('no_such_table', '{"id": 1, "ver": 1}');
+
+\set VERBOSITY sqlstate
+SELECT versioned_upsert('no_pk', '{"id": 1, "ver": 1}');
+SELECT versioned_upsert('two_versions', '{"id": 1, "v1": 1}');
+SELECT versioned_upsert('good_view', '{"id": 1, "ver": 11}');
+SELECT versioned_upsert(:doomed_oid, '{"id": 1, "ver": 1}');
+\set VERBOSITY default
+
+-- Messages that are not objects.
+SELECT versioned_upsert('good', '[1, 2]');
+SELECT versioned_upsert('good', '"id"');
+SELECT versioned_upsert('good', '7');
+SELECT versioned_upsert('good', 'null');
+
+-- Unknown columns, including names that look like SQL.
+SELECT versioned_upsert('good', '{"id": 1, "ver": 11, "nope": 1}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 11, "id\"; DROP TABLE good; --": 1}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 11, "ctid": "(0,1)"}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 11, "ID": 1}');
+\set VERBOSITY sqlstate
+SELECT versioned_upsert('good', '{"id": 1, "ver": 11, "nope": 1}');
+\set VERBOSITY default
+
+-- Missing or null primary key.
+SELECT versioned_upsert('good', '{"ver": 11, "val": "x"}');
+SELECT versioned_upsert('good', '{"id": null, "ver": 11}');
+\set VERBOSITY sqlstate
+SELECT versioned_upsert('good', '{"ver": 11}');
+\set VERBOSITY default
+
+-- Bad versions go through rowseq's own input rules.
+SELECT versioned_upsert('good', '{"id": 1, "ver": -1}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1.5}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": "abc"}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": " 12x"}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": true}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": [1]}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 9223372036854775808}');
+\set VERBOSITY sqlstate
+SELECT versioned_upsert('good', '{"id": 1, "ver": "abc"}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 9223372036854775808}');
+\set VERBOSITY default
+
+-- Bad values for other columns: the column's type says so.
+SELECT versioned_upsert('good', '{"id": "one", "ver": 11}');
+SELECT versioned_upsert('good', '{"id": 1.5, "ver": 11}');
+SELECT versioned_upsert('good', '{"id": 99999999999, "ver": 11}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 11, "val": "bad"}');
+
+-- None of that left a row or an event behind.
+SELECT * FROM good;
+SELECT count(*) AS events FROM event_log;
+-- And the good path still works afterwards in the same session.
+SELECT outcome FROM versioned_upsert('good', '{"id": 1, "ver": 11, "val": "fine"}');
+SELECT count(*) AS events FROM event_log;
+
+-- A table that changes shape is re-read: the cache follows ALTER TABLE.
+SELECT outcome FROM versioned_upsert('good', '{"id": 2, "ver": 1, "val": "v"}');
+ALTER TABLE good ADD COLUMN extra int;
+SELECT outcome FROM versioned_upsert('good', '{"id": 2, "ver": 2, "extra": 5}');
+ALTER TABLE good RENAME COLUMN extra TO more;
+SELECT versioned_upsert('good', '{"id": 2, "ver": 3, "extra": 6}');
+SELECT outcome FROM versioned_upsert('good', '{"id": 2, "ver": 3, "more": 6}');
+ALTER TABLE good DROP COLUMN more;
+SELECT versioned_upsert('good', '{"id": 2, "ver": 4, "more": 7}');
+DROP VIEW good_view;
+DROP MATERIALIZED VIEW good_mv;
+ALTER TABLE good ALTER COLUMN val TYPE varchar(4);
+SELECT versioned_upsert('good', '{"id": 2, "ver": 4, "val": "12345"}');
+SELECT outcome FROM versioned_upsert('good', '{"id": 2, "ver": 4, "val": "1234"}');
+SELECT * FROM good ORDER BY id;
+ALTER TABLE good RENAME TO good_renamed;
+CREATE TABLE good (id int CONSTRAINT new_good_pk PRIMARY KEY, ver rowseq NOT NULL);
+SELECT outcome FROM versioned_upsert('good_renamed', '{"id": 3, "ver": 1}');
+SELECT outcome FROM versioned_upsert('good', '{"id": 3, "ver": 1}');
+SELECT count(*) FROM good_renamed WHERE id = 3;
+ALTER TABLE good DROP CONSTRAINT new_good_pk;
+SELECT versioned_upsert('good', '{"id": 4, "ver": 1}');
+ALTER TABLE good ADD PRIMARY KEY (id);
+ALTER TABLE good ADD COLUMN ver2 rowseq;
+SELECT versioned_upsert('good', '{"id": 4, "ver": 1}');

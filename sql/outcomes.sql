@@ -1,0 +1,101 @@
+-- Every outcome of versioned_upsert(), what it stores and what it logs.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS upsert_order CASCADE;
+CREATE EXTENSION upsert_order;
+RESET client_min_messages;
+SET search_path = public, upsert_order;
+
+CREATE TABLE item (
+	id		int PRIMARY KEY,
+	ver		rowseq NOT NULL,
+	name	text,
+	qty		int DEFAULT 7,
+	tags	text[],
+	attrs	jsonb,
+	born	date
+);
+
+-- No row with that key: inserted; defaults fill absent columns.
+SELECT * FROM versioned_upsert('item', '{"id": 1, "ver": 10, "name": "first"}');
+-- Newer: updated; absent columns keep their stored values.
+UPDATE item SET qty = 99 WHERE id = 1;
+SELECT * FROM versioned_upsert('item', '{"id": 1, "ver": 20, "name": "second"}');
+SELECT id, ver, name, qty FROM item;
+-- Same version: duplicate, nothing changes.
+SELECT * FROM versioned_upsert('item', '{"id": 1, "ver": 20, "name": "retry"}');
+-- Older: stale, nothing changes.
+SELECT * FROM versioned_upsert('item', '{"id": 1, "ver": 15, "name": "late"}');
+SELECT id, ver, name, qty FROM item;
+-- Explicit nulls are values: they overwrite on update.
+SELECT * FROM versioned_upsert('item', '{"id": 1, "ver": 30, "name": null}');
+SELECT id, ver, name, qty FROM item;
+
+-- Values go through each column's own input rules, as jsonb_populate_record does.
+SELECT outcome FROM versioned_upsert('item',
+	'{"id": "2", "ver": "5", "qty": "12", "tags": ["a", "b"], "attrs": {"k": [1, 2]}, "born": "2026-01-31"}');
+SELECT * FROM item WHERE id = 2;
+-- A string key and a number key are the same key.
+SELECT outcome FROM versioned_upsert('item', '{"id": 2, "ver": 6}');
+-- A version may be sent as a JSON number or a JSON string.
+SELECT outcome, version FROM versioned_upsert('item', '{"id": 2, "ver": "7"}');
+
+-- Missing or null version: the server assigns rowseq_now(), newer than any stamp before.
+SELECT outcome, version > '117000000000000000'::rowseq AS is_server_stamp, version = stored_version AS stored
+FROM versioned_upsert('item', '{"id": 3, "name": "stamped"}');
+SELECT outcome, version > (SELECT ver FROM item WHERE id = 3) AS newer
+FROM versioned_upsert('item', '{"id": 3, "ver": null, "name": "stamped again"}');
+SELECT name FROM item WHERE id = 3;
+
+-- A call inside a transaction that rolls back leaves no row and no event.
+SELECT count(*) AS events_before FROM event_log \gset
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 4, "ver": 1}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 1, "ver": 1000}');
+ROLLBACK;
+SELECT count(*) = :events_before AS no_new_events FROM event_log;
+SELECT count(*) AS rows_for_4 FROM item WHERE id = 4;
+SELECT ver FROM item WHERE id = 1;
+
+-- A savepoint rolled back takes its events with it.
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 5, "ver": 1}');
+SAVEPOINT s;
+SELECT outcome FROM versioned_upsert('item', '{"id": 5, "ver": 2}');
+ROLLBACK TO SAVEPOINT s;
+SELECT outcome FROM versioned_upsert('item', '{"id": 5, "ver": 3}');
+COMMIT;
+SELECT key, version, outcome FROM event_log WHERE key = '{"id": 5}' ORDER BY event_id;
+
+-- The event log: one row per call, key normalised, payload as sent, data as stored.
+SELECT event_id, target, key, version, outcome, payload, data
+FROM event_log WHERE key IN ('{"id": 1}', '{"id": 2}') ORDER BY event_id;
+-- result.event_id names the logged row.
+SELECT (versioned_upsert('item', '{"id": 6, "ver": 1}')).event_id AS eid \gset
+SELECT key, version, outcome FROM event_log WHERE event_id = :eid;
+-- For one key, applied events have strictly increasing versions in event_id order.
+SELECT key, bool_and(version > prev) AS increasing
+FROM (SELECT key, version, lag(version) OVER (PARTITION BY key ORDER BY event_id) AS prev
+      FROM event_log WHERE outcome IN ('inserted', 'updated')) t
+WHERE prev IS NOT NULL GROUP BY key ORDER BY key::text;
+
+-- A composite primary key, reported in key order.
+CREATE TABLE pair (a text, b int, v rowseq, note text, PRIMARY KEY (b, a));
+SELECT outcome FROM versioned_upsert('pair', '{"a": "x", "b": 1, "v": 1, "note": "one"}');
+SELECT outcome FROM versioned_upsert('pair', '{"a": "x", "b": 2, "v": 1, "note": "two"}');
+SELECT outcome FROM versioned_upsert('pair', '{"b": 1, "a": "x", "v": 2}');
+SELECT * FROM pair ORDER BY b;
+SELECT key, outcome FROM event_log WHERE target = 'pair'::regclass ORDER BY event_id;
+
+-- A version column that allows NULL: a stored NULL is older than any version.
+CREATE TABLE loose (id int PRIMARY KEY, v rowseq, x int);
+INSERT INTO loose VALUES (1, NULL, 0);
+SELECT applied, outcome, stored_version FROM versioned_upsert('loose', '{"id": 1, "v": 1, "x": 1}');
+
+-- Hybrid-clock stamps and plain counters compare as integers.
+SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 7, 'ver', rowseq('2026-01-01', 0)));
+SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 7, 'ver', rowseq('2026-01-01', 1)));
+SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 7, 'ver', rowseq('2025-12-31 23:59:59.999', 65535)));
+
+-- The result is a composite that can be expanded or kept whole.
+SELECT (versioned_upsert('item', '{"id": 8, "ver": 1}')).outcome;
+SELECT pg_typeof(versioned_upsert('item', '{"id": 8, "ver": 2}'));

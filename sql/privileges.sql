@@ -1,0 +1,101 @@
+-- Privileges: versioned_upsert() runs with the caller's rights on the target;
+-- event_log is append-only for everyone but its owner.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS upsert_order CASCADE;
+CREATE EXTENSION upsert_order;
+DROP ROLE IF EXISTS upsert_writer;
+DROP ROLE IF EXISTS upsert_reader;
+DROP ROLE IF EXISTS upsert_nobody;
+RESET client_min_messages;
+SET search_path = public, upsert_order;
+-- Errors raised inside the statement versioned_upsert() runs carry that
+-- statement as context; the tests look at the errors themselves.
+\set SHOW_CONTEXT never
+
+CREATE ROLE upsert_writer;
+CREATE ROLE upsert_reader;
+CREATE ROLE upsert_nobody;
+CREATE TABLE acct (id int PRIMARY KEY, ver rowseq NOT NULL, balance int, secret text);
+GRANT SELECT, INSERT, UPDATE ON acct TO upsert_writer;
+GRANT SELECT ON upsert_order.event_log TO upsert_reader;
+
+-- The function is SECURITY INVOKER.
+SELECT proname, prosecdef FROM pg_proc
+WHERE pronamespace = 'upsert_order'::regnamespace AND prosecdef;
+
+-- A writer with INSERT, UPDATE and SELECT on the target may call it, and needs
+-- nothing on event_log.
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 1, "balance": 10}');
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 2, "balance": 20}');
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 1, "balance": 5}');
+-- But may not read, forge or erase the audit trail.
+SELECT count(*) FROM event_log;
+INSERT INTO event_log (target, key, version, outcome, payload)
+	VALUES ('acct', '{"id": 1}', 99, 'updated', '{}');
+UPDATE event_log SET outcome = 'stale';
+DELETE FROM event_log;
+TRUNCATE event_log;
+SELECT nextval('upsert_order.event_log_event_id_seq');
+-- Calling the internal WHERE-clause helper directly changes nothing.
+SELECT _conflict_check('1', '2');
+RESET ROLE;
+
+-- A reader granted SELECT sees everything the writer logged, and nothing more.
+SET ROLE upsert_reader;
+SELECT key, version, outcome FROM event_log ORDER BY event_id;
+DELETE FROM event_log;
+RESET ROLE;
+
+-- Without INSERT, UPDATE or SELECT on the target: 42501, and nothing logged.
+\set VERBOSITY sqlstate
+SET ROLE upsert_nobody;
+SELECT versioned_upsert('acct', '{"id": 2, "ver": 1}');
+RESET ROLE;
+REVOKE UPDATE ON acct FROM upsert_writer;
+SET ROLE upsert_writer;
+SELECT versioned_upsert('acct', '{"id": 2, "ver": 1}');
+RESET ROLE;
+GRANT UPDATE ON acct TO upsert_writer;
+REVOKE SELECT ON acct FROM upsert_writer;
+SET ROLE upsert_writer;
+SELECT versioned_upsert('acct', '{"id": 2, "ver": 1}');
+RESET ROLE;
+REVOKE INSERT ON acct FROM upsert_writer;
+GRANT SELECT ON acct TO upsert_writer;
+SET ROLE upsert_writer;
+SELECT versioned_upsert('acct', '{"id": 1, "ver": 9}');
+RESET ROLE;
+\set VERBOSITY default
+SET ROLE upsert_nobody;
+SELECT versioned_upsert('acct', '{"id": 2, "ver": 1}');
+RESET ROLE;
+SELECT count(*) AS events FROM event_log;
+SELECT * FROM acct;
+
+-- Column privileges are those of the statement: a writer without UPDATE on
+-- "secret" can update the other columns but not that one.
+GRANT INSERT ON acct TO upsert_writer;
+REVOKE UPDATE ON acct FROM upsert_writer;
+GRANT UPDATE (ver, balance) ON acct TO upsert_writer;
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 3, "balance": 30}');
+SELECT versioned_upsert('acct', '{"id": 1, "ver": 4, "secret": "x"}');
+RESET ROLE;
+SELECT * FROM acct;
+
+-- Grants on the extension's objects: only the schema and the functions are public.
+SELECT c.relname, c.relacl IS NULL AS default_acl,
+       has_table_privilege('upsert_nobody', c.oid, 'SELECT') AS nobody_select,
+       has_table_privilege('upsert_nobody', c.oid, 'INSERT') AS nobody_insert
+FROM pg_class c WHERE c.relnamespace = 'upsert_order'::regnamespace AND c.relkind IN ('r', 'S')
+ORDER BY c.relname;
+
+-- event_log is an extension configuration table, so pg_dump keeps its rows.
+SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'upsert_order' ORDER BY 1;
+
+DROP TABLE acct;
+DROP OWNED BY upsert_writer, upsert_reader, upsert_nobody;
+DROP ROLE upsert_writer;
+DROP ROLE upsert_reader;
+DROP ROLE upsert_nobody;

@@ -1,0 +1,62 @@
+-- Row level security on the target is enforced as INSERT ... ON CONFLICT DO
+-- UPDATE enforces it; an outcome never reveals a row the caller cannot see.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS upsert_order CASCADE;
+CREATE EXTENSION upsert_order;
+DROP ROLE IF EXISTS upsert_alice;
+RESET client_min_messages;
+SET search_path = public, upsert_order;
+-- Errors raised inside the statement versioned_upsert() runs carry that
+-- statement as context; the tests look at the errors themselves.
+\set SHOW_CONTEXT never
+
+CREATE ROLE upsert_alice;
+CREATE TABLE note (id int PRIMARY KEY, ver rowseq NOT NULL, owner text NOT NULL, body text);
+GRANT SELECT, INSERT, UPDATE ON note TO upsert_alice;
+ALTER TABLE note ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_select ON note FOR SELECT USING (owner = current_user);
+CREATE POLICY own_insert ON note FOR INSERT WITH CHECK (owner = current_user);
+CREATE POLICY own_update ON note FOR UPDATE USING (owner = current_user)
+	WITH CHECK (owner = current_user);
+-- A row alice may not see.
+INSERT INTO note VALUES (100, 10, 'bob', 'bob''s secret');
+
+SET ROLE upsert_alice;
+-- Her own rows: every outcome as usual.
+SELECT outcome FROM versioned_upsert('note', '{"id": 1, "ver": 1, "owner": "upsert_alice", "body": "a"}');
+SELECT outcome FROM versioned_upsert('note', '{"id": 1, "ver": 2, "owner": "upsert_alice", "body": "b"}');
+SELECT outcome FROM versioned_upsert('note', '{"id": 1, "ver": 2, "owner": "upsert_alice", "body": "c"}');
+SELECT outcome FROM versioned_upsert('note', '{"id": 1, "ver": 1, "owner": "upsert_alice", "body": "d"}');
+-- As in SQL, the INSERT policy checks the proposed row even when it becomes
+-- an update: a message without the owner column fails it.
+SELECT versioned_upsert('note', '{"id": 1, "ver": 3, "body": "e"}');
+-- Inserting a row the INSERT policy rejects.
+SELECT versioned_upsert('note', '{"id": 2, "ver": 1, "owner": "bob"}');
+-- Updating her row into one the UPDATE policy's WITH CHECK rejects.
+SELECT versioned_upsert('note', '{"id": 1, "ver": 3, "owner": "bob"}');
+-- A newer version of bob's row: refused by the UPDATE policy, exactly as
+-- INSERT ... ON CONFLICT DO UPDATE refuses it.
+SELECT versioned_upsert('note', '{"id": 100, "ver": 11, "owner": "upsert_alice"}');
+INSERT INTO note AS t VALUES (100, 11, 'upsert_alice') ON CONFLICT (id) DO UPDATE
+	SET ver = EXCLUDED.ver WHERE t.ver < EXCLUDED.ver;
+-- A stale or duplicate version of bob's row: refused rather than revealing
+-- bob's stored version.
+SELECT versioned_upsert('note', '{"id": 100, "ver": 5, "owner": "upsert_alice"}');
+SELECT versioned_upsert('note', '{"id": 100, "ver": 10, "owner": "upsert_alice"}');
+\set VERBOSITY sqlstate
+SELECT versioned_upsert('note', '{"id": 100, "ver": 5, "owner": "upsert_alice"}');
+SELECT versioned_upsert('note', '{"id": 100, "ver": 11, "owner": "upsert_alice"}');
+\set VERBOSITY default
+SELECT * FROM note;
+RESET ROLE;
+
+-- Nothing of bob's changed, and only alice's successful calls were logged.
+SELECT * FROM note ORDER BY id;
+SELECT key, version, outcome FROM event_log ORDER BY event_id;
+
+-- Roles that bypass row security (here a superuser) see the stored version.
+SELECT outcome, stored_version FROM versioned_upsert('note', '{"id": 100, "ver": 5, "owner": "bob"}');
+
+DROP TABLE note;
+DROP OWNED BY upsert_alice;
+DROP ROLE upsert_alice;

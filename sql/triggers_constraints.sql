@@ -1,0 +1,107 @@
+-- Triggers, defaults, generated columns and constraints behave as for an
+-- ordinary INSERT ... ON CONFLICT DO UPDATE; an error leaves nothing behind.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS upsert_order CASCADE;
+CREATE EXTENSION upsert_order;
+RESET client_min_messages;
+SET search_path = public, upsert_order;
+-- Errors raised inside the statement versioned_upsert() runs carry that
+-- statement as context; the tests look at the errors themselves.
+\set SHOW_CONTEXT never
+
+CREATE TABLE parent (id int PRIMARY KEY);
+INSERT INTO parent VALUES (1), (2);
+
+CREATE TABLE doc (
+	id			int PRIMARY KEY,
+	ver			rowseq NOT NULL,
+	parent_id	int REFERENCES parent (id),
+	title		text NOT NULL DEFAULT 'untitled',
+	slug		text UNIQUE,
+	words		int CHECK (words >= 0),
+	title_len	int GENERATED ALWAYS AS (length(title)) STORED,
+	touched		text
+);
+
+-- Row and statement triggers record what fired, in order.
+CREATE TABLE fired (n serial, what text);
+CREATE FUNCTION note_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO fired (what) VALUES (TG_WHEN || ' ' || TG_OP || ' ' || TG_LEVEL);
+	IF TG_LEVEL = 'ROW' AND TG_WHEN = 'BEFORE' THEN
+		NEW.touched := coalesce(NEW.touched, '') || left(TG_OP, 1);
+		RETURN NEW;
+	END IF;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER b_row BEFORE INSERT OR UPDATE ON doc FOR EACH ROW EXECUTE FUNCTION note_trigger();
+CREATE TRIGGER a_row AFTER INSERT OR UPDATE ON doc FOR EACH ROW EXECUTE FUNCTION note_trigger();
+CREATE TRIGGER b_stmt BEFORE INSERT OR UPDATE ON doc FOR EACH STATEMENT EXECUTE FUNCTION note_trigger();
+CREATE TRIGGER a_stmt AFTER INSERT OR UPDATE ON doc FOR EACH STATEMENT EXECUTE FUNCTION note_trigger();
+
+-- Insert: BEFORE INSERT changes the stored row; defaults and generated columns apply.
+SELECT outcome FROM versioned_upsert('doc', '{"id": 1, "ver": 1, "parent_id": 1}');
+SELECT what FROM fired ORDER BY n; TRUNCATE fired;
+-- Update: as ON CONFLICT DO UPDATE, BEFORE INSERT fires on the proposed row, then BEFORE UPDATE.
+SELECT outcome FROM versioned_upsert('doc', '{"id": 1, "ver": 2, "title": "Hello"}');
+SELECT what FROM fired ORDER BY n; TRUNCATE fired;
+-- Stale: statement triggers and BEFORE INSERT fire, the update does not.
+SELECT outcome FROM versioned_upsert('doc', '{"id": 1, "ver": 1, "title": "Old"}');
+SELECT what FROM fired ORDER BY n; TRUNCATE fired;
+SELECT id, ver, parent_id, title, title_len, touched FROM doc;
+-- The logged data is the row as stored, after triggers and generated columns.
+SELECT outcome, data->>'touched' AS touched, data->>'title_len' AS title_len
+FROM event_log ORDER BY event_id;
+
+-- Constraint violations abort the call: nothing stored, nothing logged.
+SELECT count(*) AS events_before FROM event_log \gset
+SELECT versioned_upsert('doc', '{"id": 2, "ver": 1, "parent_id": 99}');
+SELECT versioned_upsert('doc', '{"id": 2, "ver": 1, "words": -1}');
+SELECT versioned_upsert('doc', '{"id": 2, "ver": 1, "title": null}');
+SELECT versioned_upsert('doc', '{"id": 1, "ver": 3, "title": null}');
+SELECT versioned_upsert('doc', '{"id": 2, "ver": 1, "title_len": 5}');
+SELECT outcome FROM versioned_upsert('doc', '{"id": 2, "ver": 1, "slug": "taken"}');
+SELECT versioned_upsert('doc', '{"id": 3, "ver": 1, "slug": "taken"}');
+SELECT versioned_upsert('doc', '{"id": 1, "ver": 5, "slug": "taken"}');
+SELECT count(*) - :events_before AS new_events FROM event_log;
+SELECT id, ver, slug FROM doc ORDER BY id;
+-- Deleting a referenced parent is still refused as usual.
+DELETE FROM parent WHERE id = 1;
+
+-- A BEFORE trigger that returns NULL skips the row: outcome "skipped".
+CREATE FUNCTION skip_odd() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.words % 2 = 1 THEN RETURN NULL; END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER skip_odd BEFORE INSERT OR UPDATE ON doc FOR EACH ROW EXECUTE FUNCTION skip_odd();
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{"id": 10, "ver": 1, "words": 3}');
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{"id": 1, "ver": 9, "words": 3}');
+SELECT applied, outcome FROM versioned_upsert('doc', '{"id": 1, "ver": 9, "words": 4}');
+SELECT id, ver, words FROM doc WHERE id IN (1, 10) ORDER BY id;
+DROP TRIGGER skip_odd ON doc;
+
+-- A trigger that raises aborts the call, and the event with it.
+CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused by trigger' USING ERRCODE = 'P0001'; END $$;
+CREATE TRIGGER refuse BEFORE UPDATE ON doc FOR EACH ROW WHEN (NEW.words = 13) EXECUTE FUNCTION refuse();
+SELECT count(*) AS events_before FROM event_log \gset
+SELECT versioned_upsert('doc', '{"id": 1, "ver": 20, "words": 13}');
+SELECT count(*) - :events_before AS new_events FROM event_log;
+SELECT ver FROM doc WHERE id = 1;
+DROP TRIGGER refuse ON doc;
+
+-- A trigger on one target may call versioned_upsert() on another (nested calls).
+CREATE TABLE audit_copy (id int PRIMARY KEY, ver rowseq, title text);
+CREATE FUNCTION copy_doc() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM upsert_order.versioned_upsert('audit_copy',
+		jsonb_build_object('id', NEW.id, 'ver', NEW.ver, 'title', NEW.title));
+	RETURN NEW;
+END $$;
+CREATE TRIGGER copy_doc AFTER INSERT OR UPDATE ON doc FOR EACH ROW EXECUTE FUNCTION copy_doc();
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{"id": 1, "ver": 30, "title": "Nested"}');
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{"id": 1, "ver": 29, "title": "Stale"}');
+SELECT * FROM audit_copy;
+SELECT target, key, version, outcome FROM event_log
+WHERE event_id > :events_before ORDER BY event_id;
