@@ -1,0 +1,43 @@
+# Without shared_preload_libraries the extension still works; only what needs
+# shared memory (server-assigned stamps) says so, with a hint.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('not_preloaded');
+$node->init;
+$node->start;
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION upsert_order;
+	CREATE TABLE t (id int PRIMARY KEY, v upsert_order.rowseq, x text);
+});
+
+is( $node->safe_psql('postgres',
+		q{SELECT outcome FROM upsert_order.versioned_upsert('t', '{"id": 1, "v": 5, "x": "a"}')}),
+	'inserted', 'explicit versions work without preloading');
+is( $node->safe_psql('postgres',
+		q{SELECT outcome FROM upsert_order.versioned_upsert('t', '{"id": 1, "v": 4, "x": "b"}')}),
+	'stale', 'stale messages are still refused');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.event_log'),
+	'2', 'both messages logged');
+
+my ($ret, $stdout, $stderr) = $node->psql('postgres',
+	q{\set VERBOSITY verbose
+SELECT upsert_order.rowseq_now()});
+isnt($ret, 0, 'rowseq_now() fails without shared memory');
+like($stderr, qr/55000/, 'with SQLSTATE 55000');
+like($stderr, qr/must be loaded via shared_preload_libraries/, 'saying why');
+like($stderr, qr/HINT:\s+Add upsert_order to shared_preload_libraries/, 'and what to do');
+
+($ret, $stdout, $stderr) = $node->psql('postgres',
+	q{SELECT upsert_order.versioned_upsert('t', '{"id": 2, "x": "no version"}')});
+isnt($ret, 0, 'a message without a version needs a server stamp, so it fails');
+like($stderr, qr/send every message with an explicit version/, 'and the hint says how to avoid it');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.event_log'),
+	'2', 'the failed call logged nothing');
+
+$node->stop;
+done_testing();

@@ -1,0 +1,54 @@
+# rowseq_now() never goes back: not across backends, and not across a clean
+# restart or a crash, even though its state lives in shared memory.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('clock');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'upsert_order'");
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION upsert_order');
+
+$node->safe_psql('postgres',
+	'SELECT upsert_order.max(upsert_order.rowseq_now()) FROM generate_series(1, 100000)');
+my $before = $node->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
+
+# A clean shutdown saves the last stamp handed out; the next start reads it.
+$node->stop;
+my $state_file = $node->data_dir . '/pg_stat/upsert_order_hlc.stat';
+ok(-f $state_file, 'a clean shutdown saves the clock');
+open my $sf, '<:raw', $state_file or die "could not open $state_file: $!";
+my $bytes = do { local $/; <$sf> };
+close $sf;
+is(length($bytes), 8, 'the saved clock is one 64-bit value');
+is(unpack('Q', $bytes), $before, 'the saved value is the last stamp handed out');
+$node->start;
+my $after = $node->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
+ok($node->safe_psql('postgres', "SELECT '$after'::upsert_order.rowseq OPERATOR(upsert_order.>) '$before'::upsert_order.rowseq") eq 't',
+	"after a clean restart the clock continues above the last stamp ($before < $after)");
+
+# A crash cannot save the clock; it resumes from the last saved value or the
+# wall clock, whichever is greater, so it is never behind the wall clock.
+$node->stop('immediate');
+$node->start;
+my $wall = $node->safe_psql('postgres',
+	q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())});
+is($wall, 't', 'after a crash the clock is not behind the wall clock');
+
+# Many backends at once never get the same stamp.
+$node->safe_psql('postgres', 'CREATE TABLE stamps (s upsert_order.rowseq)');
+my $script = $node->basedir . '/stamp.sql';
+open my $fh, '>', $script or die $!;
+print $fh "INSERT INTO stamps SELECT upsert_order.rowseq_now() FROM generate_series(1, 20);\n";
+close $fh;
+$node->command_ok(
+	[ 'pgbench', '-n', '-c', '8', '-j', '2', '-t', '200', '-f', $script, '-p', $node->port, '-h', $node->host, 'postgres' ],
+	'8 clients take stamps concurrently');
+is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT s) FROM stamps'),
+	'32000|32000', 'every stamp handed out is unique');
+
+$node->stop;
+done_testing();
