@@ -202,3 +202,9 @@ CREATE FUNCTION @extschema@.versioned_upsert(target regclass, new_row jsonb)
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
 COMMENT ON FUNCTION @extschema@.versioned_upsert(regclass, jsonb) IS
 	'insert or update a row only when new_row carries a newer version; log the message either way';
+
+CREATE FUNCTION @extschema@.versioned_upsert_batch(target regclass, rows jsonb)
+	RETURNS SETOF @extschema@.upsert_result
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 100;
+COMMENT ON FUNCTION @extschema@.versioned_upsert_batch(regclass, jsonb) IS
+	'versioned_upsert() for each element of a JSON array, in order, in one statement';

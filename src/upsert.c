@@ -31,6 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rls.h"
+#include "utils/tuplestore.h"
 
 #include "upsert_order.h"
 
@@ -71,6 +72,7 @@ static ConflictNote conflict_note;
 static int	call_depth = 0;
 
 PG_FUNCTION_INFO_V1(versioned_upsert);
+PG_FUNCTION_INFO_V1(versioned_upsert_batch);
 PG_FUNCTION_INFO_V1(conflict_check);
 
 int
@@ -513,53 +515,30 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	check_stored_row_visible(target, msg);
 }
 
-/* Form the upsert_result composite. */
-static Datum
-make_result(FunctionCallInfo fcinfo, const char *outcome, rowseq version,
-			bool stored_isnull, rowseq stored, int64 event_id)
+/* What one message did: the fields of upsert_result. */
+typedef struct UpsertOutcome
 {
-	TupleDesc	tupdesc;
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, false};
-	bool		applied = strcmp(outcome, "inserted") == 0 || strcmp(outcome, "updated") == 0;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
-
-	values[0] = BoolGetDatum(applied);
-	values[1] = CStringGetTextDatum(outcome);
-	values[2] = RowseqGetDatum(version);
-	values[3] = RowseqGetDatum(stored);
-	nulls[3] = stored_isnull;
-	values[4] = Int64GetDatum(event_id);
-
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
-}
+	const char *outcome;
+	rowseq		version;
+	bool		stored_isnull;
+	rowseq		stored;
+	int64		event_id;
+} UpsertOutcome;
 
 /*
- * versioned_upsert(target regclass, new_row jsonb) RETURNS upsert_result
+ * Apply one message to a target and log it.  The table is locked and its
+ * metadata checked (from the cache) for every message, so a batch sees a
+ * table that changed between two of its rows as a single call would.
  */
-Datum
-versioned_upsert(PG_FUNCTION_ARGS)
+static void
+upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result)
 {
-	Oid			relid;
-	UpsertTarget *target;
+	UpsertTarget *target = TargetLookup(relid);
 	UpsertMessage msg;
 	LoggedEvent event;
 	ConflictNote outer_note = conflict_note;
-	bool		stored_isnull = false;
-	rowseq		stored = 0;
-	int64		event_id = 0;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", PG_ARGISNULL(0) ? "target" : "new_row")));
-
-	relid = PG_GETARG_OID(0);
-	target = TargetLookup(relid);
-	parse_message(target, PG_GETARG_JSONB_P(1), &msg);
+	parse_message(target, new_row, &msg);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -567,13 +546,15 @@ versioned_upsert(PG_FUNCTION_ARGS)
 	call_depth++;
 	PG_TRY();
 	{
-		apply_message(target, &msg, &event, &stored_isnull, &stored);
+		result->stored_isnull = false;
+		result->stored = 0;
+		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored);
 
 		event.target = relid;
 		event.key = msg.key;
 		event.version = msg.version;
 		event.payload = msg.new_row;
-		event_id = EventLogAppend(&event);
+		result->event_id = EventLogAppend(&event);
 	}
 	PG_FINALLY();
 	{
@@ -585,6 +566,134 @@ versioned_upsert(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 
-	PG_RETURN_DATUM(make_result(fcinfo, event.outcome, msg.version,
-								stored_isnull, stored, event_id));
+	result->outcome = event.outcome;
+	result->version = msg.version;
+}
+
+/* The upsert_result columns of one outcome. */
+static void
+outcome_values(const UpsertOutcome *result, Datum *values, bool *nulls)
+{
+	bool		applied = strcmp(result->outcome, "inserted") == 0 ||
+		strcmp(result->outcome, "updated") == 0;
+
+	memset(nulls, 0, sizeof(bool) * 5);
+	values[0] = BoolGetDatum(applied);
+	values[1] = CStringGetTextDatum(result->outcome);
+	values[2] = RowseqGetDatum(result->version);
+	values[3] = RowseqGetDatum(result->stored);
+	nulls[3] = result->stored_isnull;
+	values[4] = Int64GetDatum(result->event_id);
+}
+
+/* Refuse a NULL argument by name. */
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * versioned_upsert(target regclass, new_row jsonb) RETURNS upsert_result
+ */
+Datum
+versioned_upsert(PG_FUNCTION_ARGS)
+{
+	UpsertOutcome result;
+	TupleDesc	tupdesc;
+	Datum		values[5];
+	bool		nulls[5];
+
+	check_not_null(fcinfo, 0, "target");
+	check_not_null(fcinfo, 1, "new_row");
+
+	upsert_one(PG_GETARG_OID(0), PG_GETARG_JSONB_P(1), &result);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	outcome_values(&result, values, nulls);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
+
+/* Error context of a batch: which element was being applied. */
+static void
+batch_error_context(void *arg)
+{
+	errcontext("element %lld of the batch", (long long) *(int64 *) arg);
+}
+
+/*
+ * versioned_upsert_batch(target regclass, rows jsonb) RETURNS SETOF upsert_result
+ *
+ * Each element is applied exactly as a versioned_upsert() call would be, in
+ * array order, and the results come back in that order.  An error in any
+ * element aborts the whole statement, as for any SQL statement.
+ */
+Datum
+versioned_upsert_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid;
+	Jsonb	   *rows;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
+	int64		index = 0;
+	ErrorContextCallback errcallback;
+
+	check_not_null(fcinfo, 0, "target");
+	check_not_null(fcinfo, 1, "rows");
+	relid = PG_GETARG_OID(0);
+	rows = PG_GETARG_JSONB_P(1);
+
+	if (!JB_ROOT_IS_ARRAY(rows) || JB_ROOT_IS_SCALAR(rows))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rows must be a JSON array"),
+				 errdetail("versioned_upsert_batch() takes an array of row objects.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* Each element's work is freed before the next; only results are kept. */
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "upsert_order batch row",
+								   ALLOCSET_DEFAULT_SIZES);
+
+	errcallback.callback = batch_error_context;
+	errcallback.arg = &index;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	it = JsonbIteratorInit(&rows->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		UpsertOutcome result;
+		Datum		values[5];
+		bool		nulls[5];
+
+		if (tok != WJB_ELEM)
+			continue;
+		index++;
+
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("element %lld of rows is not a JSON object", (long long) index),
+					 errdetail("Every element of rows must be an object of column names and values.")));
+		upsert_one(relid, JsonbValueToJsonb(&v), &result);
+		outcome_values(&result, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(rowcxt);
+	}
+
+	error_context_stack = errcallback.previous;
+	MemoryContextDelete(rowcxt);
+	return (Datum) 0;
 }
