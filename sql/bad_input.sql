@@ -2,9 +2,11 @@
 -- nothing left behind.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS bad_input CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA bad_input;
+SET search_path = bad_input, upsert_order;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

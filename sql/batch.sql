@@ -2,9 +2,12 @@
 -- as the same calls one after another; atomic as one statement.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS batch CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA batch;
+GRANT USAGE ON SCHEMA batch TO PUBLIC;
+SET search_path = batch, upsert_order;
 \set SHOW_CONTEXT never
 
 CREATE TABLE item (id int PRIMARY KEY, ver rowseq NOT NULL, name text, qty int DEFAULT 1);

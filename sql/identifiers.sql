@@ -2,9 +2,11 @@
 -- column names, never SQL.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS identifiers CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA identifiers;
+SET search_path = identifiers, upsert_order;
 
 CREATE SCHEMA "My Schema";
 CREATE TABLE "My Schema"."Odd ""Table"" name" (
@@ -50,11 +52,11 @@ CREATE FUNCTION hostile.to_jsonb(anyelement) RETURNS jsonb
 CREATE FUNCTION hostile.jsonb_to_record(jsonb) RETURNS record
 	LANGUAGE sql AS $$ SELECT NULL::record $$;
 CREATE TABLE hostile.victim (id int PRIMARY KEY, v rowseq);
-SET search_path = hostile, public, upsert_order, pg_catalog;
-SELECT outcome FROM upsert_order.versioned_upsert('public.victim_text', '{"id": "y", "v": 1, "note": "n"}');
+SET search_path = hostile, identifiers, upsert_order, pg_catalog;
+SELECT outcome FROM upsert_order.versioned_upsert('identifiers.victim_text', '{"id": "y", "v": 1, "note": "n"}');
 SELECT data FROM upsert_order.event_log WHERE key = '{"id": "y"}';
 RESET search_path;
-SET search_path = public, upsert_order;
+SET search_path = identifiers, upsert_order;
 SELECT count(*) AS hostile_rows FROM hostile.victim;
 
 -- Temporary tables of this session work (those of other sessions are

@@ -1,9 +1,11 @@
 -- Every outcome of versioned_upsert(), what it stores and what it logs.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS outcomes CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA outcomes;
+SET search_path = outcomes, upsert_order;
 
 CREATE TABLE item (
 	id		int PRIMARY KEY,

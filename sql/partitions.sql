@@ -1,9 +1,11 @@
 -- Partitioned targets: rows are routed as INSERT ... ON CONFLICT routes them.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS partitions CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA partitions;
+SET search_path = partitions, upsert_order;
 -- Errors raised inside the statement versioned_upsert() runs carry that
 -- statement as context; the tests look at the errors themselves.
 \set SHOW_CONTEXT never

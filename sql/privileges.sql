@@ -2,12 +2,15 @@
 -- event_log is append-only for everyone but its owner.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS privileges CASCADE;
 CREATE EXTENSION upsert_order;
 DROP ROLE IF EXISTS upsert_writer;
 DROP ROLE IF EXISTS upsert_reader;
 DROP ROLE IF EXISTS upsert_nobody;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA privileges;
+GRANT USAGE ON SCHEMA privileges TO PUBLIC;
+SET search_path = privileges, upsert_order;
 -- Errors raised inside the statement versioned_upsert() runs carry that
 -- statement as context; the tests look at the errors themselves.
 \set SHOW_CONTEXT never

@@ -2,10 +2,13 @@
 -- UPDATE enforces it; an outcome never reveals a row the caller cannot see.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS rls CASCADE;
 CREATE EXTENSION upsert_order;
 DROP ROLE IF EXISTS upsert_alice;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA rls;
+GRANT USAGE ON SCHEMA rls TO PUBLIC;
+SET search_path = rls, upsert_order;
 -- Errors raised inside the statement versioned_upsert() runs carry that
 -- statement as context; the tests look at the errors themselves.
 \set SHOW_CONTEXT never

@@ -1,9 +1,11 @@
 -- The rowseq type: text and binary I/O, ordering, opclasses, casts, clock layout.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS rowseq CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA rowseq;
+SET search_path = rowseq, upsert_order;
 
 -- Text I/O round-trips exactly, at both ends of the range.
 SELECT '0'::rowseq, '42'::rowseq, '9223372036854775807'::rowseq;

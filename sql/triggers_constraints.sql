@@ -2,9 +2,11 @@
 -- ordinary INSERT ... ON CONFLICT DO UPDATE; an error leaves nothing behind.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS triggers_constraints CASCADE;
 CREATE EXTENSION upsert_order;
 RESET client_min_messages;
-SET search_path = public, upsert_order;
+CREATE SCHEMA triggers_constraints;
+SET search_path = triggers_constraints, upsert_order;
 -- Errors raised inside the statement versioned_upsert() runs carry that
 -- statement as context; the tests look at the errors themselves.
 \set SHOW_CONTEXT never
