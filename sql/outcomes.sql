@@ -101,3 +101,16 @@ SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 7, 'ver', 
 -- The result is a composite that can be expanded or kept whole.
 SELECT (versioned_upsert('item', '{"id": 8, "ver": 1}')).outcome;
 SELECT pg_typeof(versioned_upsert('item', '{"id": 8, "ver": 2}'));
+
+-- Domains: a version column of a domain over rowseq, a key of a domain type;
+-- their constraints are checked as for any INSERT.
+\set SHOW_CONTEXT never
+CREATE DOMAIN small_version AS rowseq CHECK (VALUE < '1000');
+CREATE DOMAIN sku AS text CHECK (VALUE ~ '^[A-Z]+-[0-9]+$');
+CREATE TABLE product (code sku PRIMARY KEY, v small_version NOT NULL, price numeric);
+SELECT outcome FROM versioned_upsert('product', '{"code": "AB-1", "v": 5, "price": 9.5}');
+SELECT outcome FROM versioned_upsert('product', '{"code": "AB-1", "v": 6, "price": 9.75}');
+SELECT versioned_upsert('product', '{"code": "AB-1", "v": 5000}');
+SELECT versioned_upsert('product', '{"code": "lower-1", "v": 1}');
+SELECT * FROM product;
+SELECT key FROM event_log WHERE target = 'product'::regclass ORDER BY event_id;

@@ -349,6 +349,7 @@ TargetLookup(Oid relid)
 		{
 			MemoryContextSwitchTo(oldcxt);
 			MemoryContextDelete(cxt);
+			hash_search(target_cache, &relid, HASH_REMOVE, NULL);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();

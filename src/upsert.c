@@ -402,7 +402,8 @@ upsert_statement(UpsertTarget *target, Bitmapset *columns)
 			return stmt->plan;
 
 	argtypes[PARAM_NEW_ROW] = JSONBOID;
-	argtypes[PARAM_VERSION] = target->columns[target->version_attnum - 1].typid;
+	/* The base type, so that a domain's constraints are checked on assignment. */
+	argtypes[PARAM_VERSION] = getBaseType(target->columns[target->version_attnum - 1].typid);
 	for (int i = 0; i < target->npkey; i++)
 		argtypes[PARAM_FIRST_KEY + i] = target->columns[target->pkey[i] - 1].typid;
 
@@ -447,7 +448,8 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg)
 		target->visible_plan = prepare_kept(target, sql.data, target->npkey, argtypes);
 	}
 
-	ret = SPI_execute_plan(target->visible_plan, msg->key_values, NULL, true, 1);
+	/* Not read-only: the probe needs a snapshot that sees the row just locked. */
+	ret = SPI_execute_plan(target->visible_plan, msg->key_values, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
