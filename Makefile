@@ -10,7 +10,10 @@ OBJS = \
 	src/hlc.o \
 	src/target.o \
 	src/upsert.o \
-	src/event_log.o
+	src/event_log.o \
+	src/publisher.o \
+	src/publisher_shmem.o \
+	src/publisher_api.o
 
 EXTENSION = upsert_order
 DATA = sql/upsert_order--1.0.sql

@@ -208,3 +208,117 @@ CREATE FUNCTION @extschema@.versioned_upsert_batch(target regclass, rows jsonb)
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 100;
 COMMENT ON FUNCTION @extschema@.versioned_upsert_batch(regclass, jsonb) IS
 	'versioned_upsert() for each element of a JSON array, in order, in one statement';
+
+-------------------------------------------------------------------------------
+-- publisher: a background worker (shared_preload_libraries) that notifies
+-- every committed applied event through LISTEN/NOTIFY, in order, exactly once.
+--
+-- versioned_upsert() queues each applied event in outbox, in the writer's
+-- transaction; the worker moves it to publication with the next seq and
+-- notifies it, in one transaction of its own.  Only the database named by
+-- upsert_order.database is published.
+--
+-- Privileges: the three tables are written by the extension only.  To let a
+-- role catch up with events_since(), GRANT SELECT ON upsert_order.publication.
+-- NOTIFY itself has no privileges: any role that can connect to the database
+-- can LISTEN, and so read every notified row.
+-------------------------------------------------------------------------------
+
+-- Applied events not yet published, by event_id.  A queue: rows come and go
+-- all the time, so it is vacuumed often.
+CREATE TABLE @extschema@.outbox (
+	event_id	bigint PRIMARY KEY
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+COMMENT ON TABLE @extschema@.outbox IS
+	'applied events waiting to be notified by the publisher worker';
+
+-- Every notification sent, by seq: gapless from 1, one per applied event.
+-- The next seq is max(seq) + 1, so the newest row is never deleted.
+CREATE TABLE @extschema@.publication (
+	seq			bigint PRIMARY KEY,
+	event_id	bigint NOT NULL UNIQUE,
+	channel		text NOT NULL,
+	payload		jsonb NOT NULL,
+	published_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE @extschema@.publication IS
+	'the notifications sent by the publisher worker, in seq order';
+
+-- Per-target channels, set with configure().  configure() checks the name;
+-- a bad one written here directly stops the publisher, which reports the
+-- error in publisher_status and retries until it is fixed.
+CREATE TABLE @extschema@.target_settings (
+	target		regclass PRIMARY KEY,
+	channel		text NOT NULL
+);
+COMMENT ON TABLE @extschema@.target_settings IS
+	'channel of each target that does not use upsert_order.channel';
+
+REVOKE ALL ON @extschema@.outbox FROM PUBLIC;
+REVOKE ALL ON @extschema@.publication FROM PUBLIC;
+REVOKE ALL ON @extschema@.target_settings FROM PUBLIC;
+
+-- pg_dump keeps what is waiting, what was published and the settings, so a
+-- restored database goes on with the next seq.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.publication', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.target_settings', '');
+
+-- SECURITY INVOKER, but it writes target_settings as that table's owner after
+-- checking that the caller owns target (see publisher_api.c).
+CREATE FUNCTION @extschema@.configure(target regclass, channel text)
+	RETURNS void
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
+COMMENT ON FUNCTION @extschema@.configure(regclass, text) IS
+	'notify the applied events of target on channel (null: back to upsert_order.channel); for the owner of target';
+REVOKE ALL ON FUNCTION @extschema@.configure(regclass, text) FROM PUBLIC;
+
+-- Catch-up after a reconnect: LISTEN first, then read what was published
+-- after the last seq received; skip notifications already read here.  The
+-- payloads are those notified, byte for byte once cast to text.  Null
+-- after_seq reads from the start, null max_events reads everything.
+CREATE FUNCTION @extschema@.events_since(after_seq bigint, max_events integer DEFAULT 1000)
+	RETURNS TABLE (seq bigint, channel text, payload jsonb)
+	LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+	AS $$
+		SELECT p.seq, p.channel, p.payload
+		  FROM @extschema@.publication p
+		 WHERE p.seq > coalesce(after_seq, 0)
+		 ORDER BY p.seq
+		 LIMIT max_events
+	$$;
+COMMENT ON FUNCTION @extschema@.events_since(bigint, integer) IS
+	'the notifications published after after_seq, in seq order (needs SELECT on publication)';
+
+-- SECURITY INVOKER, but it deletes as the owner of event_log: nobody else may
+-- delete events, and this function never deletes one still waiting to be
+-- published (see publisher_api.c).
+CREATE FUNCTION @extschema@.purge_events(older_than interval)
+	RETURNS bigint
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE SECURITY INVOKER;
+COMMENT ON FUNCTION @extschema@.purge_events(interval) IS
+	'delete the events logged more than older_than ago that are not waiting to be published, and their publication rows; returns how many';
+REVOKE ALL ON FUNCTION @extschema@.purge_events(interval) FROM PUBLIC;
+
+-- The worker's own state, from shared memory.  Internal: use publisher_status.
+CREATE FUNCTION @extschema@._publisher_state(OUT worker_pid integer, OUT last_seq bigint, OUT last_error text)
+	RETURNS record
+	AS 'MODULE_PATHNAME', 'publisher_state' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION @extschema@._publisher_state() FROM PUBLIC;
+
+-- An ordinary (not security_invoker) view, so that monitoring roles see the
+-- counts without being able to read the events themselves.  last_seq is the
+-- last seq notified; events_waiting those committed but not yet notified.
+CREATE VIEW @extschema@.publisher_status AS
+	SELECT s.worker_pid,
+		   coalesce(s.last_seq, (SELECT max(p.seq) FROM @extschema@.publication p), 0) AS last_seq,
+		   (SELECT count(*) FROM @extschema@.outbox) AS events_waiting,
+		   (SELECT now() - min(e.logged_at)
+			  FROM @extschema@.outbox o JOIN @extschema@.event_log e ON e.event_id = o.event_id) AS oldest_waiting_age,
+		   s.last_error
+	  FROM @extschema@._publisher_state() s;
+COMMENT ON VIEW @extschema@.publisher_status IS
+	'the publisher worker: its pid (null when not running), the last seq notified, the events waiting and the last error';
+REVOKE ALL ON @extschema@.publisher_status FROM PUBLIC;
+GRANT SELECT ON @extschema@.publisher_status TO pg_monitor;
+GRANT EXECUTE ON FUNCTION @extschema@._publisher_state() TO pg_monitor;

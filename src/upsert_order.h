@@ -2,7 +2,8 @@
  *
  * upsert_order.h
  *	  Declarations shared by the upsert_order modules: the rowseq layout,
- *	  the server clock, target metadata and the event log writer.
+ *	  the server clock, target metadata, the event log writer, the publisher
+ *	  worker and the settings.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,6 +16,7 @@
 #include "fmgr.h"
 #include "executor/spi.h"
 #include "utils/jsonb.h"
+#include "datatype/timestamp.h"
 
 #define UPSERT_ORDER_SCHEMA "upsert_order"
 
@@ -97,5 +99,43 @@ typedef struct LoggedEvent
 
 extern int64 EventLogAppend(const LoggedEvent *event);
 extern void EventLogInitCache(void);
+extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
+
+/*
+ * The publisher: one background worker that notifies every committed applied
+ * event, in order, exactly once (see publisher.c).
+ */
+
+/* NOTIFY refuses payloads of this many bytes or more. */
+#define PUBLISHER_PAYLOAD_LIMIT		8000
+
+/* Rows deleted per transaction by event retention and purge_events(). */
+#define PUBLISHER_PURGE_BATCH		1000
+
+/* Settings, defined in upsert_order.c */
+extern char *publisher_database;
+extern char *publisher_channel;
+extern int	publisher_naptime;
+extern int	publisher_batch_size;
+extern int	publisher_event_retention;
+
+/* publisher.c: the worker */
+extern void PublisherRegisterWorker(void);
+extern PGDLLEXPORT void PublisherMain(Datum main_arg);
+extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
+								 int64 *last_event_id, bool *reached_cutoff);
+
+/* publisher_shmem.c: what the worker shares with backends */
+extern void PublisherRequestShmem(void);
+extern void PublisherStartupShmem(void);
+extern void PublisherInitCallbacks(void);
+extern bool PublisherServesThisDatabase(void);
+extern void PublisherWakeAtCommit(void);
+extern void PublisherAttach(void);
+extern void PublisherReportSuccess(Oid publication_relid, int64 last_seq);
+extern void PublisherReportError(const char *message);
+
+/* publisher_api.c: SQL-callable functions and the checks they share */
+extern bool PublisherChannelIsValid(const char *channel, const char **reason);
 
 #endif							/* UPSERT_ORDER_H */

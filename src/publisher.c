@@ -1,0 +1,549 @@
+/*-------------------------------------------------------------------------
+ *
+ * publisher.c
+ *	  The publisher: a background worker that notifies every committed
+ *	  applied event through LISTEN/NOTIFY, in order, exactly once.
+ *
+ * Writers queue applied events in upsert_order.outbox in the transaction
+ * that logs them (event_log.c), and wake the worker when they commit
+ * (publisher_shmem.c).  The worker takes the waiting events in event_id
+ * order, a batch per transaction, and in that one transaction gives each the
+ * next seq, records what it notifies in upsert_order.publication, removes the
+ * events from the outbox and issues the notifications.  NOTIFY is
+ * transactional, so all of that happens at the worker's commit or not at
+ * all: a crash at any point leaves either the batch published and notified,
+ * or the batch still waiting with its seqs unused.  The worker commits with
+ * at least a local WAL flush, so what listeners were told survives a crash.
+ *
+ * Why event_id order is safe: two events on the same key are logged by
+ * transactions that hold the row lock in turn, and the second takes its
+ * event_id after the first committed.  So whenever the worker sees the
+ * second, it sees the first too, with a smaller event_id: per key,
+ * notifications come in version order.
+ *
+ * Only one process publishes a database (this worker), and nothing it does
+ * is lost on failure; if a batch fails (a bad channel name, a full
+ * notification queue) the worker records the error for publisher_status,
+ * waits, and tries the same events again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "upsert_order.h"
+
+/* Seconds between two retention passes, at most. */
+#define RETENTION_INTERVAL_S	10
+
+/* Retention batches per round, before the worker looks for new events. */
+#define RETENTION_BATCHES_PER_ROUND 10
+
+/* Seconds before an error that repeats is logged again. */
+#define ERROR_LOG_INTERVAL_S	60
+
+/* One unit of work, run in its own transaction by run_in_transaction(). */
+typedef int64 (*PublisherStep) (void);
+
+/*
+ * Take up to $1 waiting events in event_id order, number them after the
+ * highest seq published so far, describe each as its notification payload,
+ * record the notifications, and take the events out of the outbox; return
+ * (seq, channel, payload) in seq order.  $2 is the default channel, $3 the
+ * payload size NOTIFY refuses.  A payload too long drops the row ("data"),
+ * then the key; the listener reads them by key or from event_log.
+ *
+ * Everything is one statement, so it sees one snapshot.  The outbox rows
+ * taken are deleted even when their event has disappeared from event_log
+ * (which purge never does), so that they cannot block the queue.
+ */
+static const char *const publish_sql =
+"WITH waiting AS ("
+"    SELECT o.event_id FROM upsert_order.outbox o ORDER BY o.event_id LIMIT $1"
+"), numbered AS ("
+"    SELECT e.event_id, e.target, e.outcome, e.key, e.version, e.data,"
+"           (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)"
+"             + row_number() OVER (ORDER BY e.event_id) AS seq"
+"      FROM waiting w JOIN upsert_order.event_log e ON e.event_id = w.event_id"
+"), described AS ("
+"    SELECT n.seq, n.event_id, coalesce(s.channel, $2) AS channel,"
+"           jsonb_build_object("
+"               'seq', n.seq,"
+"               'event_id', n.event_id,"
+"               'table', (SELECT ns.nspname || '.' || c.relname"
+"                           FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
+"                          WHERE c.oid = n.target),"
+"               'op', CASE n.outcome WHEN 'inserted' THEN 'insert' ELSE 'update' END,"
+"               'key', n.key,"
+"               'version', n.version::text,"
+"               'data', n.data) AS payload"
+"      FROM numbered n"
+"      LEFT JOIN upsert_order.target_settings s ON s.target = n.target"
+"), fitted AS ("
+"    SELECT d.seq, d.event_id, d.channel,"
+"           CASE WHEN octet_length(d.payload::text) < $3 THEN d.payload"
+"                WHEN octet_length(((d.payload - 'data'::text) || '{\"data_omitted\": true}')::text) < $3"
+"                THEN (d.payload - 'data'::text) || '{\"data_omitted\": true}'"
+"                ELSE (d.payload - 'data'::text - 'key'::text)"
+"                     || '{\"data_omitted\": true, \"key_omitted\": true}'"
+"           END AS payload"
+"      FROM described d"
+"), published AS ("
+"    INSERT INTO upsert_order.publication (seq, event_id, channel, payload)"
+"    SELECT f.seq, f.event_id, f.channel, f.payload FROM fitted f"
+"    RETURNING seq, channel, payload"
+"), consumed AS ("
+"    DELETE FROM upsert_order.outbox o USING waiting w WHERE o.event_id = w.event_id"
+")"
+" SELECT p.seq, p.channel, p.payload::text FROM published p ORDER BY p.seq";
+
+/*
+ * Delete, among the next $2 events after event_id $1, those logged before $3
+ * that are not waiting in the outbox, with their publication rows; return
+ * how many, how many events were looked at, the last event_id among them,
+ * and how many of them were logged at or after $3.  event_log grows in event_id order and logged_at follows
+ * it, so a caller walks from the oldest event and stops at the first batch
+ * that reaches the cutoff: each batch reads only the head of the log.
+ *
+ * The newest publication row is never deleted: the next seq is counted
+ * from it.
+ */
+static const char *const purge_sql =
+"WITH head AS ("
+"    SELECT e.event_id, e.logged_at FROM upsert_order.event_log e"
+"     WHERE e.event_id > $1 ORDER BY e.event_id LIMIT $2"
+"), expired AS ("
+"    SELECT h.event_id FROM head h"
+"     WHERE h.logged_at < $3"
+"       AND NOT EXISTS (SELECT 1 FROM upsert_order.outbox o WHERE o.event_id = h.event_id)"
+"), forgotten AS ("
+"    DELETE FROM upsert_order.publication p USING expired x"
+"     WHERE p.event_id = x.event_id"
+"       AND p.seq < (SELECT max(q.seq) FROM upsert_order.publication q)"
+"), purged AS ("
+"    DELETE FROM upsert_order.event_log e USING expired x"
+"     WHERE e.event_id = x.event_id RETURNING e.event_id"
+")"
+" SELECT (SELECT count(*) FROM purged),"
+"        (SELECT count(*) FROM head h),"
+"        (SELECT max(h.event_id) FROM head h),"
+"        (SELECT count(*) FROM head h WHERE h.logged_at >= $3)";
+
+static SPIPlanPtr publish_plan = NULL;
+static SPIPlanPtr purge_plan = NULL;
+
+/*
+ * The last seq of the batch in progress and the publication table it goes
+ * to; PublisherMain() reports them once the batch is committed.
+ */
+static int64 batch_last_seq = 0;
+static Oid	batch_relid = InvalidOid;
+
+/* The worker's retention pass in progress. */
+static TimestampTz retention_cutoff = 0;
+static int64 retention_after = 0;
+static TimestampTz next_retention = 0;
+
+/* The last error logged, to keep a repeating error from flooding the log. */
+static char last_logged_error[256] = "";
+static TimestampTz last_logged_at = 0;
+
+/* Register the worker; called from _PG_init() while preloading. */
+void
+PublisherRegisterWorker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* only where transactions can write: a primary, or a standby once promoted */
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "upsert_order", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "PublisherMain", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "upsert_order publisher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "upsert_order publisher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Prepare a statement once and keep it for the life of the process. */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare a publisher statement: %s",
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/*
+ * Is the extension installed in this database?  Takes a share lock on it,
+ * so that DROP EXTENSION waits for the end of this transaction rather than
+ * pulling the tables from under it.
+ */
+static bool
+extension_ready(void)
+{
+	Oid			extoid = get_extension_oid("upsert_order", true);
+
+	if (!OidIsValid(extoid))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+	/* it may have been dropped while we waited for the lock */
+	return get_extension_oid("upsert_order", true) == extoid;
+}
+
+/*
+ * Publish one batch; returns how many events, or -1 when the extension is not
+ * installed.  Runs inside run_in_transaction().
+ */
+static int64
+publish_batch(void)
+{
+	Oid			argtypes[3] = {INT4OID, TEXTOID, INT4OID};
+	Datum		values[3];
+	Oid			owner;
+	int			ret;
+	uint64		n;
+	int64		last_seq = 0;
+
+	if (!extension_ready())
+		return -1;
+
+	/*
+	 * Listeners must never be told of a batch that a crash could take back,
+	 * so the commit is flushed to WAL even when synchronous_commit is off.
+	 * That also flushes the commits of the writers, which come before it.
+	 */
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local",
+								 PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+
+	if (publish_plan == NULL)
+		publish_plan = prepare_kept(publish_sql, 3, argtypes);
+
+	values[0] = Int32GetDatum(publisher_batch_size);
+	values[1] = CStringGetTextDatum(publisher_channel);
+	values[2] = Int32GetDatum(PUBLISHER_PAYLOAD_LIMIT);
+	ret = SPI_execute_plan(publish_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not publish events: %s", SPI_result_code_string(ret));
+
+	/*
+	 * Queue the notifications in seq order; they are sent at commit, in that
+	 * order.  An invalid channel or payload raises an error here, and a full
+	 * queue raises one at commit: either way the whole batch is undone.
+	 */
+	for (n = 0; n < SPI_processed; n++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[n];
+		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		last_seq = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+		Async_Notify(SPI_getvalue(tuple, tupdesc, 2), SPI_getvalue(tuple, tupdesc, 3));
+	}
+
+	batch_relid = ExtensionTableLookup("publication", &owner);
+	batch_last_seq = last_seq;
+	return (int64) n;
+}
+
+/*
+ * One batch of PublisherPurgeBatch() for the worker's retention pass;
+ * returns how many events it deleted, or -1 when the extension is not
+ * installed.
+ */
+static int64
+retention_batch(void)
+{
+	bool		reached_cutoff;
+	int64		purged;
+
+	if (!extension_ready())
+		return -1;
+
+	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
+								 &retention_after, &reached_cutoff);
+	if (reached_cutoff)
+	{
+		/* the pass is over; the next one starts from the oldest event again */
+		retention_after = 0;
+		retention_cutoff = 0;
+	}
+	return purged;
+}
+
+/*
+ * Delete one batch of expired events after event_id after_event_id (see
+ * purge_sql); returns how many.  Sets *last_event_id to the last event_id
+ * examined and *reached_cutoff when there is nothing older than cutoff left
+ * to examine.  Needs an SPI connection; also used by purge_events().
+ */
+int64
+PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
+					int64 *last_event_id, bool *reached_cutoff)
+{
+	Oid			argtypes[3] = {INT8OID, INT4OID, TIMESTAMPTZOID};
+	Datum		values[3];
+	HeapTuple	tuple;
+	TupleDesc	tupdesc;
+	bool		isnull;
+	int64		purged;
+	int64		examined;
+	int64		young;
+	int			ret;
+
+	if (purge_plan == NULL)
+		purge_plan = prepare_kept(purge_sql, 3, argtypes);
+
+	values[0] = Int64GetDatum(after_event_id);
+	values[1] = Int32GetDatum(PUBLISHER_PURGE_BATCH);
+	values[2] = TimestampTzGetDatum(cutoff);
+	ret = SPI_execute_plan(purge_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not purge events: %s", SPI_result_code_string(ret));
+
+	tuple = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	purged = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+	examined = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 2, &isnull));
+	young = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 4, &isnull));
+
+	/* the end of the log, or an event logged after the cutoff */
+	*reached_cutoff = examined < PUBLISHER_PURGE_BATCH || young > 0;
+	if (examined > 0)
+		*last_event_id = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 3, &isnull));
+	else
+		*last_event_id = after_event_id;
+	return purged;
+}
+
+/*
+ * Run one step in a transaction of its own.  On error, log it (unless it
+ * repeats the last one logged within a minute), record it for
+ * publisher_status and return false: the transaction is rolled back, so
+ * nothing of the step remains and the step can simply be run again.
+ */
+static bool
+run_in_transaction(PublisherStep step, const char *activity, int64 *result)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		/* so that the statement start time shown in pg_stat_activity is this step's */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+
+		*result = step();
+
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+#if PG_VERSION_NUM < 150000
+		/* before 15, the sender signals the listeners itself */
+		ProcessCompletedNotifies();
+#endif
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		TimestampTz now = GetCurrentTimestamp();
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (strncmp(edata->message, last_logged_error, sizeof(last_logged_error) - 1) != 0 ||
+			TimestampDifferenceExceeds(last_logged_at, now, ERROR_LOG_INTERVAL_S * 1000))
+		{
+			EmitErrorReport();
+			strlcpy(last_logged_error, edata->message, sizeof(last_logged_error));
+			last_logged_at = now;
+		}
+		FlushErrorState();
+		AbortCurrentTransaction();
+
+		PublisherReportError(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+
+	/* the transaction's end left us in TopMemoryContext */
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/* Sleep until latch set, timeout, or postmaster death. */
+static void
+wait_for_work(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/*
+ * After an error, wait the whole naptime before trying again: under load,
+ * every commit sets the latch, and retrying at that pace would only repeat
+ * the error.  Signals are still served.
+ */
+static void
+back_off(void)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), publisher_naptime);
+	long		remaining;
+
+	while ((remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
+	{
+		wait_for_work(remaining);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+/*
+ * Run up to a few batches of the retention pass, starting one when
+ * upsert_order.event_retention is set and the last one ended long enough
+ * ago.  Returns false on error, true otherwise; *more says that the pass
+ * has batches left.
+ */
+static bool
+run_retention(bool *more)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		purged;
+
+	*more = false;
+	if (publisher_event_retention <= 0)
+		return true;
+
+	if (retention_cutoff == 0)
+	{
+		if (now < next_retention)
+			return true;
+		retention_cutoff = now - (TimestampTz) publisher_event_retention * USECS_PER_SEC;
+		retention_after = 0;
+		next_retention = TimestampTzPlusMilliseconds(now, Min(publisher_event_retention,
+															  RETENTION_INTERVAL_S) * 1000);
+	}
+
+	for (int i = 0; i < RETENTION_BATCHES_PER_ROUND && retention_cutoff != 0; i++)
+	{
+		if (!run_in_transaction(retention_batch, "deleting expired upsert_order events", &purged))
+			return false;
+		if (purged < 0)
+		{
+			retention_cutoff = 0;	/* the extension is gone */
+			break;
+		}
+	}
+	*more = retention_cutoff != 0;
+	return true;
+}
+
+/* Entry point of the worker. */
+void
+PublisherMain(Datum main_arg)
+{
+	MemoryContext loop_cxt;
+	int64		published_seq = 0;
+	Oid			published_relid = InvalidOid;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	/* SIGTERM: leave at once; an open batch is rolled back, nothing is lost */
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(publisher_database, NULL, 0);
+	PublisherAttach();
+	pgstat_report_appname("upsert_order publisher");
+
+	/* the worker runs as a superuser: resolve every name in pg_catalog only */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	ereport(LOG,
+			(errmsg("upsert_order publisher started for database \"%s\"", publisher_database)));
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "upsert_order publisher",
+									 ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(loop_cxt);
+
+	for (;;)
+	{
+		int64		published;
+		bool		more_retention;
+
+		/* reset first: a commit from now on makes the next wait return at once */
+		ResetLatch(MyLatch);
+		MemoryContextReset(loop_cxt);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
+		{
+			back_off();
+			continue;
+		}
+		/* the batch is committed and the listeners signalled */
+		if (published > 0)
+		{
+			published_seq = batch_last_seq;
+			published_relid = batch_relid;
+		}
+		PublisherReportSuccess(published_relid, published_seq);
+
+		/* a full batch: more may be waiting, go on without sleeping */
+		if (published >= publisher_batch_size)
+			continue;
+
+		if (published >= 0)
+		{
+			if (!run_retention(&more_retention))
+			{
+				back_off();
+				continue;
+			}
+			if (more_retention)
+				continue;
+		}
+
+		wait_for_work(publisher_naptime);
+	}
+}

@@ -1,0 +1,211 @@
+/*-------------------------------------------------------------------------
+ *
+ * publisher_api.c
+ *	  SQL-callable functions around the publisher: configure() sets a
+ *	  target's channel, purge_events() deletes old published events.
+ *
+ * Both write tables that ordinary roles cannot write (nobody but the
+ * extension may rewrite its settings or its log).  Like the event log
+ * writer, they check the caller's right first, then run their fixed
+ * statements as the owner of the table, in a security-restricted operation
+ * with search_path reduced to pg_catalog so that no object the caller
+ * created can stand in for a built-in one.  EXECUTE on both is revoked from
+ * PUBLIC by the install script.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "upsert_order.h"
+
+/* What owner_section_begin() saved. */
+typedef struct OwnerSection
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} OwnerSection;
+
+PG_FUNCTION_INFO_V1(configure);
+PG_FUNCTION_INFO_V1(purge_events);
+
+/*
+ * Can NOTIFY use this channel?  It refuses empty names and names of
+ * NAMEDATALEN bytes or more.  On false, *reason says why.
+ */
+bool
+PublisherChannelIsValid(const char *channel, const char **reason)
+{
+	if (channel == NULL || channel[0] == '\0')
+	{
+		*reason = "A channel name must not be empty.";
+		return false;
+	}
+	if (strlen(channel) >= NAMEDATALEN)
+	{
+		*reason = "A channel name must be shorter than 64 bytes.";
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Run what follows as the owner of the extension's tables, with a safe
+ * search_path.  An error needs no cleanup: aborting the (sub)transaction
+ * restores both the user and the settings.
+ */
+static void
+owner_section_begin(Oid owner, OwnerSection *section)
+{
+	GetUserIdAndSecContext(&section->save_userid, &section->save_sec_context);
+	SetUserIdAndSecContext(owner,
+						   section->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	section->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+owner_section_end(OwnerSection *section)
+{
+	AtEOXact_GUC(true, section->save_nestlevel);
+	SetUserIdAndSecContext(section->save_userid, section->save_sec_context);
+}
+
+/*
+ * configure(target regclass, channel text): notify the applied events of
+ * target on channel instead of upsert_order.channel; a null channel goes
+ * back to upsert_order.channel.  Only the owner of target (or a member of
+ * the owning role) may, besides holding EXECUTE on this function.
+ */
+Datum
+configure(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char		relkind;
+	Oid			settings_owner;
+	OwnerSection section;
+	Datum		values[2];
+	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
+	int			ret;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("target must not be null")));
+	relid = PG_GETARG_OID(0);
+
+	relkind = get_rel_relkind(relid);
+	if (relkind == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+#if PG_VERSION_NUM >= 160000
+	if (!object_ownercheck(RelationRelationId, relid, GetUserId()))
+#else
+	if (!pg_class_ownercheck(relid, GetUserId()))
+#endif
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(relkind),
+					   get_rel_name(relid));
+
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *channel = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		const char *reason;
+
+		if (!PublisherChannelIsValid(channel, &reason))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid channel name \"%s\"", channel),
+					 errdetail("%s", reason)));
+	}
+
+	(void) ExtensionTableLookup("target_settings", &settings_owner);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	owner_section_begin(settings_owner, &section);
+
+	values[0] = ObjectIdGetDatum(relid);
+	if (PG_ARGISNULL(1))
+		ret = SPI_execute_with_args("DELETE FROM upsert_order.target_settings"
+									" WHERE target = $1",
+									1, argtypes, values, NULL, false, 0);
+	else
+	{
+		values[1] = PG_GETARG_DATUM(1);
+		ret = SPI_execute_with_args("INSERT INTO upsert_order.target_settings (target, channel)"
+									" VALUES ($1, $2)"
+									" ON CONFLICT (target) DO UPDATE SET channel = excluded.channel",
+									2, argtypes, values, NULL, false, 0);
+	}
+	if (ret != SPI_OK_DELETE && ret != SPI_OK_INSERT)
+		elog(ERROR, "could not write upsert_order.target_settings: %s",
+			 SPI_result_code_string(ret));
+
+	owner_section_end(&section);
+	SPI_finish();
+
+	PG_RETURN_VOID();
+}
+
+/*
+ * purge_events(older_than interval) RETURNS bigint: delete the events logged
+ * more than older_than before the start of this transaction that are not
+ * waiting to be published (see PublisherPurgeBatch()), and return how many.
+ * It runs in the caller's transaction, in batches that each see the deletions
+ * of the one before.
+ */
+Datum
+purge_events(PG_FUNCTION_ARGS)
+{
+	Interval   *older_than = PG_GETARG_INTERVAL_P(0);
+	Interval	zero = {0};
+	TimestampTz cutoff;
+	Oid			log_owner;
+	OwnerSection section;
+	int64		after = 0;
+	int64		purged = 0;
+	bool		reached_cutoff = false;
+
+	if (DatumGetBool(DirectFunctionCall2(interval_lt,
+										 IntervalPGetDatum(older_than),
+										 IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than must not be negative")));
+
+	cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+													 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+													 IntervalPGetDatum(older_than)));
+
+	(void) ExtensionTableLookup("event_log", &log_owner);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	owner_section_begin(log_owner, &section);
+
+	while (!reached_cutoff)
+	{
+		CHECK_FOR_INTERRUPTS();
+		purged += PublisherPurgeBatch(cutoff, after, &after, &reached_cutoff);
+	}
+
+	owner_section_end(&section);
+	SPI_finish();
+
+	PG_RETURN_INT64(purged);
+}

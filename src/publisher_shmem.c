@@ -1,0 +1,261 @@
+/*-------------------------------------------------------------------------
+ *
+ * publisher_shmem.c
+ *	  What the publisher worker shares with the backends: its latch, so that
+ *	  a committing writer can wake it, and its state for the
+ *	  publisher_status view.
+ *
+ * A backend that queued an event in the outbox sets a flag; at commit a
+ * transaction callback sets the worker's latch.  The callback runs after the
+ * commit is visible to other transactions (the worker must see the outbox
+ * row once it wakes), and it must not fail, so it only reads a pointer under
+ * a spinlock and sets a latch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+
+#include "upsert_order.h"
+
+/* Enough for an error message; longer ones are cut. */
+#define PUBLISHER_ERROR_LEN		512
+
+typedef struct PublisherShared
+{
+	slock_t		mutex;			/* protects everything below */
+	pid_t		pid;			/* the worker's, 0 when it is not running */
+	Latch	   *latch;			/* the worker's latch, NULL when not running */
+	Oid			database;		/* the database the worker is connected to */
+	Oid			publication_relid;	/* the table last_seq refers to */
+	int64		last_seq;		/* last seq notified since the worker started */
+	char		last_error[PUBLISHER_ERROR_LEN];	/* "" after a success */
+} PublisherShared;
+
+static PublisherShared *publisher = NULL;
+
+/* Set when this transaction queued an event; cleared at its end. */
+static bool wake_at_commit = false;
+
+PG_FUNCTION_INFO_V1(publisher_state);
+
+void
+PublisherRequestShmem(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PublisherShared)));
+}
+
+void
+PublisherStartupShmem(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	publisher = ShmemInitStruct("upsert_order publisher", sizeof(PublisherShared), &found);
+	if (!found)
+	{
+		memset(publisher, 0, sizeof(PublisherShared));
+		SpinLockInit(&publisher->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Is this database the one the publisher serves?  Events are queued only
+ * there: elsewhere nobody would ever take them out of the outbox.  Computed
+ * once per backend; a served database cannot be renamed while the worker is
+ * connected to it.
+ */
+bool
+PublisherServesThisDatabase(void)
+{
+	static int	serves = -1;
+
+	if (serves < 0)
+	{
+		char	   *name;
+
+		if (publisher == NULL || publisher_database == NULL)
+			serves = 0;
+		else
+		{
+			name = get_database_name(MyDatabaseId);
+			serves = (name != NULL && strcmp(name, publisher_database) == 0) ? 1 : 0;
+		}
+	}
+	return serves == 1;
+}
+
+/* Called by the event log once it queued an event in this transaction. */
+void
+PublisherWakeAtCommit(void)
+{
+	wake_at_commit = true;
+}
+
+/*
+ * Transaction callback: wake the worker when a transaction that queued
+ * events commits.  A subtransaction that queued an event and then rolled
+ * back leaves the flag set; the wake-up it causes is harmless.
+ */
+static void
+publisher_xact_callback(XactEvent event, void *arg)
+{
+	Latch	   *latch;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (!wake_at_commit)
+				break;
+			wake_at_commit = false;
+			if (publisher == NULL)
+				break;
+			SpinLockAcquire(&publisher->mutex);
+			latch = publisher->latch;
+			SpinLockRelease(&publisher->mutex);
+			if (latch != NULL)
+				SetLatch(latch);
+			break;
+
+			/*
+			 * A prepared transaction is committed later, maybe by another
+			 * backend; the worker finds its events at its next round.
+			 */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+PublisherInitCallbacks(void)
+{
+	RegisterXactCallback(publisher_xact_callback, NULL);
+}
+
+/* on_shmem_exit callback of the worker: it is no longer there to be woken. */
+static void
+publisher_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&publisher->mutex);
+	publisher->pid = 0;
+	publisher->latch = NULL;
+	SpinLockRelease(&publisher->mutex);
+}
+
+/* Called by the worker once connected: publish its pid and latch. */
+void
+PublisherAttach(void)
+{
+	if (publisher == NULL)
+		elog(ERROR, "upsert_order publisher shared memory is not initialized");
+
+	SpinLockAcquire(&publisher->mutex);
+	publisher->pid = MyProcPid;
+	publisher->latch = MyLatch;
+	publisher->database = MyDatabaseId;
+	publisher->publication_relid = InvalidOid;
+	publisher->last_seq = 0;
+	publisher->last_error[0] = '\0';
+	SpinLockRelease(&publisher->mutex);
+
+	on_shmem_exit(publisher_detach, (Datum) 0);
+}
+
+/* The worker notified up to last_seq, recorded in that publication table. */
+void
+PublisherReportSuccess(Oid publication_relid, int64 last_seq)
+{
+	SpinLockAcquire(&publisher->mutex);
+	publisher->publication_relid = publication_relid;
+	publisher->last_seq = last_seq;
+	publisher->last_error[0] = '\0';
+	SpinLockRelease(&publisher->mutex);
+}
+
+void
+PublisherReportError(const char *message)
+{
+	SpinLockAcquire(&publisher->mutex);
+	strlcpy(publisher->last_error, message, PUBLISHER_ERROR_LEN);
+	SpinLockRelease(&publisher->mutex);
+}
+
+/*
+ * _publisher_state(): the worker's pid, the last seq it notified and its last
+ * error, as seen by this database.  Behind the publisher_status view, which
+ * adds what can be counted in SQL.
+ *
+ * In a database the worker does not serve, the pid and seq are null and
+ * last_error says which database is served.  last_seq is null until the
+ * worker notified something since it started, or when it refers to another
+ * incarnation of the extension (dropped and created again).
+ */
+Datum
+publisher_state(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {true, true, true};
+	PublisherShared state;
+	Oid			publication_relid;
+	Oid			owner;
+
+	if (publisher == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("upsert_order must be loaded via shared_preload_libraries to publish events"),
+				 errdetail("The publisher is a background worker, which exists only when the library is preloaded."),
+				 errhint("Add upsert_order to shared_preload_libraries and restart the server.")));
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	SpinLockAcquire(&publisher->mutex);
+	memcpy(&state, publisher, sizeof(state));
+	SpinLockRelease(&publisher->mutex);
+
+	if (!PublisherServesThisDatabase())
+	{
+		values[2] = CStringGetTextDatum(psprintf("this database is not published: upsert_order.database is \"%s\"",
+												 publisher_database));
+		nulls[2] = false;
+	}
+	else
+	{
+		if (state.pid != 0 && state.database == MyDatabaseId)
+		{
+			values[0] = Int32GetDatum(state.pid);
+			nulls[0] = false;
+		}
+		publication_relid = ExtensionTableLookup("publication", &owner);
+		if (OidIsValid(state.publication_relid) &&
+			state.publication_relid == publication_relid)
+		{
+			values[1] = Int64GetDatum(state.last_seq);
+			nulls[1] = false;
+		}
+		if (state.last_error[0] != '\0')
+		{
+			values[2] = CStringGetTextDatum(state.last_error);
+			nulls[2] = false;
+		}
+	}
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
