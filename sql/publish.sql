@@ -1,0 +1,246 @@
+-- The publisher: every committed applied event is notified exactly once, in
+-- seq order, once its transaction has committed; nothing else is.  A dblink
+-- session listens, so that what it receives can be shown without the
+-- sender's process ID.  test/upsert_order.conf points the worker at this
+-- database.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS upsert_order CASCADE;
+DROP SCHEMA IF EXISTS publish CASCADE;
+DROP ROLE IF EXISTS publish_stranger;
+CREATE EXTENSION upsert_order;
+CREATE EXTENSION IF NOT EXISTS dblink;
+RESET client_min_messages;
+CREATE SCHEMA publish;
+GRANT USAGE ON SCHEMA publish TO PUBLIC;
+SET search_path = publish, upsert_order, public;
+\set SHOW_CONTEXT never
+
+-- Wait for the worker (it starts once the database exists).
+CREATE FUNCTION wait_for_worker() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1..600 LOOP
+		IF (SELECT worker_pid IS NOT NULL FROM upsert_order.publisher_status) THEN
+			RETURN true;
+		END IF;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+	RETURN false;
+END $$;
+
+-- Wait until seq n is notified: the worker committed it and signalled the
+-- listeners.
+CREATE FUNCTION wait_notified(n bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1..3000 LOOP
+		IF (SELECT last_seq >= n FROM upsert_order.publisher_status) THEN
+			RETURN true;
+		END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+	RETURN false;
+END $$;
+
+-- Wait until the worker reports an error.
+CREATE FUNCTION wait_for_error() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	msg text;
+BEGIN
+	FOR i IN 1..3000 LOOP
+		SELECT last_error INTO msg FROM upsert_order.publisher_status;
+		IF msg IS NOT NULL THEN
+			RETURN msg;
+		END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+	RETURN NULL;
+END $$;
+
+-- Everything the listener received since the last call, in order of
+-- arrival; kept in "received" to compare with events_since() at the end.
+-- The round trip first makes the listener's connection hand over what the
+-- server already sent it.
+CREATE TABLE received (n serial PRIMARY KEY, channel text, payload text);
+CREATE FUNCTION receive() RETURNS SETOF received LANGUAGE sql AS $$
+	SELECT * FROM dblink('listener', 'SELECT 1') AS t(one int);
+	INSERT INTO received (channel, payload)
+		SELECT notify_name, extra FROM dblink_get_notify('listener')
+		RETURNING *;
+$$;
+
+SELECT wait_for_worker();
+SHOW upsert_order.channel;
+SHOW upsert_order.database;
+
+-- Settings: reload-only ones cannot be SET, and a misspelt one is refused.
+SET upsert_order.channel = 'elsewhere';
+SET upsert_order.chanel = 'elsewhere';
+
+-- A trigger and a default shape the stored row; "data" is the stored row.
+CREATE TABLE item (
+	id		int PRIMARY KEY,
+	ver		rowseq NOT NULL,
+	name	text,
+	note	text DEFAULT 'from default'
+);
+CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.name := upper(NEW.name);
+	RETURN NEW;
+END $$;
+CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON item FOR EACH ROW EXECUTE FUNCTION shout();
+
+SELECT dblink_connect('listener', 'dbname=' || current_database());
+SELECT dblink_connect('other', 'dbname=' || current_database());
+SELECT dblink_exec('listener', 'LISTEN upsert_order');
+
+-- Nothing before COMMIT: while this transaction is open, another session's
+-- event is published (seq 1), and ours is not.
+BEGIN;
+SELECT outcome, event_id FROM versioned_upsert('item', '{"id": 1, "ver": 10, "name": "first"}');
+SELECT * FROM dblink('other', $$SELECT outcome FROM upsert_order.versioned_upsert('publish.item', '{"id": 2, "ver": 10, "name": "other"}')$$)
+  AS t(outcome text);
+SELECT wait_notified(1);
+SELECT channel, payload FROM receive();
+SELECT count(*) AS published_so_far FROM publication;
+COMMIT;
+-- Exactly one after: seq 2, although its event_id is the smaller.
+SELECT wait_notified(2);
+SELECT channel, payload FROM receive();
+
+-- None for a rolled-back transaction or subtransaction, nor for stale and
+-- duplicate messages (which are logged all the same).  The next
+-- notification is the one of the applied event that follows them.
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 3, "ver": 10, "name": "rolled back"}');
+ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SELECT outcome FROM versioned_upsert('item', '{"id": 3, "ver": 10, "name": "rolled back too"}');
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT outcome FROM versioned_upsert('item', '{"id": 1, "ver": 5, "name": "late"}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 1, "ver": 10, "name": "again"}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 1, "ver": 11, "name": "second"}');
+SELECT wait_notified(3);
+SELECT channel, payload FROM receive();
+SELECT outcome, count(*) FROM event_log GROUP BY outcome ORDER BY outcome;
+
+-- Payload shape.
+SELECT key, jsonb_typeof(payload::jsonb -> key) AS type
+  FROM received, jsonb_object_keys(payload::jsonb) AS key
+ WHERE n = (SELECT max(n) FROM received)
+ ORDER BY key;
+
+-- Several events in one transaction: consecutive seqs, in event order.
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 4, "ver": 10, "name": "a"}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 5, "ver": 10, "name": "b"}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 4, "ver": 12, "name": "c"}');
+COMMIT;
+SELECT wait_notified(6);
+SELECT payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key, payload::jsonb -> 'op' AS op,
+       payload::jsonb -> 'version' AS version
+  FROM receive() ORDER BY n;
+
+-- The 8000-byte limit of NOTIFY: a payload of 7999 bytes keeps "data", one
+-- byte more drops it and sets "data_omitted".  The probe measures the
+-- payload of a one-character name; the seq and event_id of the next events
+-- are one more, which may take one more digit.
+SELECT outcome, event_id AS probe_event FROM versioned_upsert('item', '{"id": 6, "ver": 20, "name": "x"}') \gset
+SELECT wait_notified(7);
+SELECT octet_length(payload) - 1 AS fixed_part FROM receive() \gset
+SELECT :fixed_part - length('7') - length(:'probe_event') + length('8') + length((:probe_event + 1)::text) AS fixed_8,
+       :fixed_part - length('7') - length(:'probe_event') + length('9') + length((:probe_event + 2)::text) AS fixed_9 \gset
+SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 6, 'ver', 21, 'name', repeat('x', 7999 - :fixed_8)));
+SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 6, 'ver', 22, 'name', repeat('x', 8000 - :fixed_9)));
+SELECT wait_notified(9);
+SELECT payload::jsonb -> 'seq' AS seq, octet_length(payload) AS bytes,
+       payload::jsonb ? 'data' AS has_data, payload::jsonb -> 'data_omitted' AS data_omitted,
+       payload::jsonb -> 'key' AS key
+  FROM receive() ORDER BY n;
+-- A row much larger than the limit, for good measure.
+SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 7, 'ver', 10, 'name', repeat('y', 100000)));
+SELECT wait_notified(10);
+SELECT channel, payload FROM receive();
+
+-- A channel per target.
+CREATE TABLE gadget (sku text PRIMARY KEY, ver rowseq NOT NULL, price numeric);
+SELECT configure('gadget', 'gadget_events');
+SELECT * FROM target_settings;
+SELECT dblink_exec('listener', 'LISTEN gadget_events');
+SELECT outcome FROM versioned_upsert('gadget', '{"sku": "g-1", "ver": 1, "price": 9.50}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 8, "ver": 1, "name": "default channel"}');
+SELECT wait_notified(12);
+SELECT channel, payload FROM receive() ORDER BY n;
+-- Back to upsert_order.channel.
+SELECT configure('gadget', NULL);
+SELECT outcome FROM versioned_upsert('gadget', '{"sku": "g-1", "ver": 2, "price": 9.75}');
+SELECT wait_notified(13);
+SELECT channel, payload::jsonb -> 'seq' AS seq FROM receive() ORDER BY n;
+-- Names NOTIFY would refuse.
+SELECT configure('gadget', '');
+SELECT configure('gadget', repeat('c', 64));
+SELECT configure(NULL, 'x');
+-- events_since() returns what was notified after a seq, byte for byte.
+SELECT seq, channel, payload::jsonb -> 'key' AS key FROM events_since(10) ORDER BY seq;
+SELECT count(*) AS after_last FROM events_since(13);
+SELECT seq FROM events_since(10, 2);
+SELECT count(*) AS notified, count(e.seq) AS in_events_since,
+       count(*) FILTER (WHERE r.channel = e.channel AND r.payload = e.payload::text) AS identical
+  FROM received r LEFT JOIN events_since(NULL, NULL) e ON e.seq = (r.payload::jsonb ->> 'seq')::bigint;
+SELECT count(*) AS published_not_notified
+  FROM events_since(0, NULL) e
+ WHERE NOT EXISTS (SELECT 1 FROM received r WHERE r.payload = e.payload::text);
+
+-- Only the owner of the target, and only once granted EXECUTE.
+CREATE ROLE publish_stranger;
+SET ROLE publish_stranger;
+SELECT configure('gadget', 'mine');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION configure(regclass, text) TO publish_stranger;
+SET ROLE publish_stranger;
+SELECT configure('gadget', 'mine');
+SELECT * FROM events_since(0);
+SELECT purge_events('1 day');
+SELECT * FROM publisher_status;
+RESET ROLE;
+GRANT pg_monitor TO publish_stranger;
+SET ROLE publish_stranger;
+SELECT worker_pid IS NOT NULL AS running, last_seq, events_waiting, last_error FROM publisher_status;
+RESET ROLE;
+
+-- A notification that fails (the superuser wrote a channel name NOTIFY
+-- refuses straight into target_settings): the worker reports the error and
+-- retries; nothing is published in the meantime, events stay in order
+-- behind the failing one, and nothing is lost or renumbered once fixed.
+INSERT INTO target_settings VALUES ('gadget', repeat('z', 70));
+SELECT outcome FROM versioned_upsert('gadget', '{"sku": "g-2", "ver": 1, "price": 1}');
+SELECT outcome FROM versioned_upsert('item', '{"id": 9, "ver": 1, "name": "behind"}');
+SELECT wait_for_error();
+SELECT worker_pid IS NOT NULL AS running, last_seq, events_waiting, oldest_waiting_age > '0'::interval AS waiting_for_a_while
+  FROM publisher_status;
+-- purge_events() never removes a waiting event.
+SELECT purge_events('0 s') > 0 AS purged_some;
+SELECT e.event_id IS NOT NULL AS still_logged
+  FROM outbox o LEFT JOIN event_log e USING (event_id) ORDER BY o.event_id;
+UPDATE target_settings SET channel = 'gadget_events' WHERE target = 'gadget'::regclass;
+SELECT wait_notified(15);
+SELECT channel, payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key FROM receive() ORDER BY n;
+SELECT last_seq, events_waiting, last_error FROM publisher_status;
+
+-- purge_events() kept the newest publication row, which numbers what comes
+-- next; everything before it went with its events.
+SELECT seq FROM publication ORDER BY seq;
+SELECT purge_events('-1 s');
+SELECT purge_events(NULL);
+
+-- Every seq notified exactly once, gapless from 1.
+SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,
+       min((payload::jsonb ->> 'seq')::bigint) AS first, max((payload::jsonb ->> 'seq')::bigint) AS last
+  FROM received;
+
+SELECT dblink_disconnect('listener');
+SELECT dblink_disconnect('other');
+REVOKE pg_monitor FROM publish_stranger;
+REVOKE EXECUTE ON FUNCTION configure(regclass, text) FROM publish_stranger;
+DROP ROLE publish_stranger;
