@@ -1,0 +1,214 @@
+# The publisher through faults, under load: the worker killed with SIGKILL
+# (which makes the postmaster restart every process), the server stopped with
+# pg_ctl stop -m immediate and started again, the worker terminated with
+# SIGTERM, and a notification that fails inside the worker.  After each:
+# seq is gapless from 1, every committed applied event is published exactly
+# once, per key in version order, and a listener that reconnects and catches
+# up with events_since() holds exactly what was published.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use PublisherListener;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(time usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('publisher_faults');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'upsert_order'
+max_connections = 40
+fsync = off
+restart_after_crash = on
+upsert_order.publish_naptime = 100ms
+upsert_order.publish_batch_size = 50
+});
+$node->start;
+
+$node->safe_psql(
+	'postgres', q{
+CREATE EXTENSION upsert_order;
+CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int);
+CREATE TABLE other (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int);
+SELECT upsert_order.configure('other', 'other_events');
+});
+
+# Writers: transactions of one to three messages on 40 hot keys, with
+# versions from the server clock minus up to 3 ms, so that many are stale;
+# one transaction in ten rolls back.
+my $script = $node->basedir . '/writers.sql';
+PostgreSQL::Test::Utils::append_to_file(
+	$script, q{
+\set id random(1, 40)
+\set back random(0, 200000)
+\set n random(1, 3)
+\set rollback random(1, 10)
+BEGIN;
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', :id, 'ver', upsert_order.rowseq_now()::bigint - :back, 'val', :back));
+\if :n > 1
+SELECT upsert_order.versioned_upsert('other', jsonb_build_object('id', :id, 'ver', upsert_order.rowseq_now()::bigint - :back, 'val', :back));
+\endif
+\if :n > 2
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', :id % 7 + 1, 'ver', upsert_order.rowseq_now()::bigint, 'val', 0));
+\endif
+\if :rollback = 1
+ROLLBACK;
+\else
+COMMIT;
+\endif
+});
+
+# Start pgbench in the background for $seconds; returns its handle.
+sub start_writers
+{
+	my ($seconds) = @_;
+	my ($out, $err) = ('', '');
+	return IPC::Run::start(
+		[
+			'pgbench', '-n', '-c', '8', '-j', '4', '-T', $seconds,
+			'--max-tries', '20', '-f', $script,
+			'-h', $node->host, '-p', $node->port, 'postgres'
+		],
+		'>', \$out, '2>', \$err);
+}
+
+# Keep the listener polling while pgbench runs, doing $action at the given
+# times (seconds from now).
+sub run_load
+{
+	my ($listener, $writers, %actions) = @_;
+	my $start = time;
+	my @pending = sort { $a <=> $b } keys %actions;
+	while ($writers->pumpable || @pending)
+	{
+		if (@pending && time - $start >= $pending[0])
+		{
+			$actions{ shift @pending }->();
+		}
+		$listener->poll;
+		eval { $writers->pump_nb; };
+		usleep(10_000);
+	}
+	eval { $writers->finish; };
+	return;
+}
+
+# The worker's pid, once the server and the worker are up.
+sub worker_pid
+{
+	PublisherListener::query_until($node, 'postgres',
+		"SELECT worker_pid IS NOT NULL FROM upsert_order.publisher_status")
+	  or die "the publisher did not start";
+	return $node->safe_psql('postgres', "SELECT worker_pid FROM upsert_order.publisher_status");
+}
+
+my $listener = PublisherListener->new($node, 'postgres', 'upsert_order', 'other_events');
+
+# 1. SIGKILL the worker, twice, while the writers run.  Every backend is
+# killed with it; pgbench's clients abort, so a second run carries on.
+my $kills = 0;
+for my $round (1 .. 2)
+{
+	worker_pid();    # the server is up again
+	my $writers = start_writers(6);
+	run_load(
+		$listener, $writers,
+		2 => sub {
+			kill 'KILL', worker_pid() and $kills++;
+		});
+}
+is($kills, 2, 'worker killed twice under load');
+worker_pid();
+my $last = PublisherListener::check_published($node, $listener, 'after SIGKILL');
+ok($listener->{connections} > 1, 'the listener reconnected after the crash');
+
+# 2. pg_ctl stop -m immediate in the middle of the load, start again, and
+# load again while the worker publishes the backlog.
+{
+	worker_pid();
+	my $writers = start_writers(6);
+	run_load(
+		$listener, $writers,
+		2 => sub {
+			$node->stop('immediate');
+			$node->start;
+		});
+	$writers = start_writers(3);
+	run_load($listener, $writers);
+}
+my $before = $last;
+$last = PublisherListener::check_published($node, $listener, 'after immediate stop');
+ok($last > $before, 'more was published after the restart');
+
+# 3. SIGTERM stops the worker promptly; it is restarted and goes on.
+{
+	my $pid = worker_pid();
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	$node->safe_psql('postgres',
+		"SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 1000, 'ver', upsert_order.rowseq_now()))");
+	ok( PublisherListener::query_until(
+			$node, 'postgres',
+			"SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM upsert_order.publisher_status"),
+		'the worker is restarted after SIGTERM');
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'after SIGTERM');
+	is($last, $before + 1, 'the event written while the worker was away is published');
+}
+
+# 4. A notification that fails inside the worker: the superuser writes a
+# channel name NOTIFY refuses straight into target_settings.  Publishing
+# stops with the error shown in publisher_status, nothing is published or
+# lost meanwhile, and once the name is fixed everything goes out in order.
+{
+	$node->safe_psql('postgres',
+		"UPDATE upsert_order.target_settings SET channel = repeat('x', 80) WHERE target = 'other'::regclass");
+	my $writers = start_writers(4);
+	run_load($listener, $writers);
+	ok( $node->poll_query_until(
+			'postgres', "SELECT last_error = 'channel name too long' FROM upsert_order.publisher_status"),
+		'the failure is reported');
+	my $stuck = $node->safe_psql('postgres', "SELECT max(seq) FROM upsert_order.publication");
+	my $waiting = $node->safe_psql('postgres', "SELECT events_waiting FROM upsert_order.publisher_status");
+	ok($waiting > 0, "events wait behind the failure ($waiting)");
+	$listener->poll_for(1);
+	is($node->safe_psql('postgres', "SELECT max(seq) FROM upsert_order.publication"),
+		$stuck, 'nothing is published while the notification fails');
+	like(
+		PostgreSQL::Test::Utils::slurp_file($node->logfile),
+		qr/ERROR:  channel name too long/,
+		'the failure is logged');
+
+	$node->safe_psql('postgres', "SELECT upsert_order.configure('other', 'other_events')");
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'after a failing notification');
+	ok($last >= $before + $waiting, 'the waiting events were published once fixed');
+}
+
+# 5. A reload changes the default channel.
+{
+	$node->safe_psql('postgres', "ALTER SYSTEM SET upsert_order.channel = 'renamed'");
+	$node->reload;
+	$listener->stop;
+	$listener = PublisherListener->new($node, 'postgres', 'upsert_order', 'other_events', 'renamed');
+	ok($listener->wait_for_seq($last), 'a new listener catches up from seq 1');
+	# the worker rereads its settings before its next batch; wait for that
+	$node->poll_query_until('postgres', q{
+		SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 2000, 'ver', upsert_order.rowseq_now())) IS NOT NULL
+		   AND pg_sleep(0.2) IS NOT NULL
+		   AND (SELECT channel FROM upsert_order.publication ORDER BY seq DESC LIMIT 1) = 'renamed'});
+	$last = PublisherListener::check_published($node, $listener, 'after a reload');
+	is($node->safe_psql('postgres', "SELECT channel FROM upsert_order.publication WHERE seq = $last"),
+		'renamed', 'a reload changes the channel');
+	ok($listener->count_notified > 0, 'the new listener was notified');
+}
+
+$listener->stop;
+$node->stop;
+done_testing();

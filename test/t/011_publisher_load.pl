@@ -1,0 +1,90 @@
+# The publisher keeps up with eight writers: one listener, connected all
+# along, receives every applied event through its notifications alone, in
+# seq order, gapless from 1, per key in version order.  Then the worker's
+# event retention deletes what is old and published, and seq goes on.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use PublisherListener;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('publisher_load');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'upsert_order'
+max_connections = 40
+fsync = off
+});
+$node->start;
+
+$node->safe_psql(
+	'postgres', q{
+CREATE EXTENSION upsert_order;
+CREATE TABLE account (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, balance bigint, note text);
+});
+ok( PublisherListener::query_until(
+		$node, 'postgres', "SELECT worker_pid IS NOT NULL FROM upsert_order.publisher_status"),
+	'the publisher runs');
+
+# Single messages on 1000 keys, some of them stale.
+my $script = $node->basedir . '/writers.sql';
+PostgreSQL::Test::Utils::append_to_file(
+	$script, q{
+\set id random(1, 1000)
+\set back random(0, 100000)
+SELECT upsert_order.versioned_upsert('account', jsonb_build_object('id', :id, 'ver', upsert_order.rowseq_now()::bigint - :back, 'balance', :back, 'note', 'client ' || :client_id));
+});
+
+my $listener = PublisherListener->new($node, 'postgres', 'upsert_order');
+my ($out, $err) = ('', '');
+my $writers = IPC::Run::start(
+	[
+		'pgbench', '-n', '-c', '8', '-j', '4', '-T', '15', '-f', $script,
+		'-h', $node->host, '-p', $node->port, 'postgres'
+	],
+	'>', \$out, '2>', \$err);
+while ($writers->pumpable)
+{
+	$listener->poll;
+	eval { $writers->pump_nb; };
+	usleep(10_000);
+}
+ok($writers->finish, 'eight writers ran for 15 seconds');
+note $out;
+
+my $last = PublisherListener::check_published($node, $listener, 'under load');
+is($listener->{connections}, 1, 'the listener stayed connected');
+is($listener->{caught_up}, 0, 'the listener needed no catch-up');
+is($listener->count_notified, $last, "the listener was notified of all $last events");
+note "published $last events";
+
+# Retention: events older than a second that are published go, with their
+# publication rows but the newest one; new events go on from the next seq.
+$node->safe_psql('postgres', "ALTER SYSTEM SET upsert_order.event_retention = '1s'");
+$node->reload;
+ok( $node->poll_query_until(
+		'postgres', q{
+	SELECT count(*) = 0 FROM upsert_order.event_log WHERE logged_at < now() - interval '5 s'}),
+	'the worker deletes expired events');
+is( $node->safe_psql(
+		'postgres', "SELECT count(*) || ' ' || max(seq) FROM upsert_order.publication"),
+	"1 $last",
+	'only the newest publication row is kept');
+$node->safe_psql('postgres',
+	"SELECT upsert_order.versioned_upsert('account', jsonb_build_object('id', 1, 'ver', upsert_order.rowseq_now()))");
+ok($listener->wait_for_seq($last + 1), 'the next event gets the next seq');
+is($node->safe_psql('postgres', "SELECT max(seq) FROM upsert_order.publication"),
+	$last + 1, 'seq goes on after retention');
+
+$listener->stop;
+$node->stop;
+done_testing();
