@@ -191,6 +191,17 @@ sub wait_for_seq
 	return $self->contiguous >= $seq;
 }
 
+# Follow the application to another server (a promoted standby), keeping
+# what was received.
+sub move_to
+{
+	my ($self, $node) = @_;
+	$self->stop;
+	$self->{node} = $node;
+	$self->_connect;
+	return;
+}
+
 sub stop
 {
 	my ($self) = @_;
