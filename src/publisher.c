@@ -64,26 +64,35 @@
 typedef int64 (*PublisherStep) (void);
 
 /*
- * Take up to $1 waiting events in event_id order, number them after the
- * highest seq published so far, describe each as its notification payload,
- * record the notifications, and take the events out of the outbox; return
- * (seq, channel, payload) in seq order.  $2 is the default channel, $3 the
- * payload size NOTIFY refuses.  A payload too long drops the row ("data"),
- * then the key; the listener reads them by key or from event_log.
+ * The event_ids of up to $1 waiting events, in order, as an array; null when
+ * none is waiting.  Read first and on its own, so that an idle round costs
+ * one index probe, and so that the statement below finds its rows by index
+ * whatever the sizes of event_log and outbox.
+ */
+static const char *const waiting_sql =
+"SELECT array_agg(o.event_id ORDER BY o.event_id)"
+"  FROM (SELECT event_id FROM upsert_order.outbox ORDER BY event_id LIMIT $1) o";
+
+/*
+ * Publish the events $1 (from waiting_sql): number them after the highest
+ * seq published so far, describe each as its notification payload, record
+ * the notifications, and take the events out of the outbox; return (seq,
+ * channel, payload) in seq order.  $2 is the default channel, $3 the payload
+ * size NOTIFY refuses.  A payload too long drops the row ("data"), then the
+ * key; the listener reads them by key or from event_log.
  *
- * Everything is one statement, so it sees one snapshot.  The outbox rows
- * taken are deleted even when their event has disappeared from event_log
- * (which purge never does), so that they cannot block the queue.
+ * The outbox rows are deleted even when their event has disappeared from
+ * event_log (which purge never does), so that they cannot block the queue.
+ * "described" is materialized so that each payload is built once.
  */
 static const char *const publish_sql =
-"WITH waiting AS ("
-"    SELECT o.event_id FROM upsert_order.outbox o ORDER BY o.event_id LIMIT $1"
-"), numbered AS ("
+"WITH numbered AS ("
 "    SELECT e.event_id, e.target, e.outcome, e.key, e.version, e.data,"
 "           (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)"
 "             + row_number() OVER (ORDER BY e.event_id) AS seq"
-"      FROM waiting w JOIN upsert_order.event_log e ON e.event_id = w.event_id"
-"), described AS ("
+"      FROM upsert_order.event_log e"
+"     WHERE e.event_id = ANY ($1)"
+"), described AS MATERIALIZED ("
 "    SELECT n.seq, n.event_id, coalesce(s.channel, $2) AS channel,"
 "           jsonb_build_object("
 "               'seq', n.seq,"
@@ -111,7 +120,7 @@ static const char *const publish_sql =
 "    SELECT f.seq, f.event_id, f.channel, f.payload FROM fitted f"
 "    RETURNING seq, channel, payload"
 "), consumed AS ("
-"    DELETE FROM upsert_order.outbox o USING waiting w WHERE o.event_id = w.event_id"
+"    DELETE FROM upsert_order.outbox o WHERE o.event_id = ANY ($1)"
 ")"
 " SELECT p.seq, p.channel, p.payload::text FROM published p ORDER BY p.seq";
 
@@ -147,6 +156,7 @@ static const char *const purge_sql =
 "        (SELECT max(h.event_id) FROM head h),"
 "        (SELECT count(*) FROM head h WHERE h.logged_at >= $3)";
 
+static SPIPlanPtr waiting_plan = NULL;
 static SPIPlanPtr publish_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 
@@ -220,8 +230,10 @@ extension_ready(void)
 static int64
 publish_batch(void)
 {
-	Oid			argtypes[3] = {INT4OID, TEXTOID, INT4OID};
+	Oid			waiting_argtypes[1] = {INT4OID};
+	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, INT4OID};
 	Datum		values[3];
+	bool		isnull;
 	Oid			owner;
 	int			ret;
 	uint64		n;
@@ -240,10 +252,19 @@ publish_batch(void)
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 
+	if (waiting_plan == NULL)
+		waiting_plan = prepare_kept(waiting_sql, 1, waiting_argtypes);
 	if (publish_plan == NULL)
 		publish_plan = prepare_kept(publish_sql, 3, argtypes);
 
 	values[0] = Int32GetDatum(publisher_batch_size);
+	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
+	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return 0;
+
 	values[1] = CStringGetTextDatum(publisher_channel);
 	values[2] = Int32GetDatum(PUBLISHER_PAYLOAD_LIMIT);
 	ret = SPI_execute_plan(publish_plan, values, NULL, false, 0);
@@ -259,7 +280,6 @@ publish_batch(void)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[n];
 		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
-		bool		isnull;
 
 		last_seq = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
 		Async_Notify(SPI_getvalue(tuple, tupdesc, 2), SPI_getvalue(tuple, tupdesc, 3));

@@ -78,7 +78,11 @@ sub _connect
 	$self->{handle} = IPC::Run::start(
 		[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr($self->{dbname}) ],
 		'<', \$self->{in}, '>', \$self->{out}, '2>', \$self->{err});
+	# all channels at once: a batch committed between two LISTENs would
+	# otherwise arrive in part
+	$self->{in} .= "BEGIN;\n";
 	$self->{in} .= "LISTEN \"$_\";\n" foreach @{ $self->{channels} };
+	$self->{in} .= "COMMIT;\n";
 	$self->{in} .= sprintf(
 		"SELECT 'catchup|' || seq || '|' || payload::text FROM upsert_order.events_since(%d, NULL);\n",
 		$self->contiguous);
