@@ -43,3 +43,10 @@ include $(PGXS)
 ifdef WERROR
 override CFLAGS += -Werror
 endif
+
+# `make bench`: pgbench scenarios comparing versioned_upsert with hand-written
+# SQL on a throwaway cluster (see test/bench/run for settings and variables,
+# e.g. BENCH_SECONDS=2 BENCH_ROUNDS=1 make bench for a quick run).
+.PHONY: bench
+bench:
+	PG_CONFIG=$(PG_CONFIG) $(srcdir)/test/bench/run
