@@ -162,7 +162,7 @@ CREATE TABLE @extschema@.event_log (
 	target		regclass NOT NULL,
 	key			jsonb NOT NULL,
 	version		@extschema@.rowseq NOT NULL,
-	outcome		text NOT NULL CHECK (outcome IN ('inserted', 'updated', 'duplicate', 'stale', 'skipped')),
+	outcome		text NOT NULL,
 	payload		jsonb NOT NULL,
 	data		jsonb,
 	logged_at	timestamptz NOT NULL DEFAULT clock_timestamp()
@@ -170,6 +170,10 @@ CREATE TABLE @extschema@.event_log (
 ALTER SEQUENCE @extschema@.event_log_event_id_seq OWNED BY @extschema@.event_log.event_id;
 COMMENT ON TABLE @extschema@.event_log IS
 	'every message given to versioned_upsert(), applied or not; append-only';
+-- No CHECK on outcome: only the extension writes this table, and a CHECK
+-- would be re-read from the catalog for every event it writes.
+COMMENT ON COLUMN @extschema@.event_log.outcome IS
+	'inserted, updated, duplicate, stale or skipped';
 COMMENT ON COLUMN @extschema@.event_log.data IS
 	'the row as stored by this event (inserted and updated only)';
 
