@@ -114,3 +114,16 @@ SELECT versioned_upsert('product', '{"code": "AB-1", "v": 5000}');
 SELECT versioned_upsert('product', '{"code": "lower-1", "v": 1}');
 SELECT * FROM product;
 SELECT key FROM event_log WHERE target = 'product'::regclass ORDER BY event_id;
+
+-- Structured columns: a JSON object fills a composite, a JSON array an array
+-- (of composites too); a JSON null meets a domain's NOT NULL.
+CREATE TYPE point3 AS (x int, y int, z int);
+CREATE DOMAIN required_text AS text NOT NULL;
+CREATE TABLE shape (id int PRIMARY KEY, v rowseq, origin point3, path point3[], label required_text DEFAULT 'none', grid int[]);
+SELECT outcome FROM versioned_upsert('shape',
+	'{"id": 1, "v": 1, "origin": {"x": 1, "y": 2, "z": 3}, "path": [{"x": 0, "y": 0, "z": 0}, {"x": 1, "y": 1, "z": 1}], "grid": [[1, 2], [3, 4]]}');
+SELECT * FROM shape;
+SELECT versioned_upsert('shape', '{"id": 1, "v": 2, "label": null}');
+SELECT versioned_upsert('shape', '{"id": 1, "v": 2, "origin": {"x": "one"}}');
+SELECT outcome FROM versioned_upsert('shape', '{"id": 1, "v": 2, "label": "named", "grid": null}');
+SELECT id, v, label, grid FROM shape;

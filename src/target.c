@@ -132,6 +132,23 @@ target_check_kind(Relation rel)
 				 errdetail("The extension's own tables are not targets for versioned_upsert().")));
 }
 
+/*
+ * How a column reads a JSON value.  Scalars (domains over them included) go
+ * through the type's input function, as jsonb_populate_record() does for
+ * them; arrays and composites are left to jsonb_to_record() itself, which
+ * builds them from JSON arrays and objects.
+ */
+static void
+target_read_input(TargetColumn *col)
+{
+	Oid			basetype = getBaseType(col->typid);
+	Oid			infunc;
+
+	col->structured = type_is_array(basetype) || type_is_rowtype(basetype);
+	getTypeInputInfo(col->typid, &infunc, &col->ioparam);
+	fmgr_info_cxt(infunc, &col->input, CurrentMemoryContext);
+}
+
 /* Record the live columns and find the single rowseq column. */
 static void
 target_read_columns(UpsertTarget *target, Relation rel)
@@ -160,6 +177,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 		col->typname = format_type_extended(att->atttypid, att->atttypmod,
 											FORMAT_TYPE_TYPEMOD_GIVEN |
 											FORMAT_TYPE_FORCE_QUALIFY);
+		target_read_input(col);
 
 		if (getBaseType(att->atttypid) == rowseq_oid)
 		{
@@ -224,15 +242,12 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	index = index_open(pkoid, AccessShareLock);
 	target->npkey = index->rd_index->indnkeyatts;
 	target->pkey = palloc(sizeof(AttrNumber) * target->npkey);
-	target->pkey_input = palloc(sizeof(FmgrInfo) * target->npkey);
-	target->pkey_ioparam = palloc(sizeof(Oid) * target->npkey);
 	target->pkey_eqop = palloc(sizeof(char *) * target->npkey);
 
 	for (int i = 0; i < target->npkey; i++)
 	{
 		AttrNumber	attnum = index->rd_index->indkey.values[i];
 		TargetColumn *col = &target->columns[attnum - 1];
-		Oid			infunc;
 		Oid			eqop;
 
 		if (attnum == target->version_attnum)
@@ -243,8 +258,6 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 					 errdetail("Every version of a row would then be a different row.")));
 
 		target->pkey[i] = attnum;
-		getTypeInputInfo(col->typid, &infunc, &target->pkey_ioparam[i]);
-		fmgr_info_cxt(infunc, &target->pkey_input[i], CurrentMemoryContext);
 
 		/* The equality operator of the key's opfamily, schema-qualified. */
 		eqop = get_opfamily_member(index->rd_opfamily[i],

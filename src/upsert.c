@@ -13,8 +13,11 @@
  * insert from an update, and a duplicate from a stale message, atomically
  * and without reading the row a second time.
  *
- * Statements are prepared once per target and set of columns and kept until
- * the table changes (see target.c).
+ * Values of scalar columns are converted here, by each column's input
+ * function, and passed as parameters; arrays and composites, which JSON
+ * spells as arrays and objects, are read by jsonb_to_record() in the
+ * statement itself.  Statements are prepared once per target and set of
+ * columns and kept until the table changes (see target.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,12 +41,16 @@
 /* A prepared upsert for one set of non-key columns. */
 typedef struct UpsertStatement
 {
-	Bitmapset  *columns;		/* attnums of the other columns it sets */
+	Bitmapset  *scalars;		/* other columns it sets, passed as parameters */
+	Bitmapset  *structured;		/* other columns it sets, read by jsonb_to_record */
 	SPIPlanPtr	plan;
 	struct UpsertStatement *next;
 } UpsertStatement;
 
-/* Fixed parameters of the upsert statement; key values follow from $3. */
+/*
+ * Parameters of the upsert statement: the message, its version, the key
+ * values from $3, then the scalar columns in attribute order.
+ */
 #define PARAM_NEW_ROW	0
 #define PARAM_VERSION	1
 #define PARAM_FIRST_KEY	2
@@ -65,7 +72,10 @@ typedef struct UpsertMessage
 	rowseq		version;
 	Datum	   *key_values;		/* typed primary key values, in key order */
 	Jsonb	   *key;			/* the same as a JSON object */
-	Bitmapset  *columns;		/* other columns present in new_row */
+	Bitmapset  *scalars;		/* other columns present, converted here */
+	Bitmapset  *structured;		/* other columns present, arrays and composites */
+	Datum	   *values;			/* values of the scalar columns, by attnum - 1 */
+	bool	   *nulls;
 } UpsertMessage;
 
 static ConflictNote conflict_note;
@@ -252,7 +262,10 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 
 	msg->new_row = new_row;
 	msg->key_values = palloc0(sizeof(Datum) * target->npkey);
-	msg->columns = NULL;
+	msg->scalars = NULL;
+	msg->structured = NULL;
+	msg->values = palloc(sizeof(Datum) * target->ncolumns);
+	msg->nulls = palloc(sizeof(bool) * target->ncolumns);
 
 	it = JsonbIteratorInit(&new_row->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -300,13 +313,25 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 						 errmsg("primary key column \"%s\" is null in new_row", name),
 						 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
 			msg->key_values[keypos] =
-				InputFunctionCall(&target->pkey_input[keypos],
-								  json_value_to_cstring(&value, col->typid),
-								  target->pkey_ioparam[keypos], col->typmod);
+				InputFunctionCall(&col->input, json_value_to_cstring(&value, col->typid),
+								  col->ioparam, col->typmod);
 			key_seen[keypos] = true;
 		}
+		else if (target->columns[attnum - 1].structured)
+			msg->structured = bms_add_member(msg->structured, attnum);
 		else
-			msg->columns = bms_add_member(msg->columns, attnum);
+		{
+			TargetColumn *col = &target->columns[attnum - 1];
+			char	   *text = NULL;
+
+			/* A JSON null still goes through the input function: a domain may refuse it. */
+			if (value.type != jbvNull)
+				text = json_value_to_cstring(&value, col->typid);
+			msg->values[attnum - 1] = InputFunctionCall(&col->input, text,
+														col->ioparam, col->typmod);
+			msg->nulls[attnum - 1] = (text == NULL);
+			msg->scalars = bms_add_member(msg->scalars, attnum);
+		}
 	}
 
 	for (int i = 0; i < target->npkey; i++)
@@ -324,13 +349,14 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 
 /* The SQL text of the upsert for one set of other columns. */
 static char *
-build_upsert_sql(UpsertTarget *target, Bitmapset *columns)
+build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured)
 {
 	StringInfoData sql;
 	StringInfoData select;
 	StringInfoData coldefs;
 	StringInfoData sets;
 	const char *ver = quote_identifier(target->columns[target->version_attnum - 1].name);
+	int			param = PARAM_FIRST_KEY + target->npkey;
 	int			attnum = -1;
 
 	initStringInfo(&sql);
@@ -349,7 +375,17 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *columns)
 	appendStringInfo(&select, "$%d", PARAM_VERSION + 1);
 	appendStringInfo(&sets, "%s = EXCLUDED.%s", ver, ver);
 
-	while ((attnum = bms_next_member(columns, attnum)) >= 0)
+	while ((attnum = bms_next_member(scalars, attnum)) >= 0)
+	{
+		const char *name = quote_identifier(target->columns[attnum - 1].name);
+
+		appendStringInfo(&sql, ", %s", name);
+		appendStringInfo(&select, ", $%d", ++param);
+		appendStringInfo(&sets, ", %s = EXCLUDED.%s", name, name);
+	}
+
+	attnum = -1;
+	while ((attnum = bms_next_member(structured, attnum)) >= 0)
 	{
 		TargetColumn *col = &target->columns[attnum - 1];
 		const char *name = quote_identifier(col->name);
@@ -388,31 +424,40 @@ prepare_kept(UpsertTarget *target, const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* The prepared upsert for this set of columns, prepared on first use. */
+/* The prepared upsert for the columns of this message, prepared on first use. */
 static SPIPlanPtr
-upsert_statement(UpsertTarget *target, Bitmapset *columns)
+upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 {
 	UpsertStatement *stmt;
 	MemoryContext oldcxt;
-	int			nargs = PARAM_FIRST_KEY + target->npkey;
-	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
+	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
+	Oid		   *argtypes;
+	int			param = PARAM_FIRST_KEY + target->npkey;
+	int			attnum = -1;
 
 	for (stmt = target->statements; stmt; stmt = stmt->next)
-		if (bms_equal(stmt->columns, columns))
+		if (bms_equal(stmt->scalars, msg->scalars) &&
+			bms_equal(stmt->structured, msg->structured))
 			return stmt->plan;
 
+	argtypes = palloc(sizeof(Oid) * nargs);
 	argtypes[PARAM_NEW_ROW] = JSONBOID;
 	/* The base type, so that a domain's constraints are checked on assignment. */
 	argtypes[PARAM_VERSION] = getBaseType(target->columns[target->version_attnum - 1].typid);
 	for (int i = 0; i < target->npkey; i++)
 		argtypes[PARAM_FIRST_KEY + i] = target->columns[target->pkey[i] - 1].typid;
+	while ((attnum = bms_next_member(msg->scalars, attnum)) >= 0)
+		argtypes[param++] = target->columns[attnum - 1].typid;
 
 	oldcxt = MemoryContextSwitchTo(target->cxt);
 	stmt = palloc(sizeof(UpsertStatement));
-	stmt->columns = bms_copy(columns);
+	stmt->scalars = bms_copy(msg->scalars);
+	stmt->structured = bms_copy(msg->structured);
 	MemoryContextSwitchTo(oldcxt);
 
-	stmt->plan = prepare_kept(target, build_upsert_sql(target, columns), nargs, argtypes);
+	stmt->plan = prepare_kept(target,
+							  build_upsert_sql(target, msg->scalars, msg->structured),
+							  nargs, argtypes);
 	stmt->next = target->statements;
 	target->statements = stmt;
 	return stmt->plan;
@@ -465,17 +510,28 @@ static void
 apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 			  bool *stored_isnull, rowseq *stored)
 {
-	SPIPlanPtr	plan = upsert_statement(target, msg->columns);
-	Datum	   *values = palloc(sizeof(Datum) * (PARAM_FIRST_KEY + target->npkey));
+	SPIPlanPtr	plan = upsert_statement(target, msg);
+	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
+	Datum	   *values = palloc(sizeof(Datum) * nargs);
+	char	   *nulls = palloc(nargs);
+	int			param = PARAM_FIRST_KEY + target->npkey;
+	int			attnum = -1;
 	ConflictNote note;
 	int			ret;
 
+	memset(nulls, ' ', nargs);
 	values[PARAM_NEW_ROW] = JsonbPGetDatum(msg->new_row);
 	values[PARAM_VERSION] = RowseqGetDatum(msg->version);
 	memcpy(&values[PARAM_FIRST_KEY], msg->key_values, sizeof(Datum) * target->npkey);
+	while ((attnum = bms_next_member(msg->scalars, attnum)) >= 0)
+	{
+		values[param] = msg->values[attnum - 1];
+		nulls[param] = msg->nulls[attnum - 1] ? 'n' : ' ';
+		param++;
+	}
 
 	memset(&conflict_note, 0, sizeof(conflict_note));
-	ret = SPI_execute_plan(plan, values, NULL, false, 0);
+	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	note = conflict_note;
 
 	if (ret != SPI_OK_INSERT_RETURNING)

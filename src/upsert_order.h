@@ -54,7 +54,10 @@ typedef struct TargetColumn
 	char	   *name;			/* column name, unquoted */
 	Oid			typid;
 	int32		typmod;
-	char	   *typname;		/* format_type_with_typemod(), quoted */
+	char	   *typname;		/* format_type_extended(), qualified and quoted */
+	FmgrInfo	input;			/* the type's input function */
+	Oid			ioparam;
+	bool		structured;		/* array or composite: read by jsonb_to_record */
 } TargetColumn;
 
 typedef struct UpsertTarget
@@ -69,8 +72,6 @@ typedef struct UpsertTarget
 	int			npkey;
 	AttrNumber *pkey;			/* primary key columns, in index order */
 	AttrNumber	version_attnum;
-	FmgrInfo   *pkey_input;		/* input functions of the key columns */
-	Oid		   *pkey_ioparam;
 	char	  **pkey_eqop;		/* OPERATOR("schema".=) of each key column */
 	char	   *pkey_constraint;	/* quoted name of the primary key */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
