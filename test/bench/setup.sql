@@ -2,9 +2,8 @@
 --
 -- Every variant writes to its own target table of the same shape
 --   (id int PRIMARY KEY, ver <version> NOT NULL, val bigint, note text)
--- and to its own log table with the columns of upsert_order.event_log
---   (event_id from a sequence, target, key, version, outcome, payload, data,
---    logged_at DEFAULT clock_timestamp(), the same CHECK on outcome).
+-- and to its own log table, a copy of upsert_order.event_log (event_id from
+-- a sequence, target, key, version, outcome, payload, data, logged_at).
 -- The extension's target uses upsert_order.rowseq for the version, the
 -- hand-written variants bigint (same size, same comparison cost).
 SET client_min_messages = warning;
@@ -33,23 +32,21 @@ CREATE TABLE bench.t_sql (id int PRIMARY KEY, ver bigint NOT NULL, val bigint, n
 CREATE TABLE bench.t_plpgsql (LIKE bench.t_sql INCLUDING ALL);
 CREATE TABLE bench.t_floor (LIKE bench.t_sql INCLUDING ALL);	-- never written; names the target
 
-CREATE TABLE bench.log_sql (
-	event_id	bigserial PRIMARY KEY,
-	target		regclass NOT NULL,
-	key			jsonb NOT NULL,
-	version		bigint NOT NULL,
-	outcome		text NOT NULL CHECK (outcome IN ('inserted', 'updated', 'duplicate', 'stale', 'skipped')),
-	payload		jsonb NOT NULL,
-	data		jsonb,
-	logged_at	timestamptz NOT NULL DEFAULT clock_timestamp()
-);
--- LIKE copies the default of log_sql's sequence: give each log its own.
-CREATE TABLE bench.log_plpgsql (LIKE bench.log_sql INCLUDING ALL);
-CREATE SEQUENCE bench.log_plpgsql_event_id_seq OWNED BY bench.log_plpgsql.event_id;
-ALTER TABLE bench.log_plpgsql ALTER event_id SET DEFAULT nextval('bench.log_plpgsql_event_id_seq');
-CREATE TABLE bench.log_floor (LIKE bench.log_sql INCLUDING ALL);
-CREATE SEQUENCE bench.log_floor_event_id_seq OWNED BY bench.log_floor.event_id;
-ALTER TABLE bench.log_floor ALTER event_id SET DEFAULT nextval('bench.log_floor_event_id_seq');
+-- Their log tables are copies of upsert_order.event_log (columns, defaults,
+-- constraints, indexes: whatever event_log has, they have), each with its
+-- own event_id sequence, and bigint versions like their targets.
+DO $$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['log_sql', 'log_plpgsql', 'log_floor'] LOOP
+		EXECUTE format('CREATE TABLE bench.%I (LIKE upsert_order.event_log INCLUDING ALL)', t);
+		EXECUTE format('CREATE SEQUENCE bench.%I OWNED BY bench.%I.event_id', t || '_event_id_seq', t);
+		EXECUTE format('ALTER TABLE bench.%I ALTER event_id SET DEFAULT nextval(%L)',
+					   t, 'bench.' || t || '_event_id_seq');
+		EXECUTE format('ALTER TABLE bench.%I ALTER version TYPE bigint', t);
+	END LOOP;
+END $$;
 
 CREATE TYPE bench.result AS (applied boolean, outcome text, version bigint, stored_version bigint, event_id bigint);
 
