@@ -128,28 +128,36 @@ static const char *const publish_sql =
  * Delete, among the next $2 events after event_id $1, those logged before $3
  * that are not waiting in the outbox, with their publication rows; return
  * how many, how many events were looked at, the last event_id among them,
- * and how many of them were logged at or after $3.  event_log grows in event_id order and logged_at follows
- * it, so a caller walks from the oldest event and stops at the first batch
- * that reaches the cutoff: each batch reads only the head of the log.
+ * and how many of them were logged at or after $3.  event_log grows in
+ * event_id order and logged_at follows it, so a caller walks from the oldest
+ * event and stops at the first batch that reaches the cutoff: each batch
+ * reads only the head of the log.
  *
- * The newest publication row is never deleted: the next seq is counted
- * from it.
+ * Every access goes by index whatever the sizes of the tables: the outbox
+ * is read only within the event_ids of the batch, and deletions find their
+ * rows in an array.  The newest publication row is never deleted: the next
+ * seq is counted from it.
  */
 static const char *const purge_sql =
 "WITH head AS ("
 "    SELECT e.event_id, e.logged_at FROM upsert_order.event_log e"
 "     WHERE e.event_id > $1 ORDER BY e.event_id LIMIT $2"
+"), waiting AS ("
+"    SELECT o.event_id FROM upsert_order.outbox o"
+"     WHERE o.event_id >= (SELECT min(h.event_id) FROM head h)"
+"       AND o.event_id <= (SELECT max(h.event_id) FROM head h)"
 "), expired AS ("
-"    SELECT h.event_id FROM head h"
+"    SELECT array_agg(h.event_id) AS ids FROM head h"
 "     WHERE h.logged_at < $3"
-"       AND NOT EXISTS (SELECT 1 FROM upsert_order.outbox o WHERE o.event_id = h.event_id)"
+"       AND h.event_id NOT IN (SELECT w.event_id FROM waiting w)"
 "), forgotten AS ("
-"    DELETE FROM upsert_order.publication p USING expired x"
-"     WHERE p.event_id = x.event_id"
+"    DELETE FROM upsert_order.publication p"
+"     WHERE p.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"
 "       AND p.seq < (SELECT max(q.seq) FROM upsert_order.publication q)"
 "), purged AS ("
-"    DELETE FROM upsert_order.event_log e USING expired x"
-"     WHERE e.event_id = x.event_id RETURNING e.event_id"
+"    DELETE FROM upsert_order.event_log e"
+"     WHERE e.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"
+"    RETURNING e.event_id"
 ")"
 " SELECT (SELECT count(*) FROM purged),"
 "        (SELECT count(*) FROM head h),"
@@ -513,6 +521,16 @@ PublisherMain(Datum main_arg)
 
 	/* the worker runs as a superuser: resolve every name in pg_catalog only */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Plan the statements once, and by index.  Every row they touch is found
+	 * by key or at the head of an index, and statistics taken while a table
+	 * was small (an empty outbox) must not yield a plan that scans it whole
+	 * once it has grown.  Replanning the publishing statement for each batch
+	 * also cost more than the rest of a small batch.
+	 */
+	SetConfigOption("plan_cache_mode", "force_generic_plan", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	ereport(LOG,
 			(errmsg("upsert_order publisher started for database \"%s\"", publisher_database)));

@@ -197,6 +197,10 @@ purge_events(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	owner_section_begin(log_owner, &section);
+	/* by index only, as in the worker (see PublisherMain()) */
+	(void) set_config_option("enable_seqscan", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	while (!reached_cutoff)
 	{
