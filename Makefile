@@ -10,6 +10,7 @@ OBJS = \
 	src/hlc.o \
 	src/target.o \
 	src/upsert.o \
+	src/direct.o \
 	src/event_log.o \
 	src/publisher.o \
 	src/publisher_shmem.o \
@@ -21,7 +22,7 @@ PGFILEDESC = "upsert_order - versioned upserts with an append-only event log"
 
 # pg_regress suites (sql/ + expected/), each on a temporary instance started
 # with the library in shared_preload_libraries.
-REGRESS = rowseq outcomes bad_input identifiers triggers_constraints partitions privileges rls publish batch
+REGRESS = rowseq outcomes bad_input identifiers triggers_constraints partitions privileges rls publish batch direct_path
 REGRESS_OPTS = --temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_regress
 
 # Isolation specs live in test/specs with their expected output in test/expected.

@@ -26,6 +26,8 @@
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "utils/fmgroids.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -169,6 +171,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 
 		if (att->attisdropped)
 			continue;
+		target->nlive++;
 
 		col->attnum = att->attnum;
 		col->name = pstrdup(NameStr(att->attname));
@@ -239,6 +242,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	target->pkey_constraint =
 		pstrdup(quote_identifier(get_constraint_name(get_index_constraint(pkoid))));
 
+	target->pkey_index = pkoid;
 	index = index_open(pkoid, AccessShareLock);
 	target->npkey = index->rd_index->indnkeyatts;
 	target->pkey = palloc(sizeof(AttrNumber) * target->npkey);
@@ -272,6 +276,34 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	index_close(index, AccessShareLock);
 }
 
+/*
+ * May versioned_upsert() take the direct path (direct.c) on this table?  Only
+ * where nothing but the row itself could tell the difference from the SQL
+ * statement: no triggers (foreign keys are triggers too), no row level
+ * security, no partitioning, no generated columns.
+ */
+static void
+target_read_direct(UpsertTarget *target, Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	FuncExpr   *call;
+
+	target->direct_ok = rel->rd_rel->relkind == RELKIND_RELATION &&
+		!rel->rd_rel->relispartition &&
+		rel->trigdesc == NULL &&
+		!rel->rd_rel->relrowsecurity &&
+		!(tupdesc->constr && tupdesc->constr->has_generated_stored);
+	if (!target->direct_ok)
+		return;
+
+	/* to_jsonb() resolves its argument type from the call expression */
+	call = makeFuncExpr(F_TO_JSONB, JSONBOID,
+						list_make1(makeNullConst(rel->rd_rel->reltype, -1, InvalidOid)),
+						InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	fmgr_info_cxt(F_TO_JSONB, &target->to_jsonb, CurrentMemoryContext);
+	fmgr_info_set_expr((Node *) call, &target->to_jsonb);
+}
+
 /* Build the metadata of a target table, checking everything once. */
 static UpsertTarget *
 target_build(Oid relid)
@@ -287,6 +319,7 @@ target_build(Oid relid)
 	target_check_kind(rel);
 	target_read_columns(target, rel);
 	target_read_primary_key(target, rel);
+	target_read_direct(target, rel);
 
 	relation_close(rel, NoLock);
 	target->valid = true;

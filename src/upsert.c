@@ -65,19 +65,6 @@ typedef struct ConflictNote
 	rowseq		incoming;
 } ConflictNote;
 
-/* One parsed message. */
-typedef struct UpsertMessage
-{
-	Jsonb	   *new_row;
-	rowseq		version;
-	Datum	   *key_values;		/* typed primary key values, in key order */
-	Jsonb	   *key;			/* the same as a JSON object */
-	Bitmapset  *scalars;		/* other columns present, converted here */
-	Bitmapset  *structured;		/* other columns present, arrays and composites */
-	Datum	   *values;			/* values of the scalar columns, by attnum - 1 */
-	bool	   *nulls;
-} UpsertMessage;
-
 static ConflictNote conflict_note;
 static int	call_depth = 0;
 
@@ -510,7 +497,7 @@ static void
 apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 			  bool *stored_isnull, rowseq *stored)
 {
-	SPIPlanPtr	plan = upsert_statement(target, msg);
+	SPIPlanPtr	plan;
 	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
 	Datum	   *values = palloc(sizeof(Datum) * nargs);
 	char	   *nulls = palloc(nargs);
@@ -519,6 +506,11 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	ConflictNote note;
 	int			ret;
 
+	/* A row that exists already, on a plain table: decided below SQL. */
+	if (DirectUpsert(target, msg, event, stored_isnull, stored))
+		return;
+
+	plan = upsert_statement(target, msg);
 	memset(nulls, ' ', nargs);
 	values[PARAM_NEW_ROW] = JsonbPGetDatum(msg->new_row);
 	values[PARAM_VERSION] = RowseqGetDatum(msg->version);

@@ -15,6 +15,7 @@
 #include "access/attnum.h"
 #include "fmgr.h"
 #include "executor/spi.h"
+#include "nodes/bitmapset.h"
 #include "utils/jsonb.h"
 #include "datatype/timestamp.h"
 
@@ -67,13 +68,17 @@ typedef struct UpsertTarget
 	char	   *qualname;		/* quoted "schema"."table" */
 	char	   *displayname;	/* schema.table for messages */
 	MemoryContext cxt;			/* holds this entry and everything it points to */
-	int			ncolumns;		/* live user columns */
+	int			ncolumns;		/* attributes, dropped ones included */
+	int			nlive;			/* live user columns */
 	TargetColumn *columns;		/* indexed by attnum - 1 (dropped: attnum 0) */
 	int			npkey;
 	AttrNumber *pkey;			/* primary key columns, in index order */
 	AttrNumber	version_attnum;
 	char	  **pkey_eqop;		/* OPERATOR("schema".=) of each key column */
 	char	   *pkey_constraint;	/* quoted name of the primary key */
+	Oid			pkey_index;
+	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
+	FmgrInfo	to_jsonb;		/* to_jsonb() of the table's row type */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
 } UpsertTarget;
@@ -138,5 +143,22 @@ extern void PublisherReportError(const char *message);
 
 /* publisher_api.c: SQL-callable functions and the checks they share */
 extern bool PublisherChannelIsValid(const char *channel, const char **reason);
+
+/* One parsed message (upsert.c). */
+typedef struct UpsertMessage
+{
+	Jsonb	   *new_row;
+	rowseq		version;
+	Datum	   *key_values;		/* typed primary key values, in key order */
+	Jsonb	   *key;			/* the same as a JSON object */
+	Bitmapset  *scalars;		/* other columns present, converted here */
+	Bitmapset  *structured;		/* other columns present, arrays and composites */
+	Datum	   *values;			/* values of the scalar columns, by attnum - 1 */
+	bool	   *nulls;
+} UpsertMessage;
+
+/* direct.c: the path below SQL for rows that exist already */
+extern bool DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+						 bool *stored_isnull, rowseq *stored);
 
 #endif							/* UPSERT_ORDER_H */

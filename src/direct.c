@@ -1,0 +1,341 @@
+/*-------------------------------------------------------------------------
+ *
+ * direct.c
+ *	  The direct path of versioned_upsert(): a message for a row that exists
+ *	  already is decided and applied below SQL, through the executor's simple
+ *	  row routines (those logical replication applies rows with), instead of
+ *	  through the INSERT ... ON CONFLICT statement of upsert.c.
+ *
+ * It is taken only where nothing but the row itself could tell the two
+ * apart (target.c decides, per table): no triggers, no row level security,
+ * no partitioning, no generated columns; and per message: READ COMMITTED,
+ * every column present and none an array or composite.  Then it does what
+ * the statement would do, in the same order:
+ *
+ *	- the privileges the statement needs (INSERT, UPDATE on the columns it
+ *	  sets, SELECT on the row), checked the same way;
+ *	- the proposed row's NOT NULL and CHECK constraints, which ON CONFLICT
+ *	  checks before it looks for a conflict;
+ *	- the stored version, read with a fresh snapshot: a message older than
+ *	  it is stale right there, without locking the row or waiting for a
+ *	  concurrent writer of it (versions only grow, so whatever that writer
+ *	  commits, the message stays stale);
+ *	- otherwise the newest version of the row is locked (waiting for a
+ *	  concurrent writer, as the statement does), compared again, and updated
+ *	  with its indexes and constraints maintained.
+ *
+ * A message for a key with no visible row goes to the statement, which
+ * handles a concurrent insert of the same key.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "upsert_order.h"
+
+/* Everything one call of the direct path sets up, to be torn down once. */
+typedef struct DirectState
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *proposed;	/* the row the message describes */
+	TupleTableSlot *stored;		/* the row as stored */
+	Snapshot	snapshot;
+} DirectState;
+
+/* Does this message qualify for the direct path? */
+static bool
+direct_applies(UpsertTarget *target, UpsertMessage *msg)
+{
+	return target->direct_ok &&
+		!IsolationUsesXactSnapshot() &&
+		msg->structured == NULL &&
+		target->npkey + 1 + bms_num_members(msg->scalars) == target->nlive;
+}
+
+/*
+ * Check the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
+ * would need: INSERT on every column, UPDATE on the columns it sets (all
+ * but the key), SELECT on the whole row.  Errors as the statement would.
+ */
+static void
+direct_check_privileges(UpsertTarget *target, Relation rel)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	Bitmapset  *inserted = NULL;
+	Bitmapset  *updated = NULL;
+
+	for (int i = 0; i < target->ncolumns; i++)
+	{
+		AttrNumber	attnum = target->columns[i].attnum;
+		bool		is_key = false;
+
+		if (attnum == InvalidAttrNumber)
+			continue;
+		for (int k = 0; k < target->npkey; k++)
+			is_key |= (target->pkey[k] == attnum);
+		inserted = bms_add_member(inserted, attnum - FirstLowInvalidHeapAttributeNumber);
+		if (!is_key)
+			updated = bms_add_member(updated, attnum - FirstLowInvalidHeapAttributeNumber);
+	}
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = target->relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	{
+		RTEPermissionInfo *perm = makeNode(RTEPermissionInfo);
+
+		perm->relid = target->relid;
+		perm->inh = false;
+		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+		perm->selectedCols = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
+		perm->insertedCols = inserted;
+		perm->updatedCols = updated;
+		(void) ExecCheckPermissions(list_make1(rte), list_make1(perm), true);
+	}
+#else
+	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+	/* the whole row: RETURNING t.* reads every column */
+	rte->selectedCols = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
+	rte->insertedCols = inserted;
+	rte->updatedCols = updated;
+	(void) ExecCheckRTPerms(list_make1(rte), true);
+#endif
+}
+
+/* Set up the executor state for one row of the target. */
+static void
+direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
+{
+	TupleDesc	tupdesc;
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	/* TargetLookup() holds RowExclusiveLock on the table */
+	ds->rel = table_open(target->relid, NoLock);
+	tupdesc = RelationGetDescr(ds->rel);
+
+	ds->estate = CreateExecutorState();
+	rte->rtekind = RTE_RELATION;
+	rte->relid = target->relid;
+	rte->relkind = ds->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	ExecInitRangeTable(ds->estate, list_make1(rte), NIL);
+#else
+	ExecInitRangeTable(ds->estate, list_make1(rte));
+#endif
+	ds->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ds->rri, ds->rel, 1, NULL, 0);
+	ds->estate->es_output_cid = GetCurrentCommandId(true);
+	ds->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ds->estate->es_snapshot = ds->snapshot;
+
+	/* The proposed row: every column comes from the message. */
+	ds->proposed = ExecInitExtraTupleSlot(ds->estate, tupdesc, &TTSOpsVirtual);
+	ExecClearTuple(ds->proposed);
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		ds->proposed->tts_values[i] = msg->values[i];
+		ds->proposed->tts_isnull[i] = msg->nulls[i] ||
+			TupleDescAttr(tupdesc, i)->attisdropped;
+	}
+	for (int k = 0; k < target->npkey; k++)
+	{
+		ds->proposed->tts_values[target->pkey[k] - 1] = msg->key_values[k];
+		ds->proposed->tts_isnull[target->pkey[k] - 1] = false;
+	}
+	ds->proposed->tts_values[target->version_attnum - 1] = RowseqGetDatum(msg->version);
+	ds->proposed->tts_isnull[target->version_attnum - 1] = false;
+	ExecStoreVirtualTuple(ds->proposed);
+
+	ds->stored = table_slot_create(ds->rel, &ds->estate->es_tupleTable);
+}
+
+static void
+direct_end(DirectState *ds)
+{
+	ExecCloseIndices(ds->rri);
+	ExecResetTupleTable(ds->estate->es_tupleTable, false);
+	FreeExecutorState(ds->estate);
+	UnregisterSnapshot(ds->snapshot);
+	table_close(ds->rel, NoLock);
+}
+
+/* Find the visible row with the message's key, without locking it. */
+static bool
+direct_find(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
+{
+	Relation	index = index_open(target->pkey_index, AccessShareLock);
+	ScanKeyData *keys = palloc(sizeof(ScanKeyData) * target->npkey);
+	IndexScanDesc scan;
+	bool		found;
+
+	for (int k = 0; k < target->npkey; k++)
+	{
+		Oid			opfamily = index->rd_opfamily[k];
+		Oid			opcintype = index->rd_opcintype[k];
+		Oid			eqop = get_opfamily_member(opfamily, opcintype, opcintype,
+											   BTEqualStrategyNumber);
+
+		ScanKeyEntryInitialize(&keys[k], 0, k + 1, BTEqualStrategyNumber, InvalidOid,
+							   index->rd_indcollation[k], get_opcode(eqop),
+							   msg->key_values[k]);
+	}
+
+	scan = index_beginscan(ds->rel, index, ds->snapshot, target->npkey, 0);
+	index_rescan(scan, keys, target->npkey, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, ds->stored);
+	index_endscan(scan);
+	index_close(index, AccessShareLock);
+	return found;
+}
+
+/*
+ * Lock the newest version of the row found, waiting for a concurrent writer
+ * as UPDATE does; false when the row was deleted meanwhile.
+ */
+static bool
+direct_lock(DirectState *ds)
+{
+	TM_FailureData tmfd;
+	TM_Result	result;
+	ItemPointerData tid = ds->stored->tts_tid;
+
+	result = table_tuple_lock(ds->rel, &tid, ds->snapshot, ds->stored,
+							  ds->estate->es_output_cid,
+							  ExecUpdateLockMode(ds->estate, ds->rri),
+							  LockWaitBlock,
+							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+							  &tmfd);
+	switch (result)
+	{
+		case TM_Ok:
+			return true;
+		case TM_Deleted:
+			return false;
+		case TM_Updated:
+			/* only when the row moved to another partition, which cannot be here */
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update")));
+			break;
+		default:
+			elog(ERROR, "unexpected table_tuple_lock result %d", (int) result);
+	}
+	return false;
+}
+
+/* The stored version of the row in ds->stored. */
+static bool
+direct_stored_version(DirectState *ds, UpsertTarget *target, rowseq *version)
+{
+	bool		isnull;
+	Datum		value = slot_getattr(ds->stored, target->version_attnum, &isnull);
+
+	*version = isnull ? 0 : DatumGetRowseq(value);
+	return !isnull;
+}
+
+/* Report a message that changed nothing. */
+static void
+direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
+			  bool *stored_isnull, rowseq *stored)
+{
+	*stored_isnull = false;
+	*stored = stored_version;
+	event->outcome = stored_version == msg->version ? "duplicate" : "stale";
+	event->data = (Datum) 0;
+	event->data_isnull = true;
+}
+
+/*
+ * Try the direct path.  Returns true when it decided (and, if newer,
+ * applied) the message; false when the message is for the statement of
+ * upsert.c: it does not qualify, or there is no row with its key.
+ */
+bool
+DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+			 bool *stored_isnull, rowseq *stored)
+{
+	DirectState ds;
+	rowseq		version;
+	EPQState	epqstate;
+
+	if (!direct_applies(target, msg))
+		return false;
+
+	direct_begin(&ds, target, msg);
+	direct_check_privileges(target, ds.rel);
+
+	/* ON CONFLICT checks the proposed row before it looks for a conflict */
+	if (RelationGetDescr(ds.rel)->constr)
+		ExecConstraints(ds.rri, ds.proposed, ds.estate);
+
+	if (!direct_find(&ds, target, msg))
+	{
+		direct_end(&ds);
+		return false;
+	}
+
+	/*
+	 * Older than what is committed: stale, whatever a concurrent writer of
+	 * the row does, so there is nothing to lock or wait for.  (An equal
+	 * version is not decided here: a concurrent writer may be about to
+	 * commit a newer one, which would make the message stale, not a
+	 * duplicate.)
+	 */
+	if (direct_stored_version(&ds, target, &version) && version > msg->version)
+	{
+		direct_reject(msg, version, event, stored_isnull, stored);
+		direct_end(&ds);
+		return true;
+	}
+
+	if (!direct_lock(&ds))
+	{
+		direct_end(&ds);
+		return false;
+	}
+	if (direct_stored_version(&ds, target, &version) && version >= msg->version)
+	{
+		direct_reject(msg, version, event, stored_isnull, stored);
+		direct_end(&ds);
+		return true;
+	}
+
+	ExecOpenIndices(ds.rri, false);
+#if PG_VERSION_NUM >= 160000
+	EvalPlanQualInit(&epqstate, ds.estate, NULL, NIL, -1, NIL);
+#else
+	EvalPlanQualInit(&epqstate, ds.estate, NULL, NIL, -1);
+#endif
+	ExecSimpleRelationUpdate(ds.rri, ds.estate, &epqstate, ds.stored, ds.proposed);
+	EvalPlanQualEnd(&epqstate);
+
+	/* No trigger or generated column: the stored row is the proposed one. */
+	event->data = FunctionCall1(&target->to_jsonb,
+								ExecFetchSlotHeapTupleDatum(ds.proposed));
+	event->data_isnull = false;
+	event->outcome = "updated";
+	*stored_isnull = false;
+	*stored = msg->version;
+
+	direct_end(&ds);
+	return true;
+}
