@@ -143,12 +143,16 @@ target_check_kind(Relation rel)
 static void
 target_read_input(TargetColumn *col)
 {
-	Oid			basetype = getBaseType(col->typid);
 	Oid			infunc;
+	Oid			outfunc;
+	bool		isvarlena;
 
-	col->structured = type_is_array(basetype) || type_is_rowtype(basetype);
+	col->basetype = getBaseType(col->typid);
+	col->structured = type_is_array(col->basetype) || type_is_rowtype(col->basetype);
 	getTypeInputInfo(col->typid, &infunc, &col->ioparam);
 	fmgr_info_cxt(infunc, &col->input, CurrentMemoryContext);
+	getTypeOutputInfo(col->typid, &outfunc, &isvarlena);
+	fmgr_info_cxt(outfunc, &col->output, CurrentMemoryContext);
 }
 
 /* Record the live columns and find the single rowseq column. */
@@ -182,7 +186,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 											FORMAT_TYPE_FORCE_QUALIFY);
 		target_read_input(col);
 
-		if (getBaseType(att->atttypid) == rowseq_oid)
+		if (col->basetype == rowseq_oid)
 		{
 			appendStringInfo(&found, "%s%s", nversion ? ", " : "",
 							 quote_identifier(col->name));

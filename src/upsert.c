@@ -33,6 +33,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/rls.h"
 #include "utils/tuplestore.h"
 
@@ -111,12 +112,10 @@ conflict_check(PG_FUNCTION_ARGS)
 				   conflict_note.stored < conflict_note.incoming);
 }
 
-/* The text a column's input function reads for a JSON value. */
+/* The text an input function of (base) type basetype reads for a JSON value. */
 static char *
-json_value_to_cstring(JsonbValue *value, Oid typid)
+json_value_to_cstring(JsonbValue *value, Oid basetype)
 {
-	Oid			basetype = getBaseType(typid);
-
 	/* json and jsonb columns take the JSON value itself */
 	if (basetype == JSONBOID || basetype == JSONOID || value->type == jbvBinary)
 	{
@@ -146,40 +145,36 @@ json_value_to_cstring(JsonbValue *value, Oid typid)
  * text.  Keys in event_log then look the same whatever form the sender used.
  */
 static void
-push_key_value(JsonbParseState **state, Datum value, Oid typid)
+push_key_value(JsonbParseState **state, Datum value, TargetColumn *col)
 {
-	Oid			basetype = getBaseType(typid);
-	Oid			outfunc;
-	bool		isvarlena;
-	char	   *text;
 	JsonbValue	jv;
 
-	if (basetype == JSONBOID)
+	switch (col->basetype)
 	{
-		Jsonb	   *jb = DatumGetJsonbP(value);
-		JsonbValue	binary;
+		case JSONBOID:
+			{
+				Jsonb	   *jb = DatumGetJsonbP(value);
 
-		binary.type = jbvBinary;
-		binary.val.binary.data = &jb->root;
-		binary.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-		pushJsonbValue(state, WJB_VALUE, &binary);
-		return;
-	}
-
-	getTypeOutputInfo(typid, &outfunc, &isvarlena);
-	text = OidOutputFunctionCall(outfunc, value);
-
-	switch (basetype)
-	{
+				jv.type = jbvBinary;
+				jv.val.binary.data = &jb->root;
+				jv.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+			}
+			break;
 		case INT2OID:
+			jv.type = jbvNumeric;
+			jv.val.numeric = int64_to_numeric(DatumGetInt16(value));
+			break;
 		case INT4OID:
+			jv.type = jbvNumeric;
+			jv.val.numeric = int64_to_numeric(DatumGetInt32(value));
+			break;
 		case INT8OID:
+			jv.type = jbvNumeric;
+			jv.val.numeric = int64_to_numeric(DatumGetInt64(value));
+			break;
 		case NUMERICOID:
 			jv.type = jbvNumeric;
-			jv.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																 CStringGetDatum(text),
-																 ObjectIdGetDatum(InvalidOid),
-																 Int32GetDatum(-1)));
+			jv.val.numeric = DatumGetNumeric(value);
 			break;
 		case BOOLOID:
 			jv.type = jbvBool;
@@ -187,8 +182,8 @@ push_key_value(JsonbParseState **state, Datum value, Oid typid)
 			break;
 		default:
 			jv.type = jbvString;
-			jv.val.string.val = text;
-			jv.val.string.len = strlen(text);
+			jv.val.string.val = OutputFunctionCall(&col->output, value);
+			jv.val.string.len = strlen(jv.val.string.val);
 			break;
 	}
 	pushJsonbValue(state, WJB_VALUE, &jv);
@@ -211,7 +206,7 @@ build_key(UpsertTarget *target, Datum *key_values)
 		name.val.string.val = col->name;
 		name.val.string.len = strlen(col->name);
 		pushJsonbValue(&state, WJB_KEY, &name);
-		push_key_value(&state, key_values[i], col->typid);
+		push_key_value(&state, key_values[i], col);
 	}
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);
@@ -300,7 +295,7 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 						 errmsg("primary key column \"%s\" is null in new_row", name),
 						 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
 			msg->key_values[keypos] =
-				InputFunctionCall(&col->input, json_value_to_cstring(&value, col->typid),
+				InputFunctionCall(&col->input, json_value_to_cstring(&value, col->basetype),
 								  col->ioparam, col->typmod);
 			key_seen[keypos] = true;
 		}
@@ -313,7 +308,7 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 
 			/* A JSON null still goes through the input function: a domain may refuse it. */
 			if (value.type != jbvNull)
-				text = json_value_to_cstring(&value, col->typid);
+				text = json_value_to_cstring(&value, col->basetype);
 			msg->values[attnum - 1] = InputFunctionCall(&col->input, text,
 														col->ioparam, col->typmod);
 			msg->nulls[attnum - 1] = (text == NULL);

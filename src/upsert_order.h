@@ -56,8 +56,10 @@ typedef struct TargetColumn
 	Oid			typid;
 	int32		typmod;
 	char	   *typname;		/* format_type_extended(), qualified and quoted */
+	Oid			basetype;		/* the type, or the base type of its domain */
 	FmgrInfo	input;			/* the type's input function */
 	Oid			ioparam;
+	FmgrInfo	output;			/* the type's output function */
 	bool		structured;		/* array or composite: read by jsonb_to_record */
 } TargetColumn;
 
