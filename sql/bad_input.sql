@@ -28,6 +28,8 @@ CREATE TABLE two_versions (id int PRIMARY KEY, v1 rowseq, v2 rowseq);
 SELECT versioned_upsert('two_versions', '{"id": 1, "v1": 1}');
 CREATE TABLE version_in_key (id int, ver rowseq, PRIMARY KEY (id, ver));
 SELECT versioned_upsert('version_in_key', '{"id": 1, "ver": 1}');
+CREATE TABLE deferred_pk (id int PRIMARY KEY DEFERRABLE, ver rowseq);
+SELECT versioned_upsert('deferred_pk', '{"id": 1, "ver": 1}');
 CREATE VIEW good_view AS SELECT * FROM good;
 SELECT versioned_upsert('good_view', '{"id": 1, "ver": 11}');
 CREATE MATERIALIZED VIEW good_mv AS SELECT * FROM good;

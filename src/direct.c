@@ -42,6 +42,7 @@
 #include "storage/lmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 #include "upsert_order.h"
@@ -207,11 +208,35 @@ direct_find(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 }
 
 /*
+ * The row lock an UPDATE of every column but the primary key takes: the
+ * strongest when another column is part of a key a foreign key could
+ * reference (a unique index), the weaker one otherwise.
+ */
+static LockTupleMode
+direct_lock_mode(DirectState *ds, UpsertTarget *target)
+{
+	Bitmapset  *keys = RelationGetIndexAttrBitmap(ds->rel, INDEX_ATTR_BITMAP_KEY);
+	int			member = -1;
+
+	while ((member = bms_next_member(keys, member)) >= 0)
+	{
+		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
+		bool		is_pkey = false;
+
+		for (int k = 0; k < target->npkey; k++)
+			is_pkey |= (target->pkey[k] == attnum);
+		if (!is_pkey)
+			return LockTupleExclusive;
+	}
+	return LockTupleNoKeyExclusive;
+}
+
+/*
  * Lock the newest version of the row found, waiting for a concurrent writer
  * as UPDATE does; false when the row was deleted meanwhile.
  */
 static bool
-direct_lock(DirectState *ds)
+direct_lock(DirectState *ds, UpsertTarget *target)
 {
 	TM_FailureData tmfd;
 	TM_Result	result;
@@ -219,7 +244,7 @@ direct_lock(DirectState *ds)
 
 	result = table_tuple_lock(ds->rel, &tid, ds->snapshot, ds->stored,
 							  ds->estate->es_output_cid,
-							  ExecUpdateLockMode(ds->estate, ds->rri),
+							  direct_lock_mode(ds, target),
 							  LockWaitBlock,
 							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 							  &tmfd);
@@ -307,7 +332,7 @@ DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 		return true;
 	}
 
-	if (!direct_lock(&ds))
+	if (!direct_lock(&ds, target))
 	{
 		direct_end(&ds);
 		return false;

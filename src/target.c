@@ -22,6 +22,7 @@
 #include "catalog/pg_constraint.h"
 #include "catalog/index.h"
 #include "access/stratnum.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
@@ -229,6 +230,30 @@ operator_sql(Oid oprid)
 	return result;
 }
 
+/*
+ * Does the table have a deferrable primary key?  The relcache only reports
+ * immediate ones as the primary key.
+ */
+static bool
+target_has_deferrable_primary_key(Relation rel)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (!HeapTupleIsValid(tuple))
+			continue;
+		found |= ((Form_pg_index) GETSTRUCT(tuple))->indisprimary;
+		ReleaseSysCache(tuple);
+	}
+	list_free(indexes);
+	return found;
+}
+
 /* Record the primary key columns and how to read their values from JSON. */
 static void
 target_read_primary_key(UpsertTarget *target, Relation rel)
@@ -236,6 +261,12 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
 	Relation	index;
 
+	if (!OidIsValid(pkoid) && target_has_deferrable_primary_key(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("primary key of table \"%s\" is deferrable", target->displayname),
+				 errdetail("INSERT ... ON CONFLICT, which versioned_upsert() runs, cannot use a deferrable constraint to find the row."),
+				 errhint("Make the primary key NOT DEFERRABLE.")));
 	if (!OidIsValid(pkoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
