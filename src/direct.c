@@ -20,9 +20,12 @@
  *	  it is stale right there, without locking the row or waiting for a
  *	  concurrent writer of it (versions only grow, so whatever that writer
  *	  commits, the message stays stale);
- *	- otherwise the newest version of the row is locked (waiting for a
- *	  concurrent writer, as the statement does), compared again, and updated
- *	  with its indexes and constraints maintained.
+ *	- an equal version is decided under the row lock (a concurrent writer
+ *	  may be about to commit a newer one);
+ *	- a newer message updates the row read, with its indexes maintained;
+ *	  if a concurrent writer changed it meanwhile, the update waits for that
+ *	  writer and fails, and the newest version is locked and compared again,
+ *	  as the statement does.
  *
  * A message for a key with no visible row goes to the statement, which
  * handles a concurrent insert of the same key.
@@ -57,6 +60,14 @@ typedef struct DirectState
 	TupleTableSlot *stored;		/* the row as stored */
 	Snapshot	snapshot;
 } DirectState;
+
+/* How an attempt to update the row ended. */
+typedef enum DirectUpdateResult
+{
+	DIRECT_UPDATED,				/* the row now holds the message */
+	DIRECT_NOT_NEWER,			/* a concurrent writer committed a version at least as new */
+	DIRECT_GONE					/* the row was deleted meanwhile */
+} DirectUpdateResult;
 
 /* Does this message qualify for the direct path? */
 static bool
@@ -277,6 +288,67 @@ direct_stored_version(DirectState *ds, UpsertTarget *target, rowseq *version)
 	return !isnull;
 }
 
+/*
+ * Update the row found (older than the message) to the proposed row, as
+ * UPDATE would, unless a concurrent writer got there first: then lock the
+ * row's newest version and compare again.  On DIRECT_NOT_NEWER, *version is
+ * the version that won.
+ */
+static DirectUpdateResult
+direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq *version)
+{
+	ItemPointerData tid = ds->stored->tts_tid;
+	TM_FailureData tmfd;
+	TM_Result	result;
+	LockTupleMode lockmode;
+#if PG_VERSION_NUM >= 160000
+	TU_UpdateIndexes update_indexes;
+#else
+	bool		update_indexes;
+#endif
+
+	/* what ExecSimpleRelationUpdate() checks first: publications need a replica identity */
+	CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
+	ExecOpenIndices(ds->rri, false);
+
+	for (;;)
+	{
+		/*
+		 * Mostly the row read is still the newest: update it straight away,
+		 * with no separate row lock (and WAL record) before.  If it is not,
+		 * the update waits for the writer that changed it and fails.
+		 */
+		result = table_tuple_update(ds->rel, &tid, ds->proposed,
+									ds->estate->es_output_cid, ds->snapshot,
+									InvalidSnapshot, true, &tmfd, &lockmode,
+									&update_indexes);
+		if (result == TM_Ok)
+			break;
+		if (result == TM_Deleted)
+			return DIRECT_GONE;
+		if (result != TM_Updated)
+			elog(ERROR, "unexpected table_tuple_update result %d", (int) result);
+
+		/* Lock the newest version and look again. */
+		if (!direct_lock(ds, target))
+			return DIRECT_GONE;
+		if (direct_stored_version(ds, target, version) && *version >= msg->version)
+			return DIRECT_NOT_NEWER;
+		tid = ds->stored->tts_tid;
+	}
+
+#if PG_VERSION_NUM >= 160000
+	if (ds->rri->ri_NumIndices > 0 && update_indexes != TU_None)
+		(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, true, false,
+									 NULL, NIL, update_indexes == TU_Summarizing);
+#else
+	if (ds->rri->ri_NumIndices > 0 && update_indexes)
+		(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, true, false,
+									 NULL, NIL);
+#endif
+	return DIRECT_UPDATED;
+}
+
 /* Report a message that changed nothing. */
 static void
 direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
@@ -300,7 +372,7 @@ DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 {
 	DirectState ds;
 	rowseq		version;
-	EPQState	epqstate;
+	bool		have_version;
 
 	if (!direct_applies(target, msg))
 		return false;
@@ -320,38 +392,47 @@ DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 
 	/*
 	 * Older than what is committed: stale, whatever a concurrent writer of
-	 * the row does, so there is nothing to lock or wait for.  (An equal
-	 * version is not decided here: a concurrent writer may be about to
-	 * commit a newer one, which would make the message stale, not a
-	 * duplicate.)
+	 * the row does, since versions only grow; nothing to lock or wait for.
 	 */
-	if (direct_stored_version(&ds, target, &version) && version > msg->version)
+	have_version = direct_stored_version(&ds, target, &version);
+	if (have_version && version > msg->version)
 	{
 		direct_reject(msg, version, event, stored_isnull, stored);
 		direct_end(&ds);
 		return true;
 	}
 
-	if (!direct_lock(&ds, target))
+	/*
+	 * Equal: a duplicate, unless a concurrent writer is about to commit a
+	 * newer version, which would make it stale.  Decide under the row lock.
+	 */
+	if (have_version && version == msg->version)
 	{
-		direct_end(&ds);
-		return false;
-	}
-	if (direct_stored_version(&ds, target, &version) && version >= msg->version)
-	{
-		direct_reject(msg, version, event, stored_isnull, stored);
-		direct_end(&ds);
-		return true;
+		if (!direct_lock(&ds, target))
+		{
+			direct_end(&ds);
+			return false;		/* deleted meanwhile: a new key, for the statement */
+		}
+		if (direct_stored_version(&ds, target, &version) && version >= msg->version)
+		{
+			direct_reject(msg, version, event, stored_isnull, stored);
+			direct_end(&ds);
+			return true;
+		}
 	}
 
-	ExecOpenIndices(ds.rri, false);
-#if PG_VERSION_NUM >= 160000
-	EvalPlanQualInit(&epqstate, ds.estate, NULL, NIL, -1, NIL);
-#else
-	EvalPlanQualInit(&epqstate, ds.estate, NULL, NIL, -1);
-#endif
-	ExecSimpleRelationUpdate(ds.rri, ds.estate, &epqstate, ds.stored, ds.proposed);
-	EvalPlanQualEnd(&epqstate);
+	switch (direct_update(&ds, target, msg, &version))
+	{
+		case DIRECT_UPDATED:
+			break;
+		case DIRECT_NOT_NEWER:
+			direct_reject(msg, version, event, stored_isnull, stored);
+			direct_end(&ds);
+			return true;
+		case DIRECT_GONE:
+			direct_end(&ds);
+			return false;		/* deleted meanwhile: a new key, for the statement */
+	}
 
 	/* No trigger or generated column: the stored row is the proposed one. */
 	event->data = FunctionCall1(&target->to_jsonb,
