@@ -83,7 +83,8 @@ static const char *const waiting_sql =
  *
  * The outbox rows are deleted even when their event has disappeared from
  * event_log (which purge never does), so that they cannot block the queue.
- * "described" is materialized so that each payload is built once.
+ * Each target's channel and name are looked up once per batch ("targets"),
+ * and each payload is built once ("described" is materialized).
  */
 static const char *const publish_sql =
 "WITH numbered AS ("
@@ -92,20 +93,24 @@ static const char *const publish_sql =
 "             + row_number() OVER (ORDER BY e.event_id) AS seq"
 "      FROM upsert_order.event_log e"
 "     WHERE e.event_id = ANY ($1)"
+"), targets AS MATERIALIZED ("
+"    SELECT t.target, coalesce(s.channel, $2) AS channel,"
+"           (SELECT ns.nspname || '.' || c.relname"
+"              FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
+"             WHERE c.oid = t.target) AS name"
+"      FROM (SELECT DISTINCT n.target FROM numbered n) t"
+"      LEFT JOIN upsert_order.target_settings s ON s.target = t.target"
 "), described AS MATERIALIZED ("
-"    SELECT n.seq, n.event_id, coalesce(s.channel, $2) AS channel,"
+"    SELECT n.seq, n.event_id, t.channel,"
 "           jsonb_build_object("
 "               'seq', n.seq,"
 "               'event_id', n.event_id,"
-"               'table', (SELECT ns.nspname || '.' || c.relname"
-"                           FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
-"                          WHERE c.oid = n.target),"
+"               'table', t.name,"
 "               'op', CASE n.outcome WHEN 'inserted' THEN 'insert' ELSE 'update' END,"
 "               'key', n.key,"
 "               'version', n.version::text,"
 "               'data', n.data) AS payload"
-"      FROM numbered n"
-"      LEFT JOIN upsert_order.target_settings s ON s.target = n.target"
+"      FROM numbered n JOIN targets t ON t.target = n.target"
 "), fitted AS ("
 "    SELECT d.seq, d.event_id, d.channel,"
 "           CASE WHEN octet_length(d.payload::text) < $3 THEN d.payload"
