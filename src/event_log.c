@@ -246,6 +246,14 @@ EventLogAppend(const LoggedEvent *event)
 		PublisherServesThisDatabase();
 
 	/*
+	 * The publisher relies on a transaction having its ID before it takes
+	 * the event_id of an event it queues (see the top of publisher.c).
+	 * Writing the target row has usually assigned it already.
+	 */
+	if (publish)
+		(void) GetTopTransactionId();
+
+	/*
 	 * Write as the owner of event_log.  An error needs no cleanup here:
 	 * aborting the (sub)transaction restores the user.
 	 */

@@ -21,6 +21,22 @@
  * second, it sees the first too, with a smaller event_id: per key,
  * notifications come in version order.
  *
+ * Where the scan of the outbox starts: the worker deletes what it publishes,
+ * and the index entries of deleted rows stay until VACUUM, which autovacuum
+ * runs at most once a minute; a scan from the start of the index would step
+ * over all of them at every batch.  So the worker keeps a consumed horizon:
+ * an event_id at or below which no row can appear in the outbox any more,
+ * and starts there.  The proof: a writer takes its transaction ID before its
+ * event_id (event_log.c), so if the sequence's last value is V and the next
+ * transaction ID X, read in that order, every event_id up to V belongs to a
+ * transaction whose ID is below X.  Once a snapshot's xmin has reached X,
+ * all those transactions have ended, so every outbox row up to V is visible
+ * or never will be; having published all visible ones up to V, everything up
+ * to V is done.  The worker samples (V, X) at each batch and advances the
+ * horizon as samples complete.  This holds only while the sequence hands out
+ * values one at a time (CACHE 1, its default); otherwise the horizon stays
+ * at zero.
+ *
  * Only one process publishes a database (this worker), and nothing it does
  * is lost on failure; if a batch fails (a bad channel name, a full
  * notification queue) the worker records the error for publisher_status,
@@ -31,7 +47,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/transam.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
@@ -44,9 +62,11 @@
 #include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "upsert_order.h"
@@ -64,14 +84,16 @@
 typedef int64 (*PublisherStep) (void);
 
 /*
- * The event_ids of up to $1 waiting events, in order, as an array; null when
- * none is waiting.  Read first and on its own, so that an idle round costs
- * one index probe, and so that the statement below finds its rows by index
- * whatever the sizes of event_log and outbox.
+ * The event_ids of up to $1 waiting events above the consumed horizon $2, in
+ * order, as an array (null when none is waiting), and the last of them.
+ * Read first and on its own, so that an idle round costs one index probe,
+ * and so that the statement below finds its rows by index whatever the
+ * sizes of event_log and outbox.
  */
 static const char *const waiting_sql =
-"SELECT array_agg(o.event_id ORDER BY o.event_id)"
-"  FROM (SELECT event_id FROM upsert_order.outbox ORDER BY event_id LIMIT $1) o";
+"SELECT array_agg(o.event_id ORDER BY o.event_id), max(o.event_id)"
+"  FROM (SELECT event_id FROM upsert_order.outbox WHERE event_id > $2"
+"         ORDER BY event_id LIMIT $1) o";
 
 /*
  * Publish the events $1 (from waiting_sql): number them after the highest
@@ -180,6 +202,26 @@ static SPIPlanPtr purge_plan = NULL;
 static int64 batch_last_seq = 0;
 static Oid	batch_relid = InvalidOid;
 
+/*
+ * The consumed horizon (see the top of this file), for the outbox table
+ * horizon_relid, and the samples not yet complete, oldest first.
+ */
+#define HORIZON_SAMPLES 64
+
+typedef struct HorizonSample
+{
+	int64		last_event_id;	/* the sequence's last value, read first */
+	TransactionId next_xid;		/* then the next transaction ID */
+} HorizonSample;
+
+static int64 consumed_horizon = 0;
+static Oid	horizon_relid = InvalidOid;
+static HorizonSample samples[HORIZON_SAMPLES];
+static int	nsamples = 0;
+
+/* The horizon the batch in progress reaches once committed. */
+static int64 batch_horizon = 0;
+
 /* The worker's retention pass in progress. */
 static TimestampTz retention_cutoff = 0;
 static int64 retention_after = 0;
@@ -237,23 +279,122 @@ extension_ready(void)
 }
 
 /*
+ * Record a (last event_id, next transaction ID) sample for the outbox
+ * outbox_relid, starting afresh when the extension was created again or the
+ * sequence went back.  Returns false when the sequence hands out more than
+ * one value at a time, in which case no horizon is kept.
+ */
+static bool
+horizon_sample(Oid outbox_relid)
+{
+	Oid			owner;
+	Oid			seqid = ExtensionTableLookup("event_log_event_id_seq", &owner);
+	HeapTuple	tuple;
+	int64		cache;
+	Datum		last;
+	HorizonSample sample;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for sequence %u", seqid);
+	cache = ((Form_pg_sequence) GETSTRUCT(tuple))->seqcache;
+	ReleaseSysCache(tuple);
+
+	/*
+	 * The order matters: the sequence first, then the transaction ID.  The
+	 * last value is null until nextval() was first called.
+	 */
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(seqid);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	sample.last_event_id = fcinfo->isnull ? 0 : DatumGetInt64(last);
+	sample.next_xid = ReadNextTransactionId();
+
+	if (outbox_relid != horizon_relid || cache != 1 ||
+		sample.last_event_id < consumed_horizon)
+	{
+		consumed_horizon = 0;
+		nsamples = 0;
+		horizon_relid = outbox_relid;
+	}
+	if (cache != 1)
+		return false;
+
+	if (nsamples > 0 && samples[nsamples - 1].last_event_id >= sample.last_event_id)
+		return true;			/* nothing new was handed out */
+	if (nsamples == HORIZON_SAMPLES)
+		nsamples--;				/* replace the newest */
+	samples[nsamples++] = sample;
+	return true;
+}
+
+/*
+ * The horizon reached once this batch commits: the last event_id of the
+ * newest sample completed in the snapshot of xmin, or, when the batch was
+ * full, only up to the last event it took (last_taken).
+ */
+static int64
+horizon_reached(TransactionId xmin, bool full, int64 last_taken)
+{
+	int64		reached = consumed_horizon;
+
+	for (int i = 0; i < nsamples; i++)
+	{
+		int64		upto;
+
+		if (!TransactionIdPrecedesOrEquals(samples[i].next_xid, xmin))
+			break;
+		upto = full ? Min(samples[i].last_event_id, last_taken) : samples[i].last_event_id;
+		reached = Max(reached, upto);
+	}
+	return reached;
+}
+
+/* The batch committed: move the horizon, forget the samples behind it. */
+static void
+horizon_advance(int64 reached)
+{
+	int			keep = 0;
+
+	consumed_horizon = Max(consumed_horizon, reached);
+	for (int i = 0; i < nsamples; i++)
+		if (samples[i].last_event_id > consumed_horizon)
+			samples[keep++] = samples[i];
+	nsamples = keep;
+}
+
+/*
  * Publish one batch; returns how many events, or -1 when the extension is not
  * installed.  Runs inside run_in_transaction().
  */
 static int64
 publish_batch(void)
 {
-	Oid			waiting_argtypes[1] = {INT4OID};
+	Oid			waiting_argtypes[2] = {INT4OID, INT8OID};
 	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, INT4OID};
 	Datum		values[3];
 	bool		isnull;
 	Oid			owner;
+	Oid			outbox_relid;
+	bool		keep_horizon;
+	TransactionId xmin;
+	int64		last_taken;
 	int			ret;
 	uint64		n;
 	int64		last_seq = 0;
 
 	if (!extension_ready())
 		return -1;
+
+	/*
+	 * The snapshot pushed by run_in_transaction(): the statements below take
+	 * later ones, whose xmin can only be the same or greater.
+	 */
+	xmin = GetActiveSnapshot()->xmin;
+	outbox_relid = ExtensionTableLookup("outbox", &owner);
+	keep_horizon = horizon_sample(outbox_relid);
 
 	/*
 	 * Listeners must never be told of a batch that a crash could take back,
@@ -266,17 +407,22 @@ publish_batch(void)
 								 GUC_ACTION_LOCAL, true, 0, false);
 
 	if (waiting_plan == NULL)
-		waiting_plan = prepare_kept(waiting_sql, 1, waiting_argtypes);
+		waiting_plan = prepare_kept(waiting_sql, 2, waiting_argtypes);
 	if (publish_plan == NULL)
 		publish_plan = prepare_kept(publish_sql, 3, argtypes);
 
 	values[0] = Int32GetDatum(publisher_batch_size);
+	values[1] = Int64GetDatum(consumed_horizon);
 	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
 	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
+	{
+		batch_horizon = keep_horizon ? horizon_reached(xmin, false, 0) : 0;
 		return 0;
+	}
+	last_taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 
 	values[1] = CStringGetTextDatum(publisher_channel);
 	values[2] = Int32GetDatum(PUBLISHER_PAYLOAD_LIMIT);
@@ -300,6 +446,8 @@ publish_batch(void)
 
 	batch_relid = ExtensionTableLookup("publication", &owner);
 	batch_last_seq = last_seq;
+	batch_horizon = keep_horizon ?
+		horizon_reached(xmin, n >= (uint64) publisher_batch_size, last_taken) : 0;
 	return (int64) n;
 }
 
@@ -570,6 +718,8 @@ PublisherMain(Datum main_arg)
 			published_seq = batch_last_seq;
 			published_relid = batch_relid;
 		}
+		if (published >= 0)
+			horizon_advance(batch_horizon);
 		PublisherReportSuccess(published_relid, published_seq);
 
 		/* a full batch: more may be waiting, go on without sleeping */

@@ -42,7 +42,9 @@ SELECT upsert_order.configure('other', 'other_events');
 
 # Writers: transactions of one to three messages on 40 hot keys, with
 # versions from the server clock minus up to 3 ms, so that many are stale;
-# one transaction in ten rolls back.
+# one transaction in ten rolls back, and one in twenty holds its events for
+# 200 ms before it ends, while later events are published: a late committer
+# with small event_ids, which the worker must not pass over.
 my $script = $node->basedir . '/writers.sql';
 PostgreSQL::Test::Utils::append_to_file(
 	$script, q{
@@ -50,6 +52,7 @@ PostgreSQL::Test::Utils::append_to_file(
 \set back random(0, 200000)
 \set n random(1, 3)
 \set rollback random(1, 10)
+\set slow random(1, 20)
 BEGIN;
 SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', :id, 'ver', upsert_order.rowseq_now()::bigint - :back, 'val', :back));
 \if :n > 1
@@ -57,6 +60,9 @@ SELECT upsert_order.versioned_upsert('other', jsonb_build_object('id', :id, 'ver
 \endif
 \if :n > 2
 SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', :id % 7 + 1, 'ver', upsert_order.rowseq_now()::bigint, 'val', 0));
+\endif
+\if :slow = 1
+\sleep 200 ms
 \endif
 \if :rollback = 1
 ROLLBACK;
@@ -160,6 +166,31 @@ ok($last > $before, 'more was published after the restart');
 	$before = $last;
 	$last = PublisherListener::check_published($node, $listener, 'after SIGTERM');
 	is($last, $before + 1, 'the event written while the worker was away is published');
+}
+
+# 3b. A late committer: a transaction takes an event_id, then stays open
+# while later events are published batch after batch; the worker must
+# still find its event when it commits, after them.
+{
+	my $late = $node->background_psql('postgres');
+	$late->query_safe('BEGIN');
+	my $late_event = $late->query_safe(
+		"SELECT event_id FROM upsert_order.versioned_upsert('kv', jsonb_build_object('id', 3000, 'ver', upsert_order.rowseq_now()))"
+	);
+	for my $i (1 .. 5)
+	{
+		$node->safe_psql('postgres',
+			"SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 3000 + $i, 'ver', upsert_order.rowseq_now()))");
+		$last++;
+		ok($listener->wait_for_seq($last), "a later event is published while the first is open ($i)");
+	}
+	$late->query_safe('COMMIT');
+	$late->quit;
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'after a late commit');
+	is($last, $before + 1, 'the late event is published');
+	is($node->safe_psql('postgres', "SELECT event_id FROM upsert_order.publication WHERE seq = $last"),
+		$late_event, 'after the events that committed before it');
 }
 
 # 4. A notification that fails inside the worker: the superuser writes a
