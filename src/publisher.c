@@ -46,8 +46,8 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "access/transam.h"
+#include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
