@@ -249,18 +249,6 @@ PublisherRegisterWorker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Prepare a statement once and keep it for the life of the process. */
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare a publisher statement: %s",
-			 SPI_result_code_string(SPI_result));
-	return plan;
-}
-
 /*
  * Is the extension installed in this database?  Takes a share lock on it,
  * so that DROP EXTENSION waits for the end of this transaction rather than
@@ -407,9 +395,9 @@ publish_batch(void)
 								 GUC_ACTION_LOCAL, true, 0, false);
 
 	if (waiting_plan == NULL)
-		waiting_plan = prepare_kept(waiting_sql, 2, waiting_argtypes);
+		waiting_plan = SpiPrepareKept(waiting_sql, 2, waiting_argtypes);
 	if (publish_plan == NULL)
-		publish_plan = prepare_kept(publish_sql, 3, argtypes);
+		publish_plan = SpiPrepareKept(publish_sql, 3, argtypes);
 
 	values[0] = Int32GetDatum(publisher_batch_size);
 	values[1] = Int64GetDatum(consumed_horizon);
@@ -497,7 +485,7 @@ PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 	int			ret;
 
 	if (purge_plan == NULL)
-		purge_plan = prepare_kept(purge_sql, 3, argtypes);
+		purge_plan = SpiPrepareKept(purge_sql, 3, argtypes);
 
 	values[0] = Int64GetDatum(after_event_id);
 	values[1] = Int32GetDatum(PUBLISHER_PURGE_BATCH);

@@ -392,17 +392,18 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured
 	return sql.data;
 }
 
-/* Prepare and keep a statement, with the parameter types of the target. */
-static SPIPlanPtr
-prepare_kept(UpsertTarget *target, const char *sql, int nargs, Oid *argtypes)
+/*
+ * Prepare a statement and keep it for the life of the backend (until the
+ * caller frees it).  Shared by the upsert path and the publisher worker.
+ */
+SPIPlanPtr
+SpiPrepareKept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare statement \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
 	return plan;
 }
 
@@ -437,8 +438,7 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 	stmt->structured = bms_copy(msg->structured);
 	MemoryContextSwitchTo(oldcxt);
 
-	stmt->plan = prepare_kept(target,
-							  build_upsert_sql(target, msg->scalars, msg->structured),
+	stmt->plan = SpiPrepareKept(build_upsert_sql(target, msg->scalars, msg->structured),
 							  nargs, argtypes);
 	stmt->next = target->statements;
 	target->statements = stmt;
@@ -472,7 +472,7 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg)
 							 quote_identifier(col->name), target->pkey_eqop[i], i + 1);
 			argtypes[i] = col->typid;
 		}
-		target->visible_plan = prepare_kept(target, sql.data, target->npkey, argtypes);
+		target->visible_plan = SpiPrepareKept(sql.data, target->npkey, argtypes);
 	}
 
 	/* Not read-only: the probe needs a snapshot that sees the row just locked. */

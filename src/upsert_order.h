@@ -90,6 +90,7 @@ extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
 extern void TargetInitCache(void);
 
 /* upsert.c */
+extern SPIPlanPtr SpiPrepareKept(const char *sql, int nargs, Oid *argtypes);
 extern int	UpsertCallDepth(void);
 extern void UpsertStatementsFree(UpsertTarget *target);
 
