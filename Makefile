@@ -11,6 +11,7 @@ OBJS = \
 	src/target.o \
 	src/upsert.o \
 	src/direct.o \
+	src/exec_state.o \
 	src/event_log.o \
 	src/publisher.o \
 	src/publisher_shmem.o \

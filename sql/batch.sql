@@ -92,3 +92,98 @@ FROM versioned_upsert_batch('item',
 	 FROM generate_series(1, 2000) i));
 SELECT count(*) AS rows, min(ver)::bigint AS min_ver, max(qty) AS max_qty
 FROM item WHERE id >= 1000;
+
+-- What a batch keeps open from row to row (the event log's tables, the
+-- direct path's state) is closed when it ends, normally or by an error.
+CREATE TABLE full_row (id int PRIMARY KEY, ver rowseq NOT NULL, v text);
+INSERT INTO full_row VALUES (1, '1', 'a'), (2, '1', 'b');
+-- An error caught by a savepoint, then more batches in the same
+-- transaction: nothing leaks (a leak would show as a WARNING).
+BEGIN;
+SAVEPOINT s;
+SELECT * FROM versioned_upsert_batch('full_row', '[{"id": 1, "ver": 2, "v": "x"}, {"id": 2, "ver": "bad", "v": "y"}]');
+ROLLBACK TO SAVEPOINT s;
+SELECT outcome FROM versioned_upsert_batch('full_row', '[{"id": 1, "ver": 3, "v": "c"}, {"id": 2, "ver": 1, "v": "b"}]');
+COMMIT;
+SELECT id, ver, v FROM full_row ORDER BY id;
+-- Nothing stays open after the batch: the extension can be dropped in the
+-- same transaction.
+BEGIN;
+SELECT count(*) FROM versioned_upsert_batch('full_row', '[{"id": 1, "ver": 4, "v": "d"}]');
+SET client_min_messages = warning;
+DROP EXTENSION upsert_order CASCADE;
+RESET client_min_messages;
+ROLLBACK;
+SELECT id, ver, v FROM full_row ORDER BY id;
+
+-- A trigger on event_log (added by its owner) that logs messages of its own
+-- while the batch's insert into event_log is running: each gets its row.
+CREATE TABLE audit_copy (id bigint PRIMARY KEY, ver rowseq NOT NULL);
+CREATE FUNCTION log_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.target = 'batch.full_row'::regclass THEN
+		PERFORM versioned_upsert('batch.audit_copy',
+								 jsonb_build_object('id', NEW.event_id, 'ver', 1));
+	END IF;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER log_copy AFTER INSERT ON event_log FOR EACH ROW EXECUTE FUNCTION log_copy();
+SELECT count(*) AS events_before FROM event_log \gset
+SELECT outcome FROM versioned_upsert_batch('full_row', '[
+	{"id": 1, "ver": 5, "v": "e"}, {"id": 1, "ver": 5, "v": "e"}, {"id": 3, "ver": 1, "v": "f"}]');
+SELECT count(*) - :events_before AS new_events,
+	   (SELECT count(*) FROM audit_copy) AS copies
+FROM event_log;
+SELECT e.outcome, a.ver::bigint AS copy_ver
+FROM event_log e JOIN audit_copy a ON a.id = e.event_id ORDER BY e.event_id;
+DROP TRIGGER log_copy ON event_log;
+
+-- A trigger on event_log that runs a command once the batch has logged the
+-- version 6 of full_row: the ways a table can change between two rows.
+CREATE FUNCTION run_at_version_6() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.target = 'batch.full_row'::regclass AND NEW.version::bigint = 6 THEN
+		EXECUTE TG_ARGV[0];
+	END IF;
+	RETURN NULL;
+END $$;
+
+-- The table cannot be altered while a batch on it runs, as for any
+-- statement using it.
+CREATE TRIGGER alter_target AFTER INSERT ON event_log FOR EACH ROW
+	EXECUTE FUNCTION run_at_version_6('ALTER TABLE batch.full_row ADD COLUMN w int');
+SELECT outcome FROM versioned_upsert_batch('full_row', '[
+	{"id": 1, "ver": 6, "v": "g"}, {"id": 1, "ver": 7, "v": "h"}]');
+DROP TRIGGER alter_target ON event_log;
+SELECT id, ver, v FROM full_row ORDER BY id;
+
+-- Privileges revoked between two rows: the next row is checked against them.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS upsert_batch_writer;
+RESET client_min_messages;
+CREATE ROLE upsert_batch_writer;
+GRANT SELECT, INSERT, UPDATE ON full_row TO upsert_batch_writer;
+CREATE TRIGGER revoke_update AFTER INSERT ON event_log FOR EACH ROW
+	EXECUTE FUNCTION run_at_version_6('REVOKE UPDATE ON batch.full_row FROM upsert_batch_writer');
+SET ROLE upsert_batch_writer;
+\set SHOW_CONTEXT errors
+SELECT outcome FROM versioned_upsert_batch('full_row', '[
+	{"id": 1, "ver": 6, "v": "g"}, {"id": 1, "ver": 7, "v": "h"}]');
+\set SHOW_CONTEXT never
+RESET ROLE;
+DROP TRIGGER revoke_update ON event_log;
+SELECT id, ver, v FROM full_row ORDER BY id;
+SELECT has_table_privilege('upsert_batch_writer', 'full_row', 'UPDATE') AS can_update;
+-- Granted between two rows instead: the batch goes on with the table's new
+-- description.
+CREATE TRIGGER grant_select AFTER INSERT ON event_log FOR EACH ROW
+	EXECUTE FUNCTION run_at_version_6('GRANT SELECT ON batch.full_row TO PUBLIC');
+SET ROLE upsert_batch_writer;
+SELECT outcome FROM versioned_upsert_batch('full_row', '[
+	{"id": 1, "ver": 6, "v": "g"}, {"id": 1, "ver": 7, "v": "h"}, {"id": 2, "ver": 7, "v": "i"}]');
+RESET ROLE;
+DROP TRIGGER grant_select ON event_log;
+SELECT id, ver, v FROM full_row ORDER BY id;
+SELECT has_table_privilege('public', 'full_row', 'SELECT') AS public_can_select;
+DROP OWNED BY upsert_batch_writer;
+DROP ROLE upsert_batch_writer;

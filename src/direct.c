@@ -7,8 +7,8 @@
  *	  through the INSERT ... ON CONFLICT statement of upsert.c.
  *
  * It is taken only where nothing but the row itself could tell the two
- * apart (target.c decides, per table): no triggers, no row level security,
- * no partitioning, no generated columns; and per message: READ COMMITTED,
+ * apart (target.c decides, per table): heap tables with no triggers, no row
+ * level security, no partitioning, no generated columns; and per message: READ COMMITTED,
  * every column present and none an array or composite.  Then it does what
  * the statement would do, in the same order:
  *
@@ -20,8 +20,10 @@
  *	  it is stale right there, without locking the row or waiting for a
  *	  concurrent writer of it (versions only grow, so whatever that writer
  *	  commits, the message stays stale);
- *	- an equal version is decided under the row lock (a concurrent writer
- *	  may be about to commit a newer one);
+ *	- an equal version is a duplicate right there too when no other
+ *	  transaction has updated or deleted the row (its xmax says so);
+ *	  otherwise it is decided under the row lock, which waits for that
+ *	  writer (it may be about to commit a newer version);
  *	- a newer message updates the row read, with its indexes maintained;
  *	  if a concurrent writer changed it meanwhile, the update waits for that
  *	  writer and fails, and the newest version is locked and compared again,
@@ -35,6 +37,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -42,24 +45,31 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
-#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 #include "upsert_order.h"
 
-/* Everything one call of the direct path sets up, to be torn down once. */
-typedef struct DirectState
+/*
+ * What the direct path sets up for a target: opened for one call, or kept
+ * by a batch for all its rows (DirectOpen, DirectClose).
+ */
+struct DirectState
 {
+	UpsertTarget *target;
+	uint64		generation;		/* target->generation when opened */
 	Relation	rel;
+	Relation	pkey;			/* its primary key index */
 	EState	   *estate;
 	ResultRelInfo *rri;
+	bool		privileges_checked; /* for full-row messages, the only kind */
+	bool		update_ready;	/* indexes open, replica identity checked */
 	TupleTableSlot *proposed;	/* the row the message describes */
 	TupleTableSlot *stored;		/* the row as stored */
-	Snapshot	snapshot;
-} DirectState;
+	Snapshot	snapshot;		/* of the message being decided */
+};
 
 /* How an attempt to update the row ended. */
 typedef enum DirectUpdateResult
@@ -70,8 +80,8 @@ typedef enum DirectUpdateResult
 } DirectUpdateResult;
 
 /* Does this message qualify for the direct path? */
-static bool
-direct_applies(UpsertTarget *target, UpsertMessage *msg)
+bool
+DirectApplies(UpsertTarget *target, UpsertMessage *msg)
 {
 	return target->direct_ok &&
 		!IsolationUsesXactSnapshot() &&
@@ -131,35 +141,58 @@ direct_check_privileges(UpsertTarget *target, Relation rel)
 #endif
 }
 
-/* Set up the executor state for one row of the target. */
+/*
+ * Set up the direct path for a target, in memory of cxt.  TargetLookup()
+ * holds RowExclusiveLock on the table.
+ */
+DirectState *
+DirectOpen(UpsertTarget *target, MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	DirectState *ds = palloc0(sizeof(DirectState));
+
+	ds->target = target;
+	ds->generation = target->generation;
+	ds->rel = table_open(target->relid, NoLock);
+	ds->pkey = index_open(target->pkey_index, AccessShareLock);
+
+	ds->estate = SimpleExecStateCreate(ds->rel, &ds->rri);
+	MemoryContextSwitchTo(ds->estate->es_query_cxt);
+	ds->proposed = ExecInitExtraTupleSlot(ds->estate, RelationGetDescr(ds->rel),
+										  &TTSOpsVirtual);
+	ds->stored = table_slot_create(ds->rel, &ds->estate->es_tupleTable);
+
+	MemoryContextSwitchTo(oldcxt);
+	return ds;
+}
+
+/* Was ds opened for this (still valid) metadata of its target? */
+bool
+DirectStateMatches(DirectState *ds, UpsertTarget *target)
+{
+	return ds->generation == target->generation;
+}
+
+void
+DirectClose(DirectState *ds)
+{
+	SimpleExecStateFree(ds->estate);
+	index_close(ds->pkey, AccessShareLock);
+	table_close(ds->rel, NoLock);
+	pfree(ds);
+}
+
+/* Start deciding one message: a fresh snapshot, and the proposed row. */
 static void
 direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 {
-	TupleDesc	tupdesc;
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	TupleDesc	tupdesc = RelationGetDescr(ds->rel);
 
-	/* TargetLookup() holds RowExclusiveLock on the table */
-	ds->rel = table_open(target->relid, NoLock);
-	tupdesc = RelationGetDescr(ds->rel);
-
-	ds->estate = CreateExecutorState();
-	rte->rtekind = RTE_RELATION;
-	rte->relid = target->relid;
-	rte->relkind = ds->rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-#if PG_VERSION_NUM >= 160000
-	ExecInitRangeTable(ds->estate, list_make1(rte), NIL);
-#else
-	ExecInitRangeTable(ds->estate, list_make1(rte));
-#endif
-	ds->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(ds->rri, ds->rel, 1, NULL, 0);
 	ds->estate->es_output_cid = GetCurrentCommandId(true);
 	ds->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ds->estate->es_snapshot = ds->snapshot;
 
-	/* The proposed row: every column comes from the message. */
-	ds->proposed = ExecInitExtraTupleSlot(ds->estate, tupdesc, &TTSOpsVirtual);
+	/* Every column comes from the message. */
 	ExecClearTuple(ds->proposed);
 	for (int i = 0; i < tupdesc->natts; i++)
 	{
@@ -175,71 +208,38 @@ direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 	ds->proposed->tts_values[target->version_attnum - 1] = RowseqGetDatum(msg->version);
 	ds->proposed->tts_isnull[target->version_attnum - 1] = false;
 	ExecStoreVirtualTuple(ds->proposed);
-
-	ds->stored = table_slot_create(ds->rel, &ds->estate->es_tupleTable);
 }
 
+/* Done with one message: drop what refers to it. */
 static void
 direct_end(DirectState *ds)
 {
-	ExecCloseIndices(ds->rri);
-	ExecResetTupleTable(ds->estate->es_tupleTable, false);
-	FreeExecutorState(ds->estate);
+	ExecClearTuple(ds->stored);
+	ExecClearTuple(ds->proposed);
+	ResetPerTupleExprContext(ds->estate);
+	ds->estate->es_snapshot = InvalidSnapshot;
 	UnregisterSnapshot(ds->snapshot);
-	table_close(ds->rel, NoLock);
+	ds->snapshot = NULL;
 }
 
 /* Find the visible row with the message's key, without locking it. */
 static bool
 direct_find(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 {
-	Relation	index = index_open(target->pkey_index, AccessShareLock);
 	ScanKeyData *keys = palloc(sizeof(ScanKeyData) * target->npkey);
 	IndexScanDesc scan;
 	bool		found;
 
 	for (int k = 0; k < target->npkey; k++)
-	{
-		Oid			opfamily = index->rd_opfamily[k];
-		Oid			opcintype = index->rd_opcintype[k];
-		Oid			eqop = get_opfamily_member(opfamily, opcintype, opcintype,
-											   BTEqualStrategyNumber);
-
 		ScanKeyEntryInitialize(&keys[k], 0, k + 1, BTEqualStrategyNumber, InvalidOid,
-							   index->rd_indcollation[k], get_opcode(eqop),
+							   ds->pkey->rd_indcollation[k], target->pkey_eqproc[k],
 							   msg->key_values[k]);
-	}
 
-	scan = index_beginscan(ds->rel, index, ds->snapshot, target->npkey, 0);
+	scan = index_beginscan(ds->rel, ds->pkey, ds->snapshot, target->npkey, 0);
 	index_rescan(scan, keys, target->npkey, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, ds->stored);
 	index_endscan(scan);
-	index_close(index, AccessShareLock);
 	return found;
-}
-
-/*
- * The row lock an UPDATE of every column but the primary key takes: the
- * strongest when another column is part of a key a foreign key could
- * reference (a unique index), the weaker one otherwise.
- */
-static LockTupleMode
-direct_lock_mode(DirectState *ds, UpsertTarget *target)
-{
-	Bitmapset  *keys = RelationGetIndexAttrBitmap(ds->rel, INDEX_ATTR_BITMAP_KEY);
-	int			member = -1;
-
-	while ((member = bms_next_member(keys, member)) >= 0)
-	{
-		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
-		bool		is_pkey = false;
-
-		for (int k = 0; k < target->npkey; k++)
-			is_pkey |= (target->pkey[k] == attnum);
-		if (!is_pkey)
-			return LockTupleExclusive;
-	}
-	return LockTupleNoKeyExclusive;
 }
 
 /*
@@ -255,7 +255,7 @@ direct_lock(DirectState *ds, UpsertTarget *target)
 
 	result = table_tuple_lock(ds->rel, &tid, ds->snapshot, ds->stored,
 							  ds->estate->es_output_cid,
-							  direct_lock_mode(ds, target),
+							  target->update_lockmode,
 							  LockWaitBlock,
 							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 							  &tmfd);
@@ -289,6 +289,31 @@ direct_stored_version(DirectState *ds, UpsertTarget *target, rowseq *version)
 }
 
 /*
+ * Has a transaction other than ours updated or deleted the row found, or is
+ * one doing so?  The row read is the newest committed version as of our
+ * snapshot; with no updater or deleter in its xmax (lockers do not count),
+ * nobody is about to replace it, and its version is the one a message can be
+ * compared with.  Whenever in doubt (an updater of any outcome) say yes: the
+ * caller then locks the row, which waits for that writer.
+ */
+static bool
+direct_row_being_written(DirectState *ds)
+{
+	BufferHeapTupleTableSlot *bslot = (BufferHeapTupleTableSlot *) ds->stored;
+	HeapTupleHeader header;
+	uint16		infomask;
+
+	Assert(TTS_IS_BUFFERTUPLE(ds->stored));
+	header = bslot->base.tuple->t_data;
+
+	LockBuffer(bslot->buffer, BUFFER_LOCK_SHARE);
+	infomask = header->t_infomask;
+	LockBuffer(bslot->buffer, BUFFER_LOCK_UNLOCK);
+
+	return !(infomask & HEAP_XMAX_INVALID) && !HEAP_XMAX_IS_LOCKED_ONLY(infomask);
+}
+
+/*
  * Update the row found (older than the message) to the proposed row, as
  * UPDATE would, unless a concurrent writer got there first: then lock the
  * row's newest version and compare again.  On DIRECT_NOT_NEWER, *version is
@@ -307,9 +332,17 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 	bool		update_indexes;
 #endif
 
-	/* what ExecSimpleRelationUpdate() checks first: publications need a replica identity */
-	CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
-	ExecOpenIndices(ds->rri, false);
+	if (!ds->update_ready)
+	{
+		/* the index list lives as long as the state, which a batch keeps */
+		MemoryContext oldcxt = MemoryContextSwitchTo(ds->estate->es_query_cxt);
+
+		/* what ExecSimpleRelationUpdate() checks first: publications need a replica identity */
+		CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
+		ExecOpenIndices(ds->rri, false);
+		MemoryContextSwitchTo(oldcxt);
+		ds->update_ready = true;
+	}
 
 	for (;;)
 	{
@@ -362,86 +395,102 @@ direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 }
 
 /*
- * Try the direct path.  Returns true when it decided (and, if newer,
- * applied) the message; false when the message is for the statement of
- * upsert.c: it does not qualify, or there is no row with its key.
+ * Decide the message against the row found, and apply it if newer.  Returns
+ * false when the message is for the statement of upsert.c after all: there
+ * is no row with its key, or it was deleted meanwhile.
  */
-bool
-DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
-			 bool *stored_isnull, rowseq *stored)
+static bool
+direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
+			  bool *stored_isnull, rowseq *stored)
 {
-	DirectState ds;
+	UpsertTarget *target = ds->target;
 	rowseq		version;
 	bool		have_version;
 
-	if (!direct_applies(target, msg))
-		return false;
-
-	direct_begin(&ds, target, msg);
-	direct_check_privileges(target, ds.rel);
+	if (!ds->privileges_checked)
+	{
+		direct_check_privileges(target, ds->rel);
+		ds->privileges_checked = true;
+	}
 
 	/* ON CONFLICT checks the proposed row before it looks for a conflict */
-	if (RelationGetDescr(ds.rel)->constr)
-		ExecConstraints(ds.rri, ds.proposed, ds.estate);
+	if (RelationGetDescr(ds->rel)->constr)
+		ExecConstraints(ds->rri, ds->proposed, ds->estate);
 
-	if (!direct_find(&ds, target, msg))
-	{
-		direct_end(&ds);
+	if (!direct_find(ds, target, msg))
 		return false;
-	}
 
 	/*
 	 * Older than what is committed: stale, whatever a concurrent writer of
 	 * the row does, since versions only grow; nothing to lock or wait for.
 	 */
-	have_version = direct_stored_version(&ds, target, &version);
+	have_version = direct_stored_version(ds, target, &version);
 	if (have_version && version > msg->version)
 	{
 		direct_reject(msg, version, event, stored_isnull, stored);
-		direct_end(&ds);
 		return true;
 	}
 
 	/*
-	 * Equal: a duplicate, unless a concurrent writer is about to commit a
-	 * newer version, which would make it stale.  Decide under the row lock.
+	 * Equal, and nobody is writing the row: a duplicate, decided as if this
+	 * call had locked the row before any later writer.
+	 */
+	if (have_version && version == msg->version && !direct_row_being_written(ds))
+	{
+		direct_reject(msg, version, event, stored_isnull, stored);
+		return true;
+	}
+
+	/*
+	 * Equal, but a concurrent writer may be about to commit a newer version,
+	 * which would make the message stale: decide under the row lock, which
+	 * waits for that writer, as the statement would.
 	 */
 	if (have_version && version == msg->version)
 	{
-		if (!direct_lock(&ds, target))
-		{
-			direct_end(&ds);
+		if (!direct_lock(ds, target))
 			return false;		/* deleted meanwhile: a new key, for the statement */
-		}
-		if (direct_stored_version(&ds, target, &version) && version >= msg->version)
+		if (direct_stored_version(ds, target, &version) && version >= msg->version)
 		{
 			direct_reject(msg, version, event, stored_isnull, stored);
-			direct_end(&ds);
 			return true;
 		}
 	}
 
-	switch (direct_update(&ds, target, msg, &version))
+	switch (direct_update(ds, target, msg, &version))
 	{
 		case DIRECT_UPDATED:
 			break;
 		case DIRECT_NOT_NEWER:
 			direct_reject(msg, version, event, stored_isnull, stored);
-			direct_end(&ds);
 			return true;
 		case DIRECT_GONE:
-			direct_end(&ds);
 			return false;		/* deleted meanwhile: a new key, for the statement */
 	}
 
 	/* No trigger or generated column: the stored row is the proposed one. */
 	event->data = FunctionCall1(&target->to_jsonb,
-								ExecFetchSlotHeapTupleDatum(ds.proposed));
+								ExecFetchSlotHeapTupleDatum(ds->proposed));
 	event->data_isnull = false;
 	event->outcome = "updated";
 	*stored_isnull = false;
 	*stored = msg->version;
-
-	direct_end(&ds);
 	return true;
+}
+
+/*
+ * Try the direct path with a message DirectApplies() accepted.  Returns true
+ * when it decided (and, if newer, applied) the message; false when the
+ * message is for the statement of upsert.c: there is no row with its key.
+ */
+bool
+DirectUpsert(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
+			 bool *stored_isnull, rowseq *stored)
+{
+	bool		decided;
+
+	direct_begin(ds, ds->target, msg);
+	decided = direct_decide(ds, msg, event, stored_isnull, stored);
+	direct_end(ds);
+	return decided;
 }

@@ -31,11 +31,12 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -73,19 +74,65 @@ typedef struct EventLogTables
 
 static EventLogTables tables;
 
+/*
+ * One of the extension's tables, open for inserts: the relation, its indexes
+ * and the executor state ExecSimpleRelationInsert() needs.  A single call
+ * opens and closes its own.  A batch keeps them open from its first row to
+ * its end (EventLogBatchBegin, EventLogBatchEnd), since setting them up costs
+ * a good part of an insert.
+ */
+typedef struct Appender
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	bool		kept;			/* kept until the batch ends */
+} Appender;
+
+static Appender *kept_log = NULL;
+static Appender *kept_outbox = NULL;
+
+/* Batches running (nested ones count: a trigger may start one). */
+static int	batch_depth = 0;
+
+/*
+ * The outermost batch's resource owner and memory.  Kept appenders are used
+ * only while that owner is current, so that whatever they hold belongs to
+ * it: a call nested in a subtransaction (in a trigger, say) gets temporary
+ * ones.
+ */
+static ResourceOwner batch_owner = NULL;
+static MemoryContext batch_cxt = NULL;
+
+/*
+ * An insert through a kept appender is running: anything it runs that logs
+ * a message of its own gets a temporary appender.
+ */
+static bool appender_busy = false;
+
+/* One of the tables changed since the kept appenders were opened. */
+static bool appenders_stale = false;
+
 /* Forget the tables when one of them (or everything) is invalidated. */
 static void
 event_log_invalidate(Datum arg, Oid relid)
 {
 	if (!OidIsValid(relid) || relid == tables.log_relid ||
 		relid == tables.seq_relid || relid == tables.outbox_relid)
+	{
 		tables.valid = false;
+		appenders_stale = true;
+	}
 }
+
+static void event_log_xact_callback(XactEvent event, void *arg);
 
 void
 EventLogInitCache(void)
 {
 	CacheRegisterRelcacheCallback(event_log_invalidate, (Datum) 0);
+	RegisterXactCallback(event_log_xact_callback, NULL);
 }
 
 /*
@@ -144,47 +191,162 @@ event_log_tables(void)
 	tables.valid = true;
 }
 
+/* Open one of the extension's tables for inserts, in memory of cxt. */
+static Appender *
+appender_open(Oid relid, MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	Appender   *ap = palloc0(sizeof(Appender));
+
+	ap->rel = table_open(relid, RowExclusiveLock);
+	ap->estate = SimpleExecStateCreate(ap->rel, &ap->rri);
+	MemoryContextSwitchTo(ap->estate->es_query_cxt);
+	ExecOpenIndices(ap->rri, false);
+	ap->slot = ExecInitExtraTupleSlot(ap->estate, RelationGetDescr(ap->rel),
+									  &TTSOpsVirtual);
+	MemoryContextSwitchTo(oldcxt);
+	return ap;
+}
+
+static void
+appender_close(Appender *ap)
+{
+	SimpleExecStateFree(ap->estate);
+	table_close(ap->rel, NoLock);
+	pfree(ap);
+}
+
+/* Close the kept appenders: the batch ended, or a table changed. */
+static void
+appenders_close_kept(void)
+{
+	if (kept_log)
+		appender_close(kept_log);
+	if (kept_outbox)
+		appender_close(kept_outbox);
+	kept_log = kept_outbox = NULL;
+}
+
 /*
- * Insert one row into one of the extension's tables, with its indexes and
- * constraints, as logical replication applies a row.  values and nulls are
- * in attribute order; columns not given are NULL (these tables have no
- * defaults that matter here: the caller supplies every value).
+ * Forget the kept appenders without closing them: after an error, the abort
+ * of the (sub)transaction that owns batch_owner releases what they hold,
+ * and their memory goes with the batch's.
  */
 static void
-insert_row(Oid relid, Datum *values, bool *nulls)
+appenders_forget_kept(void)
 {
-	Relation	rel = table_open(relid, RowExclusiveLock);
-	TupleDesc	tupdesc = RelationGetDescr(rel);
-	EState	   *estate = CreateExecutorState();
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	TupleTableSlot *slot;
+	kept_log = kept_outbox = NULL;
+	batch_depth = 0;
+	batch_owner = NULL;
+	batch_cxt = NULL;
+	appender_busy = false;
+	appenders_stale = false;
+}
 
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	estate->es_output_cid = GetCurrentCommandId(true);
-	ExecOpenIndices(rri, false);
-	if (rri->ri_TrigDesc)
+/* A transaction never ends inside a batch; if one did, start afresh. */
+static void
+event_log_xact_callback(XactEvent event, void *arg)
+{
+	appenders_forget_kept();
+}
+
+/*
+ * Keep the tables open for inserts until the matching EventLogBatchEnd(), or
+ * EventLogBatchAbort() on error.
+ */
+void
+EventLogBatchBegin(void)
+{
+	if (batch_depth++ == 0)
+	{
+		batch_owner = CurrentResourceOwner;
+		batch_cxt = CurrentMemoryContext;
+	}
+}
+
+void
+EventLogBatchEnd(void)
+{
+	Assert(batch_depth > 0);
+	if (--batch_depth == 0)
+	{
+		appenders_close_kept();
+		appenders_forget_kept();
+	}
+}
+
+void
+EventLogBatchAbort(void)
+{
+	/*
+	 * A nested batch's error may have been caught by a subtransaction inside
+	 * the outer one; what the outer batch keeps belongs to the outer's owner
+	 * and stays valid.  The insert the error interrupted is over.
+	 */
+	appender_busy = false;
+	if (--batch_depth <= 0)
+		appenders_forget_kept();
+}
+
+/*
+ * The appender to insert into one of the tables with: in a batch, the kept
+ * one, opened on first use; otherwise a temporary one.  Temporary ones are
+ * also used where a kept one must not be: inside a subtransaction of the
+ * batch, while the kept one's insert runs, and on a table with triggers
+ * (which an owner may add), whose firing state should not outlive a row.
+ */
+static Appender *
+appender_get(Appender **kept, Oid relid)
+{
+	if (batch_depth == 0 || appender_busy || CurrentResourceOwner != batch_owner)
+		return appender_open(relid, CurrentMemoryContext);
+	if (appenders_stale)
+	{
+		appenders_close_kept();
+		appenders_stale = false;
+	}
+	if (*kept == NULL)
+	{
+		*kept = appender_open(relid, batch_cxt);
+		(*kept)->kept = true;
+	}
+	if ((*kept)->rri->ri_TrigDesc != NULL)
+		return appender_open(relid, CurrentMemoryContext);
+	return *kept;
+}
+
+/*
+ * Insert one row, with its indexes and constraints, as logical replication
+ * applies a row.  values and nulls are in attribute order; columns not given
+ * are NULL (these tables have no defaults that matter here: the caller
+ * supplies every value).
+ */
+static void
+appender_insert(Appender *ap, Datum *values, bool *nulls)
+{
+	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
+
+	ap->estate->es_output_cid = GetCurrentCommandId(true);
+	if (ap->rri->ri_TrigDesc)
 		AfterTriggerBeginQuery();
 
-	slot = ExecInitExtraTupleSlot(estate, tupdesc, &TTSOpsVirtual);
-	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * tupdesc->natts);
-	memcpy(slot->tts_isnull, nulls, sizeof(bool) * tupdesc->natts);
-	ExecStoreVirtualTuple(slot);
+	ExecClearTuple(ap->slot);
+	memcpy(ap->slot->tts_values, values, sizeof(Datum) * tupdesc->natts);
+	memcpy(ap->slot->tts_isnull, nulls, sizeof(bool) * tupdesc->natts);
+	ExecStoreVirtualTuple(ap->slot);
 
-	ExecSimpleRelationInsert(rri, estate, slot);
+	if (ap->kept)
+		appender_busy = true;
+	ExecSimpleRelationInsert(ap->rri, ap->estate, ap->slot);
+	if (ap->kept)
+		appender_busy = false;
 
-	if (rri->ri_TrigDesc)
-		AfterTriggerEndQuery(estate);
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	if (ap->rri->ri_TrigDesc)
+		AfterTriggerEndQuery(ap->estate);
+	ExecClearTuple(ap->slot);
+	ResetPerTupleExprContext(ap->estate);
+	if (!ap->kept)
+		appender_close(ap);
 }
 
 /* Write the event_log row; returns its event_id. */
@@ -213,7 +375,7 @@ append_event(const LoggedEvent *event)
 	SET_COLUMN(LOG_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
 #undef SET_COLUMN
 
-	insert_row(tables.log_relid, values, nulls);
+	appender_insert(appender_get(&kept_log, tables.log_relid), values, nulls);
 	return event_id;
 }
 
@@ -224,7 +386,7 @@ queue_event(int64 event_id)
 	Datum		value = Int64GetDatum(event_id);
 	bool		isnull = false;
 
-	insert_row(tables.outbox_relid, &value, &isnull);
+	appender_insert(appender_get(&kept_outbox, tables.outbox_relid), &value, &isnull);
 }
 
 /*

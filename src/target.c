@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/index.h"
+#include "catalog/pg_am.h"
 #include "access/stratnum.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_operator.h"
@@ -36,6 +37,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/syscache.h"
 
 #include "upsert_order.h"
@@ -47,6 +49,9 @@ typedef struct TargetCacheEntry
 } TargetCacheEntry;
 
 static HTAB *target_cache = NULL;
+
+/* Targets built so far in this backend. */
+static uint64 target_generations = 0;
 
 /* Invalidated entries, freed once no call is running. */
 static List *retired_targets = NIL;
@@ -282,6 +287,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	target->npkey = index->rd_index->indnkeyatts;
 	target->pkey = palloc(sizeof(AttrNumber) * target->npkey);
 	target->pkey_eqop = palloc(sizeof(char *) * target->npkey);
+	target->pkey_eqproc = palloc(sizeof(RegProcedure) * target->npkey);
 
 	for (int i = 0; i < target->npkey; i++)
 	{
@@ -307,15 +313,41 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 			elog(ERROR, "missing equality operator for primary key column \"%s\"",
 				 col->name);
 		target->pkey_eqop[i] = operator_sql(eqop);
+		target->pkey_eqproc[i] = get_opcode(eqop);
 	}
 	index_close(index, AccessShareLock);
+}
+
+/*
+ * The row lock an UPDATE of every column but the primary key takes: the
+ * strongest when another column is part of a key a foreign key could
+ * reference (a unique index), the weaker one otherwise.
+ */
+static LockTupleMode
+target_update_lockmode(UpsertTarget *target, Relation rel)
+{
+	Bitmapset  *keys = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY);
+	int			member = -1;
+
+	while ((member = bms_next_member(keys, member)) >= 0)
+	{
+		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
+		bool		is_pkey = false;
+
+		for (int k = 0; k < target->npkey; k++)
+			is_pkey |= (target->pkey[k] == attnum);
+		if (!is_pkey)
+			return LockTupleExclusive;
+	}
+	return LockTupleNoKeyExclusive;
 }
 
 /*
  * May versioned_upsert() take the direct path (direct.c) on this table?  Only
  * where nothing but the row itself could tell the difference from the SQL
  * statement: no triggers (foreign keys are triggers too), no row level
- * security, no partitioning, no generated columns.
+ * security, no partitioning, no generated columns; and a heap table, whose
+ * row headers the direct path reads.
  */
 static void
 target_read_direct(UpsertTarget *target, Relation rel)
@@ -324,6 +356,7 @@ target_read_direct(UpsertTarget *target, Relation rel)
 	FuncExpr   *call;
 
 	target->direct_ok = rel->rd_rel->relkind == RELKIND_RELATION &&
+		rel->rd_rel->relam == HEAP_TABLE_AM_OID &&
 		!rel->rd_rel->relispartition &&
 		rel->trigdesc == NULL &&
 		!rel->rd_rel->relrowsecurity &&
@@ -337,6 +370,8 @@ target_read_direct(UpsertTarget *target, Relation rel)
 						InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
 	fmgr_info_cxt(F_TO_JSONB, &target->to_jsonb, CurrentMemoryContext);
 	fmgr_info_set_expr((Node *) call, &target->to_jsonb);
+
+	target->update_lockmode = target_update_lockmode(target, rel);
 }
 
 /* Build the metadata of a target table, checking everything once. */
@@ -348,6 +383,7 @@ target_build(Oid relid)
 	const char *nspname = get_namespace_name(RelationGetNamespace(rel));
 
 	target->relid = relid;
+	target->generation = ++target_generations;
 	target->qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
 	target->displayname = psprintf("%s.%s", nspname, RelationGetRelationName(rel));
 

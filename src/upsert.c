@@ -487,10 +487,47 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg)
 				 errdetail("The message was not applied, and its outcome would reveal the version of a row that policies hide from the current user.")));
 }
 
+/* What a batch keeps from one row to the next. */
+typedef struct BatchState
+{
+	MemoryContext cxt;			/* lives as long as the batch */
+	DirectState *direct;		/* the direct path, once a row took it */
+} BatchState;
+
+/*
+ * The direct path: with the batch's state, opened by the first row that
+ * takes it, or with a state of its own for a single call.
+ */
+static bool
+try_direct(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+		   bool *stored_isnull, rowseq *stored, BatchState *batch)
+{
+	DirectState *ds;
+	bool		decided;
+
+	if (batch == NULL)
+	{
+		ds = DirectOpen(target, CurrentMemoryContext);
+		decided = DirectUpsert(ds, msg, event, stored_isnull, stored);
+		DirectClose(ds);
+		return decided;
+	}
+
+	/* The table changed since the state was opened: open it afresh. */
+	if (batch->direct && !DirectStateMatches(batch->direct, target))
+	{
+		DirectClose(batch->direct);
+		batch->direct = NULL;
+	}
+	if (batch->direct == NULL)
+		batch->direct = DirectOpen(target, batch->cxt);
+	return DirectUpsert(batch->direct, msg, event, stored_isnull, stored);
+}
+
 /* Run the upsert and decide the outcome from what it returned and saw. */
 static void
 apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
-			  bool *stored_isnull, rowseq *stored)
+			  bool *stored_isnull, rowseq *stored, BatchState *batch)
 {
 	SPIPlanPtr	plan;
 	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
@@ -502,7 +539,8 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	int			ret;
 
 	/* A row that exists already, on a plain table: decided below SQL. */
-	if (DirectUpsert(target, msg, event, stored_isnull, stored))
+	if (DirectApplies(target, msg) &&
+		try_direct(target, msg, event, stored_isnull, stored, batch))
 		return;
 
 	plan = upsert_statement(target, msg);
@@ -576,7 +614,7 @@ typedef struct UpsertOutcome
  * table that changed between two of its rows as a single call would.
  */
 static void
-upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result)
+upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 {
 	UpsertTarget *target = TargetLookup(relid);
 	UpsertMessage msg;
@@ -593,7 +631,8 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result)
 	{
 		result->stored_isnull = false;
 		result->stored = 0;
-		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored);
+		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored,
+					  batch);
 
 		event.target = relid;
 		event.key = msg.key;
@@ -655,7 +694,7 @@ versioned_upsert(PG_FUNCTION_ARGS)
 	check_not_null(fcinfo, 0, "target");
 	check_not_null(fcinfo, 1, "new_row");
 
-	upsert_one(PG_GETARG_OID(0), PG_GETARG_JSONB_P(1), &result);
+	upsert_one(PG_GETARG_OID(0), PG_GETARG_JSONB_P(1), &result, NULL);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -669,6 +708,28 @@ static void
 batch_error_context(void *arg)
 {
 	errcontext("element %lld of the batch", (long long) *(int64 *) arg);
+}
+
+/* Apply one element of a batch and add its result to the result set. */
+static void
+batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
+					BatchState *batch, ReturnSetInfo *rsinfo)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(rowcxt);
+	UpsertOutcome result;
+	Datum		values[5];
+	bool		nulls[5];
+
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("element %lld of rows is not a JSON object", (long long) index),
+				 errdetail("Every element of rows must be an object of column names and values.")));
+	upsert_one(relid, JsonbValueToJsonb(v), &result, batch);
+	outcome_values(&result, values, nulls);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(rowcxt);
 }
 
 /*
@@ -688,7 +749,7 @@ versioned_upsert_batch(PG_FUNCTION_ARGS)
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	MemoryContext rowcxt;
-	MemoryContext oldcxt;
+	BatchState	batch = {CurrentMemoryContext, NULL};
 	int64		index = 0;
 	ErrorContextCallback errcallback;
 
@@ -714,29 +775,32 @@ versioned_upsert_batch(PG_FUNCTION_ARGS)
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	it = JsonbIteratorInit(&rows->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	/*
+	 * What the rows share stays open from the first row to the last: the
+	 * event log's tables, and the direct path's state.  After an error none
+	 * of it needs closing: the abort releases it.
+	 */
+	EventLogBatchBegin();
+	PG_TRY();
 	{
-		UpsertOutcome result;
-		Datum		values[5];
-		bool		nulls[5];
-
-		if (tok != WJB_ELEM)
-			continue;
-		index++;
-
-		oldcxt = MemoryContextSwitchTo(rowcxt);
-		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("element %lld of rows is not a JSON object", (long long) index),
-					 errdetail("Every element of rows must be an object of column names and values.")));
-		upsert_one(relid, JsonbValueToJsonb(&v), &result);
-		outcome_values(&result, values, nulls);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		MemoryContextSwitchTo(oldcxt);
-		MemoryContextReset(rowcxt);
+		it = JsonbIteratorInit(&rows->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			index++;
+			batch_apply_element(relid, &v, index, rowcxt, &batch, rsinfo);
+		}
 	}
+	PG_CATCH();
+	{
+		EventLogBatchAbort();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EventLogBatchEnd();
+	if (batch.direct)
+		DirectClose(batch.direct);
 
 	error_context_stack = errcallback.previous;
 	MemoryContextDelete(rowcxt);

@@ -16,7 +16,9 @@
 #include "fmgr.h"
 #include "executor/spi.h"
 #include "nodes/bitmapset.h"
+#include "nodes/lockoptions.h"
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 #include "datatype/timestamp.h"
 
 #define UPSERT_ORDER_SCHEMA "upsert_order"
@@ -67,6 +69,7 @@ typedef struct UpsertTarget
 {
 	Oid			relid;
 	bool		valid;			/* cleared by relcache invalidation */
+	uint64		generation;		/* tells this build from earlier ones */
 	char	   *qualname;		/* quoted "schema"."table" */
 	char	   *displayname;	/* schema.table for messages */
 	MemoryContext cxt;			/* holds this entry and everything it points to */
@@ -77,9 +80,11 @@ typedef struct UpsertTarget
 	AttrNumber *pkey;			/* primary key columns, in index order */
 	AttrNumber	version_attnum;
 	char	  **pkey_eqop;		/* OPERATOR("schema".=) of each key column */
+	RegProcedure *pkey_eqproc;	/* the function of that operator */
 	char	   *pkey_constraint;	/* quoted name of the primary key */
 	Oid			pkey_index;
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
+	LockTupleMode update_lockmode;	/* row lock of an update of every non-key column */
 	FmgrInfo	to_jsonb;		/* to_jsonb() of the table's row type */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
@@ -108,6 +113,9 @@ typedef struct LoggedEvent
 
 extern int64 EventLogAppend(const LoggedEvent *event);
 extern void EventLogInitCache(void);
+extern void EventLogBatchBegin(void);
+extern void EventLogBatchEnd(void);
+extern void EventLogBatchAbort(void);
 extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
 
 /*
@@ -160,8 +168,20 @@ typedef struct UpsertMessage
 	bool	   *nulls;
 } UpsertMessage;
 
+/* exec_state.c: executor state for writing one relation's rows below SQL */
+struct EState;
+struct ResultRelInfo;
+extern struct EState *SimpleExecStateCreate(Relation rel, struct ResultRelInfo **rri);
+extern void SimpleExecStateFree(struct EState *estate);
+
 /* direct.c: the path below SQL for rows that exist already */
-extern bool DirectUpsert(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+typedef struct DirectState DirectState;
+
+extern bool DirectApplies(UpsertTarget *target, UpsertMessage *msg);
+extern DirectState *DirectOpen(UpsertTarget *target, MemoryContext cxt);
+extern bool DirectStateMatches(DirectState *ds, UpsertTarget *target);
+extern void DirectClose(DirectState *ds);
+extern bool DirectUpsert(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 						 bool *stored_isnull, rowseq *stored);
 
 #endif							/* UPSERT_ORDER_H */

@@ -1,0 +1,58 @@
+/*-------------------------------------------------------------------------
+ *
+ * exec_state.c
+ *	  The executor state for writing rows of one relation without a plan,
+ *	  the way logical replication applies rows: what the direct path
+ *	  (direct.c) and the event log writer (event_log.c) both set up.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "utils/rel.h"
+
+#include "upsert_order.h"
+
+/*
+ * An EState whose range table holds rel alone, and rel's ResultRelInfo
+ * (*rri), registered as opened so that firing rel's triggers finds it
+ * instead of opening rel again.  Made in the current memory context; the
+ * caller holds the lock on rel.  Undone by SimpleExecStateFree().
+ */
+EState *
+SimpleExecStateCreate(Relation rel, ResultRelInfo **rri)
+{
+	EState	   *estate = CreateExecutorState();
+	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	ExecInitRangeTable(estate, list_make1(rte), NIL);
+#else
+	ExecInitRangeTable(estate, list_make1(rte));
+#endif
+	*rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(*rri, rel, 1, NULL, 0);
+	estate->es_opened_result_relations = list_make1(*rri);
+
+	MemoryContextSwitchTo(oldcxt);
+	return estate;
+}
+
+/*
+ * Free the state: the result relation's indexes if they were opened, any
+ * relation a trigger opened, the tuple slots.  rel itself stays open.
+ */
+void
+SimpleExecStateFree(EState *estate)
+{
+	ExecCloseResultRelations(estate);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+}
