@@ -12,6 +12,7 @@ OBJS = \
 	src/upsert.o \
 	src/direct.o \
 	src/exec_state.o \
+	src/row_json.o \
 	src/event_log.o \
 	src/publisher.o \
 	src/publisher_shmem.o \
@@ -40,6 +41,10 @@ EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every source file includes the one shared header; PGXS does not track
+# header dependencies, so name it here for incremental builds.
+$(OBJS): $(srcdir)/src/upsert_order.h
 
 # Warnings are errors when asked for (CI sets WERROR=1).
 ifdef WERROR

@@ -62,7 +62,7 @@ SELECT * FROM both_ways('{"id": 2, "ver": 3, "name": "y", "code": "Y", "qty": 2,
 
 -- Same rows, same events.
 SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM plain p JOIN twin t USING (id) ORDER BY id;
-SELECT p.key, p.version, p.outcome, p.data, p.data = t.data AS same_data, p.payload = t.payload AS same_payload
+SELECT p.key, p.version, p.outcome, p.data, p.data::text = t.data::text AS same_data, p.payload = t.payload AS same_payload
 FROM (SELECT *, row_number() OVER (ORDER BY event_id) AS n FROM event_log WHERE target = 'plain'::regclass) p
 JOIN (SELECT *, row_number() OVER (ORDER BY event_id) AS n FROM event_log WHERE target = 'twin'::regclass) t USING (n)
 ORDER BY n;
@@ -106,3 +106,45 @@ SELECT id, ver, name, code FROM plain WHERE id = 1;
 
 DROP OWNED BY upsert_direct_writer;
 DROP ROLE upsert_direct_writer;
+
+-- event_log.data on the direct path is what to_jsonb() makes of the row, to
+-- the byte, for every column type it converts itself (and through
+-- to_jsonb() for the others).
+CREATE TABLE kinds (
+	id int PRIMARY KEY, ver rowseq NOT NULL, b bool, i2 int2, i8 int8, n numeric,
+	n3 numeric(10,3), f4 real, f8 float8, t text, vc varchar(8), bc char(4),
+	d date, ts timestamp, tstz timestamptz, u uuid, dom small
+);
+CREATE TABLE kinds_other (LIKE kinds INCLUDING ALL);
+ALTER TABLE kinds_other ADD COLUMN iv interval;
+-- Apply a message; is the event's data exactly to_jsonb() of the stored row?
+CREATE FUNCTION data_matches(target regclass, msg jsonb) RETURNS TABLE (outcome text, exact boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+	r upsert_order.upsert_result;
+	stored text;
+BEGIN
+	r := upsert_order.versioned_upsert(target, msg);
+	EXECUTE format('SELECT to_jsonb(t.*)::text FROM %s t WHERE id = $1', target)
+		INTO stored USING (msg->>'id')::int;
+	RETURN QUERY SELECT r.outcome,
+		(SELECT e.data::text FROM upsert_order.event_log e WHERE e.event_id = r.event_id) = stored;
+END $$;
+SET timezone = 'America/New_York';
+SET extra_float_digits = 0;
+SELECT k.target, m.n, d.*
+FROM (VALUES ('kinds'::regclass), ('kinds_other'::regclass)) k(target),
+	 LATERAL (VALUES
+	(1, '{"id": 1, "ver": 1, "b": true, "i2": 1, "i8": 1, "n": 1, "n3": 1, "f4": 1, "f8": 1, "t": "a", "vc": "a", "bc": "a", "d": "2026-01-01", "ts": "2026-01-01 10:00", "tstz": "2026-01-01 10:00+00", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "dom": 1, "iv": "1 day"}'::jsonb),
+	(2, '{"id": 1, "ver": 2, "b": false, "i2": -32768, "i8": 9223372036854775807, "n": 1.50, "n3": 2.5, "f4": 0.1, "f8": 0.1, "t": "quote \" and é", "vc": "x", "bc": "ab", "d": "infinity", "ts": "-infinity", "tstz": "2026-06-01 12:34:56.789+02", "u": "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", "dom": 999, "iv": "1 hour"}'),
+	(3, '{"id": 1, "ver": 3, "b": null, "i2": null, "i8": null, "n": "NaN", "n3": null, "f4": "NaN", "f8": "Infinity", "t": "", "vc": "", "bc": "", "d": null, "ts": null, "tstz": null, "u": null, "dom": null, "iv": null}'),
+	(4, '{"id": 1, "ver": 4, "b": true, "i2": 0, "i8": -1, "n": "-Infinity", "n3": 0.0005, "f4": "-0", "f8": 1e300, "t": "t", "vc": "v", "bc": "c", "d": "0001-01-01 BC", "ts": "2026-01-01", "tstz": "infinity", "u": "00000000-0000-0000-0000-000000000000", "dom": -5, "iv": "0"}'),
+	(5, '{"id": 1, "ver": 5, "b": false, "i2": 7, "i8": 7, "n": 12345678901234567890.123456789, "n3": -1.25, "f4": 3.14159, "f8": -2.5e-10, "t": "t", "vc": "v", "bc": "c", "d": "2026-02-28", "ts": "2026-02-28 23:59:59.999999", "tstz": "1999-12-31 23:59:59-08", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "dom": 0, "iv": "-1 minute"}')
+	) m(n, msg),
+	LATERAL data_matches(k.target, CASE WHEN k.target = 'kinds'::regclass THEN m.msg - 'iv' ELSE m.msg END) d
+ORDER BY k.target::text, m.n;
+SET extra_float_digits = 1;
+SELECT data_matches('kinds', '{"id": 1, "ver": 6, "b": true, "i2": 1, "i8": 1, "n": 1, "n3": 1, "f4": 0.1, "f8": 0.1, "t": "a", "vc": "a", "bc": "a", "d": null, "ts": null, "tstz": null, "u": null, "dom": 1}');
+RESET extra_float_digits;
+RESET timezone;
+SELECT data FROM event_log WHERE target = 'kinds'::regclass ORDER BY event_id DESC LIMIT 2;

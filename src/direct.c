@@ -65,7 +65,8 @@ struct DirectState
 	EState	   *estate;
 	ResultRelInfo *rri;
 	bool		privileges_checked; /* for full-row messages, the only kind */
-	bool		update_ready;	/* indexes open, replica identity checked */
+	bool		identity_checked;	/* replica identity checked for updates */
+	bool		indexes_open;	/* for the index entries of non-HOT updates */
 	TupleTableSlot *proposed;	/* the row the message describes */
 	TupleTableSlot *stored;		/* the row as stored */
 	Snapshot	snapshot;		/* of the message being decided */
@@ -313,6 +314,20 @@ direct_row_being_written(DirectState *ds)
 	return !(infomask & HEAP_XMAX_INVALID) && !HEAP_XMAX_IS_LOCKED_ONLY(infomask);
 }
 
+/* Open the table's indexes, for as long as the state lives. */
+static void
+direct_open_indexes(DirectState *ds)
+{
+	MemoryContext oldcxt;
+
+	if (ds->indexes_open)
+		return;
+	oldcxt = MemoryContextSwitchTo(ds->estate->es_query_cxt);
+	ExecOpenIndices(ds->rri, false);
+	MemoryContextSwitchTo(oldcxt);
+	ds->indexes_open = true;
+}
+
 /*
  * Update the row found (older than the message) to the proposed row, as
  * UPDATE would, unless a concurrent writer got there first: then lock the
@@ -332,16 +347,11 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 	bool		update_indexes;
 #endif
 
-	if (!ds->update_ready)
+	/* what ExecSimpleRelationUpdate() checks first: publications need a replica identity */
+	if (!ds->identity_checked)
 	{
-		/* the index list lives as long as the state, which a batch keeps */
-		MemoryContext oldcxt = MemoryContextSwitchTo(ds->estate->es_query_cxt);
-
-		/* what ExecSimpleRelationUpdate() checks first: publications need a replica identity */
 		CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
-		ExecOpenIndices(ds->rri, false);
-		MemoryContextSwitchTo(oldcxt);
-		ds->update_ready = true;
+		ds->identity_checked = true;
 	}
 
 	for (;;)
@@ -370,14 +380,26 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 		tid = ds->stored->tts_tid;
 	}
 
+	/*
+	 * A HOT update (no indexed column changed, room on the page) needs no
+	 * index entries: the indexes are opened only for the others.
+	 */
 #if PG_VERSION_NUM >= 160000
-	if (ds->rri->ri_NumIndices > 0 && update_indexes != TU_None)
-		(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, true, false,
-									 NULL, NIL, update_indexes == TU_Summarizing);
+	if (update_indexes != TU_None)
+	{
+		direct_open_indexes(ds);
+		if (ds->rri->ri_NumIndices > 0)
+			(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, true, false,
+										 NULL, NIL, update_indexes == TU_Summarizing);
+	}
 #else
-	if (ds->rri->ri_NumIndices > 0 && update_indexes)
-		(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, true, false,
-									 NULL, NIL);
+	if (update_indexes)
+	{
+		direct_open_indexes(ds);
+		if (ds->rri->ri_NumIndices > 0)
+			(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, true, false,
+										 NULL, NIL);
+	}
 #endif
 	return DIRECT_UPDATED;
 }
@@ -469,8 +491,11 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	}
 
 	/* No trigger or generated column: the stored row is the proposed one. */
-	event->data = FunctionCall1(&target->to_jsonb,
-								ExecFetchSlotHeapTupleDatum(ds->proposed));
+	if (target->row_json_direct)
+		event->data = RowToJsonb(target, ds->proposed);
+	else
+		event->data = FunctionCall1(&target->to_jsonb,
+									ExecFetchSlotHeapTupleDatum(ds->proposed));
 	event->data_isnull = false;
 	event->outcome = "updated";
 	*stored_isnull = false;

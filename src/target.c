@@ -159,6 +159,7 @@ target_read_input(TargetColumn *col)
 	fmgr_info_cxt(infunc, &col->input, CurrentMemoryContext);
 	getTypeOutputInfo(col->typid, &outfunc, &isvarlena);
 	fmgr_info_cxt(outfunc, &col->output, CurrentMemoryContext);
+	col->json_kind = RowJsonKindOf(col->basetype);
 }
 
 /* Record the live columns and find the single rowseq column. */
@@ -372,6 +373,12 @@ target_read_direct(UpsertTarget *target, Relation rel)
 	fmgr_info_set_expr((Node *) call, &target->to_jsonb);
 
 	target->update_lockmode = target_update_lockmode(target, rel);
+
+	target->row_json_direct = true;
+	for (int i = 0; i < target->ncolumns; i++)
+		if (target->columns[i].attnum != InvalidAttrNumber &&
+			target->columns[i].json_kind == ROW_JSON_OTHER)
+			target->row_json_direct = false;
 }
 
 /* Build the metadata of a target table, checking everything once. */

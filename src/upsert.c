@@ -527,7 +527,8 @@ try_direct(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 /* Run the upsert and decide the outcome from what it returned and saw. */
 static void
 apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
-			  bool *stored_isnull, rowseq *stored, BatchState *batch)
+			  bool *stored_isnull, rowseq *stored, BatchState *batch,
+			  bool *spi_connected)
 {
 	SPIPlanPtr	plan;
 	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
@@ -542,6 +543,11 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	if (DirectApplies(target, msg) &&
 		try_direct(target, msg, event, stored_isnull, stored, batch))
 		return;
+
+	/* The statement runs through SPI, connected for it only. */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	*spi_connected = true;
 
 	plan = upsert_statement(target, msg);
 	memset(nulls, ' ', nargs);
@@ -620,11 +626,9 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	UpsertMessage msg;
 	LoggedEvent event;
 	ConflictNote outer_note = conflict_note;
+	bool		spi_connected = false;
 
 	parse_message(target, new_row, &msg);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 
 	call_depth++;
 	PG_TRY();
@@ -632,7 +636,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 		result->stored_isnull = false;
 		result->stored = 0;
 		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored,
-					  batch);
+					  batch, &spi_connected);
 
 		event.target = relid;
 		event.key = msg.key;
@@ -648,7 +652,8 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	}
 	PG_END_TRY();
 
-	SPI_finish();
+	if (spi_connected)
+		SPI_finish();
 
 	result->outcome = event.outcome;
 	result->version = msg.version;

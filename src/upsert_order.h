@@ -50,6 +50,21 @@ extern void HlcRequestShmem(void);
 extern void HlcStartupShmem(void);
 extern rowseq HlcNow(void);
 
+/* How a column's value becomes JSON in event_log.data (row_json.c). */
+typedef enum RowJsonKind
+{
+	ROW_JSON_OTHER,				/* not done by row_json.c: to_jsonb() of the row */
+	ROW_JSON_BOOL,
+	ROW_JSON_INT2,
+	ROW_JSON_INT4,
+	ROW_JSON_INT8,
+	ROW_JSON_NUMERIC,
+	ROW_JSON_FLOAT,				/* float4, float8: through their text */
+	ROW_JSON_TEXT,				/* text, varchar, bpchar */
+	ROW_JSON_DATETIME,			/* date, timestamp, timestamptz */
+	ROW_JSON_STRING				/* the output function's text: uuid, rowseq */
+} RowJsonKind;
+
 /* target.c: what versioned_upsert() needs to know about a target table */
 typedef struct TargetColumn
 {
@@ -63,6 +78,7 @@ typedef struct TargetColumn
 	Oid			ioparam;
 	FmgrInfo	output;			/* the type's output function */
 	bool		structured;		/* array or composite: read by jsonb_to_record */
+	RowJsonKind json_kind;
 } TargetColumn;
 
 typedef struct UpsertTarget
@@ -86,6 +102,7 @@ typedef struct UpsertTarget
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
 	LockTupleMode update_lockmode;	/* row lock of an update of every non-key column */
 	FmgrInfo	to_jsonb;		/* to_jsonb() of the table's row type */
+	bool		row_json_direct;	/* every column's json_kind is known */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
 } UpsertTarget;
@@ -167,6 +184,11 @@ typedef struct UpsertMessage
 	Datum	   *values;			/* values of the scalar columns, by attnum - 1 */
 	bool	   *nulls;
 } UpsertMessage;
+
+/* row_json.c: the stored row as jsonb */
+struct TupleTableSlot;
+extern RowJsonKind RowJsonKindOf(Oid basetype);
+extern Datum RowToJsonb(UpsertTarget *target, struct TupleTableSlot *slot);
 
 /* exec_state.c: executor state for writing one relation's rows below SQL */
 struct EState;
