@@ -1,16 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * direct.c
- *	  The direct path of versioned_upsert(): a message for a row that exists
- *	  already is decided and applied below SQL, through the executor's simple
- *	  row routines (those logical replication applies rows with), instead of
- *	  through the INSERT ... ON CONFLICT statement of upsert.c.
+ *	  The direct path of versioned_upsert(): a message is decided and applied
+ *	  below SQL, through the executor's row routines (those logical
+ *	  replication applies rows with, and the speculative insertion of ON
+ *	  CONFLICT), instead of through the INSERT ... ON CONFLICT statement of
+ *	  upsert.c.
  *
  * It is taken only where nothing but the row itself could tell the two
  * apart (target.c decides, per table): heap tables with no triggers, no row
- * level security, no partitioning, no generated columns; and per message: READ COMMITTED,
- * every column present and none an array or composite.  Then it does what
- * the statement would do, in the same order:
+ * level security, no partitioning, no generated or GENERATED ALWAYS identity
+ * columns; and per message: READ COMMITTED, every column present (so no
+ * default applies) and none an array or composite.  Then it does what the
+ * statement would do, in the same order:
  *
  *	- the privileges the statement needs (INSERT, UPDATE on the columns it
  *	  sets, SELECT on the row), checked the same way;
@@ -27,10 +29,13 @@
  *	- a newer message updates the row read, with its indexes maintained;
  *	  if a concurrent writer changed it meanwhile, the update waits for that
  *	  writer and fails, and the newest version is locked and compared again,
- *	  as the statement does.
+ *	  as the statement does;
+ *	- a key with no visible row is inserted as ON CONFLICT inserts: after
+ *	  waiting for any transaction inserting the same key, speculatively,
+ *	  confirmed only if nobody inserted the key meanwhile.
  *
- * A message for a key with no visible row goes to the statement, which
- * handles a concurrent insert of the same key.
+ * Whenever a concurrent writer deleted the row found, or inserted the key
+ * not found, it looks again with a new snapshot.
  *
  *-------------------------------------------------------------------------
  */
@@ -314,7 +319,10 @@ direct_row_being_written(DirectState *ds)
 	return !(infomask & HEAP_XMAX_INVALID) && !HEAP_XMAX_IS_LOCKED_ONLY(infomask);
 }
 
-/* Open the table's indexes, for as long as the state lives. */
+/*
+ * Open the table's indexes, for as long as the state lives: for inserts and
+ * for updates that are not HOT.
+ */
 static void
 direct_open_indexes(DirectState *ds)
 {
@@ -323,7 +331,8 @@ direct_open_indexes(DirectState *ds)
 	if (ds->indexes_open)
 		return;
 	oldcxt = MemoryContextSwitchTo(ds->estate->es_query_cxt);
-	ExecOpenIndices(ds->rri, false);
+	/* with what speculative insertion needs for unique indexes */
+	ExecOpenIndices(ds->rri, true);
 	MemoryContextSwitchTo(oldcxt);
 	ds->indexes_open = true;
 }
@@ -416,31 +425,26 @@ direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 	event->data_isnull = true;
 }
 
+/* The stored row as event_log.data: the proposed row, as nothing changed it. */
+static Datum
+direct_row_data(DirectState *ds)
+{
+	if (ds->target->row_json_direct)
+		return RowToJsonb(ds->target, ds->proposed);
+	return FunctionCall1(&ds->target->to_jsonb, ExecFetchSlotHeapTupleDatum(ds->proposed));
+}
+
 /*
  * Decide the message against the row found, and apply it if newer.  Returns
- * false when the message is for the statement of upsert.c after all: there
- * is no row with its key, or it was deleted meanwhile.
+ * false when the row was deleted meanwhile: the key is then free again.
  */
 static bool
-direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
-			  bool *stored_isnull, rowseq *stored)
+direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
+					   bool *stored_isnull, rowseq *stored)
 {
 	UpsertTarget *target = ds->target;
 	rowseq		version;
 	bool		have_version;
-
-	if (!ds->privileges_checked)
-	{
-		direct_check_privileges(target, ds->rel);
-		ds->privileges_checked = true;
-	}
-
-	/* ON CONFLICT checks the proposed row before it looks for a conflict */
-	if (RelationGetDescr(ds->rel)->constr)
-		ExecConstraints(ds->rri, ds->proposed, ds->estate);
-
-	if (!direct_find(ds, target, msg))
-		return false;
 
 	/*
 	 * Older than what is committed: stale, whatever a concurrent writer of
@@ -471,7 +475,7 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	if (have_version && version == msg->version)
 	{
 		if (!direct_lock(ds, target))
-			return false;		/* deleted meanwhile: a new key, for the statement */
+			return false;
 		if (direct_stored_version(ds, target, &version) && version >= msg->version)
 		{
 			direct_reject(msg, version, event, stored_isnull, stored);
@@ -487,15 +491,11 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 			direct_reject(msg, version, event, stored_isnull, stored);
 			return true;
 		case DIRECT_GONE:
-			return false;		/* deleted meanwhile: a new key, for the statement */
+			return false;
 	}
 
 	/* No trigger or generated column: the stored row is the proposed one. */
-	if (target->row_json_direct)
-		event->data = RowToJsonb(target, ds->proposed);
-	else
-		event->data = FunctionCall1(&target->to_jsonb,
-									ExecFetchSlotHeapTupleDatum(ds->proposed));
+	event->data = direct_row_data(ds);
 	event->data_isnull = false;
 	event->outcome = "updated";
 	*stored_isnull = false;
@@ -504,18 +504,101 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 }
 
 /*
- * Try the direct path with a message DirectApplies() accepted.  Returns true
- * when it decided (and, if newer, applied) the message; false when the
- * message is for the statement of upsert.c: there is no row with its key.
+ * Insert the proposed row for a key with no visible row, as INSERT ... ON
+ * CONFLICT does: wait for any transaction inserting the same key, then
+ * insert speculatively and confirm the insertion only if no one inserted the
+ * key meanwhile.  Returns false when the key turned out to be taken (by a
+ * transaction that committed); nothing was inserted then.
  */
-bool
+static bool
+direct_insert(DirectState *ds, UpsertTarget *target)
+{
+	List	   *arbiter = list_make1_oid(target->pkey_index);
+	ItemPointerData conflict_tid;
+	TransactionId xid;
+	uint32		token;
+	bool		conflict = false;
+
+	direct_open_indexes(ds);
+	if (!ExecCheckIndexConstraints(ds->rri, ds->proposed, ds->estate,
+								   &conflict_tid, arbiter))
+		return false;
+
+	/* Others inserting the key wait on this lock for our decision. */
+	xid = GetCurrentTransactionId();
+	token = SpeculativeInsertionLockAcquire(xid);
+	table_tuple_insert_speculative(ds->rel, ds->proposed, ds->estate->es_output_cid,
+								   0, NULL, token);
+#if PG_VERSION_NUM >= 160000
+	(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, false, true,
+								 &conflict, arbiter, false);
+#else
+	(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, false, true,
+								 &conflict, arbiter);
+#endif
+	table_tuple_complete_speculative(ds->rel, ds->proposed, token, !conflict);
+	SpeculativeInsertionLockRelease(xid);
+	return !conflict;
+}
+
+/* Look again, with a snapshot that sees what committed since the last look. */
+static void
+direct_new_snapshot(DirectState *ds)
+{
+	ExecClearTuple(ds->stored);
+	UnregisterSnapshot(ds->snapshot);
+	ds->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ds->estate->es_snapshot = ds->snapshot;
+}
+
+/* Decide the message and apply it: update the row with its key, or insert it. */
+static void
+direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
+			  bool *stored_isnull, rowseq *stored)
+{
+	UpsertTarget *target = ds->target;
+
+	if (!ds->privileges_checked)
+	{
+		direct_check_privileges(target, ds->rel);
+		ds->privileges_checked = true;
+	}
+
+	/* ON CONFLICT checks the proposed row before it looks for a conflict */
+	if (RelationGetDescr(ds->rel)->constr)
+		ExecConstraints(ds->rri, ds->proposed, ds->estate);
+
+	/*
+	 * A concurrent writer may delete the row found, or insert the key not
+	 * found, before this call is done with it: then look again.
+	 */
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (direct_find(ds, target, msg))
+		{
+			if (direct_decide_existing(ds, msg, event, stored_isnull, stored))
+				return;
+		}
+		else if (direct_insert(ds, target))
+		{
+			event->data = direct_row_data(ds);
+			event->data_isnull = false;
+			event->outcome = "inserted";
+			*stored_isnull = false;
+			*stored = msg->version;
+			return;
+		}
+		direct_new_snapshot(ds);
+	}
+}
+
+/* Decide and apply a message DirectApplies() accepted. */
+void
 DirectUpsert(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 			 bool *stored_isnull, rowseq *stored)
 {
-	bool		decided;
-
 	direct_begin(ds, ds->target, msg);
-	decided = direct_decide(ds, msg, event, stored_isnull, stored);
+	direct_decide(ds, msg, event, stored_isnull, stored);
 	direct_end(ds);
-	return decided;
 }

@@ -347,8 +347,9 @@ target_update_lockmode(UpsertTarget *target, Relation rel)
  * May versioned_upsert() take the direct path (direct.c) on this table?  Only
  * where nothing but the row itself could tell the difference from the SQL
  * statement: no triggers (foreign keys are triggers too), no row level
- * security, no partitioning, no generated columns; and a heap table, whose
- * row headers the direct path reads.
+ * security, no partitioning, no generated columns, no identity columns
+ * GENERATED ALWAYS; and a heap table, whose row headers the direct path
+ * reads.
  */
 static void
 target_read_direct(UpsertTarget *target, Relation rel)
@@ -362,6 +363,12 @@ target_read_direct(UpsertTarget *target, Relation rel)
 		rel->trigdesc == NULL &&
 		!rel->rd_rel->relrowsecurity &&
 		!(tupdesc->constr && tupdesc->constr->has_generated_stored);
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		/* the statement refuses a value for such a column, on insert and update */
+		if (TupleDescAttr(tupdesc, i)->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
+			target->direct_ok = false;
+	}
 	if (!target->direct_ok)
 		return;
 

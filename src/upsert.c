@@ -19,6 +19,10 @@
  * statement itself.  Statements are prepared once per target and set of
  * columns and kept until the table changes (see target.c).
  *
+ * Where nothing but the row itself could tell the difference (a full-row
+ * message for a plain table), the same decision is made below SQL by the
+ * direct path (direct.c), without SPI or the executor's plan machinery.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -498,19 +502,18 @@ typedef struct BatchState
  * The direct path: with the batch's state, opened by the first row that
  * takes it, or with a state of its own for a single call.
  */
-static bool
-try_direct(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
-		   bool *stored_isnull, rowseq *stored, BatchState *batch)
+static void
+apply_direct(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+			 bool *stored_isnull, rowseq *stored, BatchState *batch)
 {
 	DirectState *ds;
-	bool		decided;
 
 	if (batch == NULL)
 	{
 		ds = DirectOpen(target, CurrentMemoryContext);
-		decided = DirectUpsert(ds, msg, event, stored_isnull, stored);
+		DirectUpsert(ds, msg, event, stored_isnull, stored);
 		DirectClose(ds);
-		return decided;
+		return;
 	}
 
 	/* The table changed since the state was opened: open it afresh. */
@@ -521,7 +524,7 @@ try_direct(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	}
 	if (batch->direct == NULL)
 		batch->direct = DirectOpen(target, batch->cxt);
-	return DirectUpsert(batch->direct, msg, event, stored_isnull, stored);
+	DirectUpsert(batch->direct, msg, event, stored_isnull, stored);
 }
 
 /* Run the upsert and decide the outcome from what it returned and saw. */
@@ -539,10 +542,12 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	ConflictNote note;
 	int			ret;
 
-	/* A row that exists already, on a plain table: decided below SQL. */
-	if (DirectApplies(target, msg) &&
-		try_direct(target, msg, event, stored_isnull, stored, batch))
+	/* A full-row message for a plain table: decided below SQL. */
+	if (DirectApplies(target, msg))
+	{
+		apply_direct(target, msg, event, stored_isnull, stored, batch);
 		return;
+	}
 
 	/* The statement runs through SPI, connected for it only. */
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -203,7 +203,7 @@ extern bool DirectApplies(UpsertTarget *target, UpsertMessage *msg);
 extern DirectState *DirectOpen(UpsertTarget *target, MemoryContext cxt);
 extern bool DirectStateMatches(DirectState *ds, UpsertTarget *target);
 extern void DirectClose(DirectState *ds);
-extern bool DirectUpsert(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
+extern void DirectUpsert(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 						 bool *stored_isnull, rowseq *stored);
 
 #endif							/* UPSERT_ORDER_H */
