@@ -105,20 +105,11 @@ SELECT outcome FROM versioned_upsert_batch('plain', '[
 SELECT id, ver, name, code FROM plain WHERE id = 1;
 -- New keys too, inserted and then met again in the same batch, on both
 -- paths alike.
+\set new_keys '[{"id": 10, "ver": 1, "name": "a", "code": "c10", "qty": 1, "price": 1}, {"id": 10, "ver": 1, "name": "a", "code": "c10", "qty": 1, "price": 1}, {"id": 11, "ver": 2, "name": "b", "code": "c11", "qty": 1, "price": 1}, {"id": 10, "ver": 3, "name": "c", "code": "c10", "qty": 2, "price": 1}, {"id": 11, "ver": 1, "name": "d", "code": "c11", "qty": 3, "price": 1}]'
 SELECT p.outcome AS direct, t.outcome AS statement, p.stored_version = t.stored_version AS same_version
-FROM versioned_upsert_batch('plain', '[
-	{"id": 10, "ver": 1, "name": "a", "code": "c10", "qty": 1, "price": 1},
-	{"id": 10, "ver": 1, "name": "a", "code": "c10", "qty": 1, "price": 1},
-	{"id": 11, "ver": 2, "name": "b", "code": "c11", "qty": 1, "price": 1},
-	{"id": 10, "ver": 3, "name": "c", "code": "c10", "qty": 2, "price": 1},
-	{"id": 11, "ver": 1, "name": "d", "code": "c11", "qty": 3, "price": 1}]') WITH ORDINALITY p
-JOIN versioned_upsert_batch('twin', '[
-	{"id": 10, "ver": 1, "name": "a", "code": "c10", "qty": 1, "price": 1},
-	{"id": 10, "ver": 1, "name": "a", "code": "c10", "qty": 1, "price": 1},
-	{"id": 11, "ver": 2, "name": "b", "code": "c11", "qty": 1, "price": 1},
-	{"id": 10, "ver": 3, "name": "c", "code": "c10", "qty": 2, "price": 1},
-	{"id": 11, "ver": 1, "name": "d", "code": "c11", "qty": 3, "price": 1}]') WITH ORDINALITY t
-USING (ordinality) ORDER BY ordinality;
+FROM versioned_upsert_batch('plain', :'new_keys') WITH ORDINALITY p
+JOIN versioned_upsert_batch('twin', :'new_keys') WITH ORDINALITY t USING (ordinality)
+ORDER BY ordinality;
 SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM plain p JOIN twin t USING (id) WHERE id >= 10 ORDER BY id;
 -- A new key whose row breaks another unique constraint: the same error.
 SELECT versioned_upsert('plain', '{"id": 12, "ver": 1, "name": "e", "code": "c10", "qty": 1, "price": 1}');
