@@ -1,5 +1,5 @@
 #!/bin/bash
-# test/bench_publisher.sh: measure the publisher on a throwaway cluster.
+# test/bench/publisher.sh: measure the publisher on a throwaway cluster.
 #
 #   1. latency: commit-to-notification at a steady rate (BENCH_RATE events/s,
 #      default 1000): the time a listener receives each notification minus
@@ -23,10 +23,10 @@
 # server log, in the work directory it names.  Not a test: it asserts
 # nothing.
 #
-# Usage: test/bench_publisher.sh   (make install first; honours PG_CONFIG)
+# Usage: test/bench/publisher.sh   (make install first; honours PG_CONFIG)
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
 bindir=$("$PG_CONFIG" --bindir)
 duration=${BENCH_SECONDS:-30}
@@ -47,7 +47,7 @@ summary=$work/summary.txt
 echo "bench_publisher: working in $work"
 
 # The listener: a small libpq client that stamps each notification.
-cc -O2 -o "$work/bench_listener" "$repo/test/bench_listener.c" \
+cc -O2 -o "$work/bench_listener" "$repo/test/bench/listener.c" \
 	-I"$("$PG_CONFIG" --includedir)" -L"$("$PG_CONFIG" --libdir)" -lpq
 
 pg() { "${as_pg[@]}" "$@"; }

@@ -1,6 +1,6 @@
 /*
- * bench_listener.c
- *	  The listener of test/bench_publisher.sh: LISTENs on a channel and
+ * listener.c
+ *	  The listener of test/bench/publisher.sh: LISTENs on a channel and
  *	  writes, for every notification, the time it arrived (microseconds since
  *	  the Unix epoch), the event_id and the seq of its payload, tab-separated.
  *	  Stops on SIGTERM or SIGINT.
