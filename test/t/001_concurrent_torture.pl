@@ -17,26 +17,21 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
+
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use UpsertOrderNode;
 
 my $nkeys = 5;
 
-my $node = PostgreSQL::Test::Cluster->new('torture');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'upsert_order'
-max_connections = 40
-fsync = off
-});
-$node->start;
+my $node = UpsertOrderNode::start('torture');
 
 $node->safe_psql(
 	'postgres', q{
-CREATE EXTENSION upsert_order;
 CREATE TABLE hot (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val bigint);
 -- drives the "jitter" script: versions that roughly follow a shared clock
 CREATE SEQUENCE torture_clock;

@@ -16,25 +16,19 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PublisherListener;
 use Test::More;
+use UpsertOrderNode;
 use IPC::Run;
 use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('publisher_faults');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'upsert_order'
-max_connections = 40
-fsync = off
+my $node = UpsertOrderNode::start(
+	'publisher_faults', q{
 restart_after_crash = on
 upsert_order.publish_naptime = 100ms
 upsert_order.publish_batch_size = 50
 });
-$node->start;
 
 $node->safe_psql(
 	'postgres', q{
-CREATE EXTENSION upsert_order;
 CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int);
 CREATE TABLE other (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int);
 SELECT upsert_order.configure('other', 'other_events');

@@ -13,22 +13,14 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PublisherListener;
 use Test::More;
+use UpsertOrderNode;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('publisher_load');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'upsert_order'
-max_connections = 40
-fsync = off
-});
-$node->start;
+my $node = UpsertOrderNode::start('publisher_load');
 
 $node->safe_psql(
 	'postgres', q{
-CREATE EXTENSION upsert_order;
 CREATE TABLE account (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, balance bigint, note text);
 });
 ok( PublisherListener::query_until(
