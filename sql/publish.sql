@@ -234,6 +234,33 @@ SELECT seq FROM publication ORDER BY seq;
 SELECT purge_events('-1 s');
 SELECT purge_events(NULL);
 
+-- A key too large for NOTIFY even without "data": both are left out, and the
+-- listener reads the event from event_log by its event_id.
+CREATE TABLE bigkey (k text PRIMARY KEY, ver rowseq NOT NULL);
+SELECT outcome FROM versioned_upsert('bigkey', jsonb_build_object('k', repeat('k', 9000), 'ver', 1));
+SELECT wait_notified(16);
+SELECT r.payload::jsonb - 'event_id' AS payload,
+       length((SELECT e.key ->> 'k' FROM event_log e
+                WHERE e.event_id = (r.payload::jsonb ->> 'event_id')::bigint)) AS logged_key_length
+  FROM receive() r;
+
+-- Two-phase commit: a prepared transaction's event is published once it is
+-- committed (at the worker's next look), never if it is rolled back, and
+-- seq stays gapless.
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 20, "ver": 1, "name": "prepared, then committed"}');
+PREPARE TRANSACTION 'publish_2pc_commit';
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 21, "ver": 1, "name": "prepared, then rolled back"}');
+PREPARE TRANSACTION 'publish_2pc_rollback';
+SELECT last_seq FROM publisher_status;
+ROLLBACK PREPARED 'publish_2pc_rollback';
+COMMIT PREPARED 'publish_2pc_commit';
+SELECT wait_notified(17);
+SELECT payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key, payload::jsonb -> 'data' ->> 'name' AS name
+  FROM receive() ORDER BY n;
+SELECT id, name FROM item WHERE id IN (20, 21) ORDER BY id;
+
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,
        min((payload::jsonb ->> 'seq')::bigint) AS first, max((payload::jsonb ->> 'seq')::bigint) AS last

@@ -39,5 +39,16 @@ like($stderr, qr/send every message with an explicit version/, 'and the hint say
 is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.event_log'),
 	'2', 'the failed call logged nothing');
 
+# No publisher without preloading: its status says why instead of showing
+# an idle worker, and applied events are not queued for it.
+($ret, $stdout, $stderr) = $node->psql('postgres',
+	q{\set VERBOSITY verbose
+SELECT * FROM upsert_order.publisher_status});
+isnt($ret, 0, 'publisher_status fails without preloading');
+like($stderr, qr/55000/, 'with SQLSTATE 55000');
+like($stderr, qr/HINT:\s+Add upsert_order to shared_preload_libraries/, 'and says what to do');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.outbox'),
+	'0', 'nothing was queued for a publisher');
+
 $node->stop;
 done_testing();
