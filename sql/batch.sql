@@ -187,3 +187,29 @@ SELECT id, ver, v FROM full_row ORDER BY id;
 SELECT has_table_privilege('public', 'full_row', 'SELECT') AS public_can_select;
 DROP OWNED BY upsert_batch_writer;
 DROP ROLE upsert_batch_writer;
+
+-- A function in a constraint of event_log (added by its owner) that logs
+-- messages of its own while the batch's insert into event_log runs, one of
+-- them through a nested batch that fails inside an exception block: every
+-- insert gets its own row, none disturbs the one running.
+CREATE FUNCTION log_from_check(t regclass, v rowseq) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF t = 'batch.full_row'::regclass AND v::bigint = 8 THEN
+		BEGIN
+			PERFORM upsert_order.versioned_upsert_batch('batch.audit_copy',
+				jsonb_build_array(jsonb_build_object('id', 100, 'ver', 'bad')));
+		EXCEPTION WHEN invalid_text_representation THEN
+			NULL;
+		END;
+		PERFORM upsert_order.versioned_upsert('batch.audit_copy', '{"id": 101, "ver": 1}');
+	END IF;
+	RETURN true;
+END $$;
+ALTER TABLE event_log ADD CONSTRAINT log_from_check CHECK (batch.log_from_check(target, version));
+SELECT outcome FROM versioned_upsert_batch('full_row', '[
+	{"id": 1, "ver": 8, "v": "j"}, {"id": 2, "ver": 8, "v": "k"}, {"id": 1, "ver": 9, "v": "l"}]');
+ALTER TABLE event_log DROP CONSTRAINT log_from_check;
+SELECT id, ver, v FROM full_row ORDER BY id;
+SELECT key, version, outcome FROM event_log
+ WHERE target IN ('full_row'::regclass, 'audit_copy'::regclass) AND version::bigint >= 8
+    OR key = '{"id": 101}' ORDER BY event_id;

@@ -130,6 +130,71 @@ SELECT * FROM ident_default ORDER BY id;
 DROP OWNED BY upsert_direct_writer;
 DROP ROLE upsert_direct_writer;
 
+-- What the calling command wrote a moment ago is seen, as by the statement:
+-- a row it inserted is updated, a row it deleted is inserted again.
+WITH i AS (INSERT INTO plain VALUES (30, '1', 'cte', 'c30', 1, 1) RETURNING id)
+SELECT r.outcome, r.stored_version FROM i, versioned_upsert('plain',
+	jsonb_build_object('id', id, 'ver', 2, 'name', 'm', 'code', 'c30', 'qty', 1, 'price', 1)) r;
+WITH i AS (INSERT INTO twin VALUES (30, '1', 'cte', 'c30', 1, 1) RETURNING id)
+SELECT r.outcome, r.stored_version FROM i, versioned_upsert('twin',
+	jsonb_build_object('id', id, 'ver', 2, 'name', 'm', 'code', 'c30', 'qty', 1, 'price', 1)) r;
+WITH d AS (DELETE FROM plain WHERE id = 30 RETURNING id)
+SELECT r.outcome, r.stored_version FROM d, versioned_upsert('plain',
+	jsonb_build_object('id', id, 'ver', 1, 'name', 'n', 'code', 'c30', 'qty', 1, 'price', 1)) r;
+WITH d AS (DELETE FROM twin WHERE id = 30 RETURNING id)
+SELECT r.outcome, r.stored_version FROM d, versioned_upsert('twin',
+	jsonb_build_object('id', id, 'ver', 1, 'name', 'n', 'code', 'c30', 'qty', 1, 'price', 1)) r;
+SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM plain p JOIN twin t USING (id) WHERE id = 30;
+
+-- An update keeps the stored key, as the statement's SET does, when the
+-- message spells an equal key differently.
+CREATE TABLE num_key (id numeric PRIMARY KEY, ver rowseq NOT NULL, v text);
+CREATE TABLE num_key_twin (LIKE num_key INCLUDING ALL);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON num_key_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT outcome FROM versioned_upsert('num_key', '{"id": "1.00", "ver": 1, "v": "a"}');
+SELECT outcome FROM versioned_upsert('num_key_twin', '{"id": "1.00", "ver": 1, "v": "a"}');
+SELECT outcome FROM versioned_upsert('num_key', '{"id": 1.0, "ver": 2, "v": "b"}');
+SELECT outcome FROM versioned_upsert('num_key_twin', '{"id": 1.0, "ver": 2, "v": "b"}');
+SELECT id, ver, v FROM num_key UNION ALL SELECT id, ver, v FROM num_key_twin;
+SELECT target, data FROM event_log WHERE target IN ('num_key'::regclass, 'num_key_twin'::regclass)
+ ORDER BY target::text, event_id;
+
+-- A domain over rowseq as the version column: its constraint holds for
+-- full-row messages too.
+CREATE DOMAIN big_ver AS rowseq CHECK (VALUE::bigint > 100);
+CREATE TABLE dom_ver (id int PRIMARY KEY, ver big_ver NOT NULL, v text);
+SELECT outcome FROM versioned_upsert('dom_ver', '{"id": 1, "ver": 5, "v": "a"}');
+SELECT outcome FROM versioned_upsert('dom_ver', '{"id": 1, "ver": 500, "v": "a"}');
+SELECT outcome FROM versioned_upsert('dom_ver', '{"id": 1, "ver": 50, "v": "b"}');
+
+-- A published table without a replica identity refuses every message, as
+-- INSERT ... ON CONFLICT DO UPDATE does, whatever the outcome would be.
+CREATE TABLE no_identity (LIKE plain INCLUDING ALL);
+CREATE TABLE no_identity_twin (LIKE plain INCLUDING ALL);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON no_identity_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+INSERT INTO no_identity VALUES (1, '10', 'a', 'A', 1, 1);
+INSERT INTO no_identity_twin VALUES (1, '10', 'a', 'A', 1, 1);
+ALTER TABLE no_identity REPLICA IDENTITY NOTHING;
+ALTER TABLE no_identity_twin REPLICA IDENTITY NOTHING;
+SET client_min_messages = error;
+CREATE PUBLICATION direct_path_pub FOR TABLE no_identity, no_identity_twin;
+RESET client_min_messages;
+SELECT outcome FROM versioned_upsert('no_identity', '{"id": 2, "ver": 1, "name": "n", "code": "N", "qty": 1, "price": 1}');
+SELECT outcome FROM versioned_upsert('no_identity_twin', '{"id": 2, "ver": 1, "name": "n", "code": "N", "qty": 1, "price": 1}');
+SELECT outcome FROM versioned_upsert('no_identity', '{"id": 1, "ver": 5, "name": "s", "code": "S", "qty": 1, "price": 1}');
+SELECT outcome FROM versioned_upsert('no_identity_twin', '{"id": 1, "ver": 5, "name": "s", "code": "S", "qty": 1, "price": 1}');
+DROP PUBLICATION direct_path_pub;
+SELECT outcome FROM versioned_upsert('no_identity', '{"id": 1, "ver": 5, "name": "s", "code": "S", "qty": 1, "price": 1}');
+
+-- A read-only transaction refuses the call before it writes anything, with
+-- the statement's error.
+BEGIN READ ONLY;
+SELECT outcome FROM versioned_upsert('plain', '{"id": 1, "ver": 99, "name": "r", "code": "R", "qty": 1, "price": 1}');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT outcome FROM versioned_upsert('twin', '{"id": 1, "ver": 99, "name": "r", "code": "R", "qty": 1, "price": 1}');
+ROLLBACK;
+
 -- event_log.data on the direct path is what to_jsonb() makes of the row, to
 -- the byte, for every column type it converts itself (and through
 -- to_jsonb() for the others).

@@ -52,6 +52,8 @@
 #include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "tcop/utility.h"
+#include "utils/datum.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -70,7 +72,6 @@ struct DirectState
 	EState	   *estate;
 	ResultRelInfo *rri;
 	bool		privileges_checked; /* for full-row messages, the only kind */
-	bool		identity_checked;	/* replica identity checked for updates */
 	bool		indexes_open;	/* for the index entries of non-HOT updates */
 	TupleTableSlot *proposed;	/* the row the message describes */
 	TupleTableSlot *stored;		/* the row as stored */
@@ -194,6 +195,11 @@ direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 {
 	TupleDesc	tupdesc = RelationGetDescr(ds->rel);
 
+	/*
+	 * See what the calling command wrote so far, as SPI does before each
+	 * statement it runs: the row it inserted or deleted a moment ago.
+	 */
+	CommandCounterIncrement();
 	ds->estate->es_output_cid = GetCurrentCommandId(true);
 	ds->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ds->estate->es_snapshot = ds->snapshot;
@@ -338,6 +344,32 @@ direct_open_indexes(DirectState *ds)
 }
 
 /*
+ * The row an update writes keeps the stored key, as the statement's SET
+ * (which names only the other columns) does: a message's key may be equal
+ * to it without being the same bytes (numeric 1.0 and 1.00, a
+ * case-insensitive collation).  ds->stored holds the version to update.
+ */
+static void
+direct_keep_stored_key(DirectState *ds, UpsertTarget *target)
+{
+	TupleDesc	tupdesc = RelationGetDescr(ds->rel);
+	MemoryContext oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(ds->estate));
+
+	for (int k = 0; k < target->npkey; k++)
+	{
+		AttrNumber	attnum = target->pkey[k];
+		Form_pg_attribute att = TupleDescAttr(tupdesc, attnum - 1);
+		bool		isnull;
+		Datum		value = slot_getattr(ds->stored, attnum, &isnull);
+
+		ds->proposed->tts_values[attnum - 1] = isnull ? (Datum) 0 :
+			datumCopy(value, att->attbyval, att->attlen);
+		ds->proposed->tts_isnull[attnum - 1] = isnull;
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
  * Update the row found (older than the message) to the proposed row, as
  * UPDATE would, unless a concurrent writer got there first: then lock the
  * row's newest version and compare again.  On DIRECT_NOT_NEWER, *version is
@@ -356,13 +388,6 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 	bool		update_indexes;
 #endif
 
-	/* what ExecSimpleRelationUpdate() checks first: publications need a replica identity */
-	if (!ds->identity_checked)
-	{
-		CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
-		ds->identity_checked = true;
-	}
-
 	for (;;)
 	{
 		/*
@@ -370,6 +395,7 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 		 * with no separate row lock (and WAL record) before.  If it is not,
 		 * the update waits for the writer that changed it and fails.
 		 */
+		direct_keep_stored_key(ds, target);
 		result = table_tuple_update(ds->rel, &tid, ds->proposed,
 									ds->estate->es_output_cid, ds->snapshot,
 									InvalidSnapshot, true, &tmfd, &lockmode,
@@ -558,11 +584,20 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 {
 	UpsertTarget *target = ds->target;
 
+	/* the statement's first checks: a read-only transaction, then privileges */
+	PreventCommandIfReadOnly("INSERT");
 	if (!ds->privileges_checked)
 	{
 		direct_check_privileges(target, ds->rel);
 		ds->privileges_checked = true;
 	}
+
+	/*
+	 * ON CONFLICT DO UPDATE needs a replica identity on a published table,
+	 * whatever the outcome, as UPDATE does; publications can change during
+	 * a batch.
+	 */
+	CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
 
 	/* ON CONFLICT checks the proposed row before it looks for a conflict */
 	if (RelationGetDescr(ds->rel)->constr)

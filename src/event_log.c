@@ -88,6 +88,7 @@ typedef struct Appender
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	bool		kept;			/* kept until the batch ends */
+	bool		busy;			/* an insert through it is running */
 } Appender;
 
 static Appender *kept_log = NULL;
@@ -104,12 +105,6 @@ static int	batch_depth = 0;
  */
 static ResourceOwner batch_owner = NULL;
 static MemoryContext batch_cxt = NULL;
-
-/*
- * An insert through a kept appender is running: anything it runs that logs
- * a message of its own gets a temporary appender.
- */
-static bool appender_busy = false;
 
 /* One of the tables changed since the kept appenders were opened. */
 static bool appenders_stale = false;
@@ -239,7 +234,6 @@ appenders_forget_kept(void)
 	batch_depth = 0;
 	batch_owner = NULL;
 	batch_cxt = NULL;
-	appender_busy = false;
 	appenders_stale = false;
 }
 
@@ -281,9 +275,9 @@ EventLogBatchAbort(void)
 	/*
 	 * A nested batch's error may have been caught by a subtransaction inside
 	 * the outer one; what the outer batch keeps belongs to the outer's owner
-	 * and stays valid.  The insert the error interrupted is over.
+	 * and stays valid, and an insert of the outer batch that was running
+	 * when the nested batch began still is.
 	 */
-	appender_busy = false;
 	if (--batch_depth <= 0)
 		appenders_forget_kept();
 }
@@ -292,13 +286,20 @@ EventLogBatchAbort(void)
  * The appender to insert into one of the tables with: in a batch, the kept
  * one, opened on first use; otherwise a temporary one.  Temporary ones are
  * also used where a kept one must not be: inside a subtransaction of the
- * batch, while the kept one's insert runs, and on a table with triggers
- * (which an owner may add), whose firing state should not outlive a row.
+ * batch, while a kept one's insert runs (a function in a constraint of the
+ * table may log a message of its own), and on a table with triggers (which
+ * an owner may add), whose firing state should not outlive a row.
  */
+static bool
+appenders_busy(void)
+{
+	return (kept_log && kept_log->busy) || (kept_outbox && kept_outbox->busy);
+}
+
 static Appender *
 appender_get(Appender **kept, Oid relid)
 {
-	if (batch_depth == 0 || appender_busy || CurrentResourceOwner != batch_owner)
+	if (batch_depth == 0 || CurrentResourceOwner != batch_owner || appenders_busy())
 		return appender_open(relid, CurrentMemoryContext);
 	if (appenders_stale)
 	{
@@ -335,11 +336,10 @@ appender_insert(Appender *ap, Datum *values, bool *nulls)
 	memcpy(ap->slot->tts_isnull, nulls, sizeof(bool) * tupdesc->natts);
 	ExecStoreVirtualTuple(ap->slot);
 
-	if (ap->kept)
-		appender_busy = true;
+	/* An error leaves it busy; the batch then ends, and forgets it. */
+	ap->busy = true;
 	ExecSimpleRelationInsert(ap->rri, ap->estate, ap->slot);
-	if (ap->kept)
-		appender_busy = false;
+	ap->busy = false;
 
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerEndQuery(ap->estate);

@@ -348,8 +348,8 @@ target_update_lockmode(UpsertTarget *target, Relation rel)
  * where nothing but the row itself could tell the difference from the SQL
  * statement: no triggers (foreign keys are triggers too), no row level
  * security, no partitioning, no generated columns, no identity columns
- * GENERATED ALWAYS; and a heap table, whose row headers the direct path
- * reads.
+ * GENERATED ALWAYS, no domain as the version column's type; and a heap
+ * table, whose row headers the direct path reads.
  */
 static void
 target_read_direct(UpsertTarget *target, Relation rel)
@@ -369,6 +369,10 @@ target_read_direct(UpsertTarget *target, Relation rel)
 		if (TupleDescAttr(tupdesc, i)->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
 			target->direct_ok = false;
 	}
+	/* the statement checks a domain's constraints on the version it stores */
+	if (target->columns[target->version_attnum - 1].typid !=
+		target->columns[target->version_attnum - 1].basetype)
+		target->direct_ok = false;
 	if (!target->direct_ok)
 		return;
 

@@ -196,7 +196,7 @@ struct ResultRelInfo;
 extern struct EState *SimpleExecStateCreate(Relation rel, struct ResultRelInfo **rri);
 extern void SimpleExecStateFree(struct EState *estate);
 
-/* direct.c: the path below SQL for rows that exist already */
+/* direct.c: the path below SQL for full-row messages on plain tables */
 typedef struct DirectState DirectState;
 
 extern bool DirectApplies(UpsertTarget *target, UpsertMessage *msg);
