@@ -23,7 +23,6 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/numeric.h"
-#include "utils/uuid.h"
 
 #include "upsert_order.h"
 
