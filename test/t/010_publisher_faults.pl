@@ -69,14 +69,8 @@ COMMIT;
 sub start_writers
 {
 	my ($seconds) = @_;
-	my ($out, $err) = ('', '');
-	return IPC::Run::start(
-		[
-			'pgbench', '-n', '-c', '8', '-j', '4', '-T', $seconds,
-			'--max-tries', '20', '-f', $script,
-			'-h', $node->host, '-p', $node->port, 'postgres'
-		],
-		'>', \$out, '2>', \$err);
+	my ($handle) = UpsertOrderNode::start_writers($node, $script, $seconds, '--max-tries', '20');
+	return $handle;
 }
 
 # Keep the listener polling while pgbench runs, doing $action at the given

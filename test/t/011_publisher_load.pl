@@ -37,13 +37,7 @@ SELECT upsert_order.versioned_upsert('account', jsonb_build_object('id', :id, 'v
 });
 
 my $listener = PublisherListener->new($node, 'postgres', 'upsert_order');
-my ($out, $err) = ('', '');
-my $writers = IPC::Run::start(
-	[
-		'pgbench', '-n', '-c', '8', '-j', '4', '-T', '15', '-f', $script,
-		'-h', $node->host, '-p', $node->port, 'postgres'
-	],
-	'>', \$out, '2>', \$err);
+my ($writers, $out) = UpsertOrderNode::start_writers($node, $script, 15);
 while ($writers->pumpable)
 {
 	$listener->poll;
@@ -51,7 +45,7 @@ while ($writers->pumpable)
 	usleep(10_000);
 }
 ok($writers->finish, 'eight writers ran for 15 seconds');
-note $out;
+note $$out;
 
 my $last = PublisherListener::check_published($node, $listener, 'under load');
 is($listener->{connections}, 1, 'the listener stayed connected');

@@ -15,6 +15,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PublisherListener;
+use UpsertOrderNode;
 use Test::More;
 use IPC::Run;
 use Time::HiRes qw(time usleep);
@@ -60,13 +61,7 @@ SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', :id, 'ver', 
 });
 
 my $listener = PublisherListener->new($primary, 'postgres', 'upsert_order');
-my ($out, $err) = ('', '');
-my $writers = IPC::Run::start(
-	[
-		'pgbench', '-n', '-c', '8', '-j', '4', '-T', '6', '-f', $script,
-		'-h', $primary->host, '-p', $primary->port, 'postgres'
-	],
-	'>', \$out, '2>', \$err);
+my ($writers) = UpsertOrderNode::start_writers($primary, $script, 6);
 my $start = time;
 while (time - $start < 3)
 {

@@ -2,13 +2,14 @@
 # tests need it: the library preloaded, room for pgbench clients, fsync off
 # (these tests are about concurrency and crashes of processes, not of the
 # machine), any further settings the test adds, started, and the extension
-# created in the postgres database.
+# created in the postgres database; and the pgbench writers they run.
 
 package UpsertOrderNode;
 
 use strict;
 use warnings;
 
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 
 # UpsertOrderNode::start($name, $extra_settings): the running node.
@@ -27,6 +28,23 @@ fsync = off
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION upsert_order');
 	return $node;
+}
+
+# UpsertOrderNode::start_writers($node, $script, $seconds, @options): eight
+# pgbench clients running $script against the postgres database of $node,
+# in the background, for $seconds.  Returns the IPC::Run handle and a
+# reference to pgbench's standard output.
+sub start_writers
+{
+	my ($node, $script, $seconds, @options) = @_;
+	my ($out, $err) = ('', '');
+	my $handle = IPC::Run::start(
+		[
+			'pgbench', '-n', '-c', '8', '-j', '4', '-T', $seconds, @options,
+			'-f', $script, '-h', $node->host, '-p', $node->port, 'postgres'
+		],
+		'>', \$out, '2>', \$err);
+	return ($handle, \$out);
 }
 
 1;
