@@ -282,6 +282,13 @@ EventLogBatchAbort(void)
 		appenders_forget_kept();
 }
 
+/* Is an insert through a kept appender running? */
+static bool
+appenders_busy(void)
+{
+	return (kept_log && kept_log->busy) || (kept_outbox && kept_outbox->busy);
+}
+
 /*
  * The appender to insert into one of the tables with: in a batch, the kept
  * one, opened on first use; otherwise a temporary one.  Temporary ones are
@@ -290,12 +297,6 @@ EventLogBatchAbort(void)
  * table may log a message of its own), and on a table with triggers (which
  * an owner may add), whose firing state should not outlive a row.
  */
-static bool
-appenders_busy(void)
-{
-	return (kept_log && kept_log->busy) || (kept_outbox && kept_outbox->busy);
-}
-
 static Appender *
 appender_get(Appender **kept, Oid relid)
 {
