@@ -146,6 +146,26 @@ SELECT r.outcome, r.stored_version FROM d, versioned_upsert('twin',
 	jsonb_build_object('id', id, 'ver', 1, 'name', 'n', 'code', 'c30', 'qty', 1, 'price', 1)) r;
 SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM plain p JOIN twin t USING (id) WHERE id = 30;
 
+-- Stable functions called by CHECK constraints see what they would see under
+-- the statement: its snapshot, with the rows written by earlier calls.
+CREATE FUNCTION rows_seen(tbl text, id int) RETURNS boolean STABLE LANGUAGE plpgsql AS $$
+DECLARE
+	n bigint;
+BEGIN
+	EXECUTE format('SELECT count(*) FROM direct_path.%I', tbl) INTO n;
+	RAISE NOTICE '% %: % rows seen', tbl, id, n;
+	RETURN true;
+END $$;
+CREATE TABLE checked (id int PRIMARY KEY, ver rowseq, CHECK (rows_seen('checked', id)));
+CREATE TABLE checked_twin (id int PRIMARY KEY, ver rowseq, CHECK (rows_seen('checked_twin', id)));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON checked_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT t, i, r.outcome
+FROM (VALUES ('checked'), ('checked_twin')) v(t), generate_series(1, 3) i,
+	 LATERAL versioned_upsert(t::regclass, jsonb_build_object('id', i, 'ver', 1)) r
+ORDER BY t, i;
+DROP TABLE checked, checked_twin;
+DROP FUNCTION rows_seen(text, int);
+
 -- An update keeps the stored key, as the statement's SET does, when the
 -- message spells an equal key differently.
 CREATE TABLE num_key (id numeric PRIMARY KEY, ver rowseq NOT NULL, v text);

@@ -204,6 +204,13 @@ direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 	ds->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ds->estate->es_snapshot = ds->snapshot;
 
+	/*
+	 * Functions that CHECK constraints and index expressions call see what
+	 * they would see under the statement: its snapshot, not the caller's.
+	 * It stays active when a retry looks again, as the statement's does.
+	 */
+	PushActiveSnapshot(ds->snapshot);
+
 	/* Every column comes from the message. */
 	ExecClearTuple(ds->proposed);
 	for (int i = 0; i < tupdesc->natts; i++)
@@ -229,6 +236,7 @@ direct_end(DirectState *ds)
 	ExecClearTuple(ds->stored);
 	ExecClearTuple(ds->proposed);
 	ResetPerTupleExprContext(ds->estate);
+	PopActiveSnapshot();
 	ds->estate->es_snapshot = InvalidSnapshot;
 	UnregisterSnapshot(ds->snapshot);
 	ds->snapshot = NULL;
