@@ -80,10 +80,22 @@ target_invalidate(Datum arg, Oid relid)
 			entry->target->valid = false;
 }
 
+/*
+ * A cast was created or dropped: how to_jsonb() converts a column may have
+ * changed (it calls a cast to json for types outside the core, rowseq among
+ * them), and with it what row_json.c decided for every table.
+ */
+static void
+target_invalidate_casts(Datum arg, int cacheid, uint32 hashvalue)
+{
+	target_invalidate(arg, InvalidOid);
+}
+
 void
 TargetInitCache(void)
 {
 	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
+	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
 }
 
 /*
