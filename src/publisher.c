@@ -61,9 +61,12 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -96,60 +99,32 @@ static const char *const waiting_sql =
 "         ORDER BY event_id LIMIT $1) o";
 
 /*
- * Publish the events $1 (from waiting_sql): number them after the highest
- * seq published so far, describe each as its notification payload, record
- * the notifications, and take the events out of the outbox; return (seq,
- * channel, payload) in seq order.  $2 is the default channel, $3 the payload
- * size NOTIFY refuses.  A payload too long drops the row ("data"), then the
- * key; the listener reads them by key or from event_log.
- *
- * The outbox rows are deleted even when their event has disappeared from
- * event_log (which purge never does), so that they cannot block the queue.
- * Each target's channel and name are looked up once per batch ("targets"),
- * and each payload is built once ("described" is materialized).
+ * The events $1 (from waiting_sql) as publish_batch() describes them, in
+ * event_id order, with the highest seq published so far.  Events that have
+ * disappeared from event_log (which purge never does) are not published.
  */
-static const char *const publish_sql =
-"WITH numbered AS ("
-"    SELECT e.event_id, e.target, e.outcome, e.key, e.version, e.data,"
-"           (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)"
-"             + row_number() OVER (ORDER BY e.event_id) AS seq"
-"      FROM upsert_order.event_log e"
-"     WHERE e.event_id = ANY ($1)"
-"), targets AS MATERIALIZED ("
-"    SELECT t.target, coalesce(s.channel, $2) AS channel,"
-"           (SELECT ns.nspname || '.' || c.relname"
-"              FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
-"             WHERE c.oid = t.target) AS name"
-"      FROM (SELECT DISTINCT n.target FROM numbered n) t"
-"      LEFT JOIN upsert_order.target_settings s ON s.target = t.target"
-"), described AS MATERIALIZED ("
-"    SELECT n.seq, n.event_id, t.channel,"
-"           jsonb_build_object("
-"               'seq', n.seq,"
-"               'event_id', n.event_id,"
-"               'table', t.name,"
-"               'op', CASE n.outcome WHEN 'inserted' THEN 'insert' ELSE 'update' END,"
-"               'key', n.key,"
-"               'version', n.version::text,"
-"               'data', n.data) AS payload"
-"      FROM numbered n JOIN targets t ON t.target = n.target"
-"), fitted AS ("
-"    SELECT d.seq, d.event_id, d.channel,"
-"           CASE WHEN octet_length(d.payload::text) < $3 THEN d.payload"
-"                WHEN octet_length(((d.payload - 'data'::text) || '{\"data_omitted\": true}')::text) < $3"
-"                THEN (d.payload - 'data'::text) || '{\"data_omitted\": true}'"
-"                ELSE (d.payload - 'data'::text - 'key'::text)"
-"                     || '{\"data_omitted\": true, \"key_omitted\": true}'"
-"           END AS payload"
-"      FROM described d"
-"), published AS ("
+static const char *const events_sql =
+"SELECT e.event_id, e.target, e.outcome = 'inserted', e.key, e.version::text, e.data,"
+"       (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)"
+"  FROM upsert_order.event_log e"
+" WHERE e.event_id = ANY ($1)"
+" ORDER BY e.event_id";
+
+/* The channel of target $1, unless it uses upsert_order.channel. */
+static const char *const channel_sql =
+"SELECT s.channel FROM upsert_order.target_settings s WHERE s.target = $1";
+
+/*
+ * Record the notifications (seq $1, event_id $2, channel $3, payload $4,
+ * element by element) and take the events $5 out of the outbox, those that
+ * were not published included, so that they cannot block the queue.
+ */
+static const char *const record_sql =
+"WITH published AS ("
 "    INSERT INTO upsert_order.publication (seq, event_id, channel, payload)"
-"    SELECT f.seq, f.event_id, f.channel, f.payload FROM fitted f"
-"    RETURNING seq, channel, payload"
-"), consumed AS ("
-"    DELETE FROM upsert_order.outbox o WHERE o.event_id = ANY ($1)"
+"    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[])"
 ")"
-" SELECT p.seq, p.channel, p.payload::text FROM published p ORDER BY p.seq";
+" DELETE FROM upsert_order.outbox o WHERE o.event_id = ANY ($5)";
 
 /*
  * Delete, among the next $2 events after event_id $1, those logged before $3
@@ -192,7 +167,9 @@ static const char *const purge_sql =
 "        (SELECT count(*) FROM head h WHERE h.logged_at >= $3)";
 
 static SPIPlanPtr waiting_plan = NULL;
-static SPIPlanPtr publish_plan = NULL;
+static SPIPlanPtr events_plan = NULL;
+static SPIPlanPtr channel_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 
 /*
@@ -353,25 +330,165 @@ horizon_advance(int64 reached)
 	nsamples = keep;
 }
 
+/* What a batch needs to know of a target: its channel and its name. */
+typedef struct BatchTarget
+{
+	Oid			target;			/* hash key */
+	char	   *channel;
+	char	   *name;			/* schema.table, NULL if it was dropped */
+} BatchTarget;
+
+/* A batch's notifications, in seq order: the columns of publication, and the text sent. */
+typedef struct BatchNotifications
+{
+	int			n;
+	Datum	   *seqs;
+	Datum	   *event_ids;
+	Datum	   *channels;
+	Datum	   *payloads;
+	char	  **channel_names;
+	char	  **texts;
+} BatchNotifications;
+
+/* The channel and name of target, looked up once per batch. */
+static BatchTarget *
+batch_target(HTAB *targets, Oid target)
+{
+	BatchTarget *entry;
+	bool		found;
+	char	   *relname;
+	char	   *nspname;
+	Datum		arg = ObjectIdGetDatum(target);
+	int			ret;
+
+	entry = hash_search(targets, &target, HASH_ENTER, &found);
+	if (found)
+		return entry;
+
+	relname = get_rel_name(target);
+	nspname = relname ? get_namespace_name(get_rel_namespace(target)) : NULL;
+	entry->name = nspname ? psprintf("%s.%s", nspname, relname) : NULL;
+
+	if (channel_plan == NULL)
+	{
+		Oid			argtypes[1] = {REGCLASSOID};
+
+		channel_plan = SpiPrepareKept(channel_sql, 1, argtypes);
+	}
+	ret = SPI_execute_plan(channel_plan, &arg, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read target_settings: %s", SPI_result_code_string(ret));
+	entry->channel = SPI_processed > 0 ?
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : publisher_channel;
+	return entry;
+}
+
 /*
- * Publish one batch; returns how many events, or -1 when the extension is not
- * installed.  Runs inside run_in_transaction().
+ * Number the events (rows of events_sql) after the highest seq published so
+ * far, and describe each as its notification.
+ */
+static void
+describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
+{
+	TupleDesc	tupdesc = events->tupdesc;
+	HASHCTL		ctl;
+	HTAB	   *targets;
+	bool		isnull;
+	int64		last_seq;
+
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(BatchTarget);
+	ctl.hcxt = CurrentMemoryContext;
+	targets = hash_create("upsert_order publisher targets", 16, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	batch->n = n;
+	batch->seqs = palloc(sizeof(Datum) * n);
+	batch->event_ids = palloc(sizeof(Datum) * n);
+	batch->channels = palloc(sizeof(Datum) * n);
+	batch->payloads = palloc(sizeof(Datum) * n);
+	batch->channel_names = palloc(sizeof(char *) * n);
+	batch->texts = palloc(sizeof(char *) * n);
+
+	last_seq = n > 0 ? DatumGetInt64(SPI_getbinval(events->vals[0], tupdesc, 7, &isnull)) : 0;
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = events->vals[i];
+		PublishedEvent event;
+		BatchTarget *target;
+		Datum		data;
+
+		event.seq = ++last_seq;
+		event.event_id = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+		target = batch_target(targets, DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
+		event.table = target->name;
+		event.inserted = DatumGetBool(SPI_getbinval(tuple, tupdesc, 3, &isnull));
+		event.key = DatumGetJsonbP(SPI_getbinval(tuple, tupdesc, 4, &isnull));
+		event.version = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 5, &isnull));
+		data = SPI_getbinval(tuple, tupdesc, 6, &isnull);
+		event.data = isnull ? NULL : DatumGetJsonbP(data);
+
+		batch->seqs[i] = Int64GetDatum(event.seq);
+		batch->event_ids[i] = Int64GetDatum(event.event_id);
+		batch->channels[i] = CStringGetTextDatum(target->channel);
+		batch->channel_names[i] = target->channel;
+		batch->payloads[i] = JsonbPGetDatum(PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT,
+															 &batch->texts[i]));
+	}
+}
+
+/* A one-dimensional array of n values of a built-in type. */
+static Datum
+array_of(Datum *values, int n, Oid elemtype, int elemlen, bool elembyval, char elemalign)
+{
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(elemtype));
+	return PointerGetDatum(construct_array(values, n, elemtype, elemlen, elembyval, elemalign));
+}
+
+/* Record the batch's notifications, and empty the outbox of the events taken. */
+static void
+record_notifications(BatchNotifications *batch, Datum taken)
+{
+	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID};
+	Datum		values[5];
+	int			ret;
+
+	if (record_plan == NULL)
+		record_plan = SpiPrepareKept(record_sql, 5, argtypes);
+
+	values[0] = array_of(batch->seqs, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	values[1] = array_of(batch->event_ids, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	values[2] = array_of(batch->channels, batch->n, TEXTOID, -1, false, TYPALIGN_INT);
+	values[3] = array_of(batch->payloads, batch->n, JSONBOID, -1, false, TYPALIGN_INT);
+	values[4] = taken;
+	ret = SPI_execute_plan(record_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not record the notifications: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * Publish one batch: the waiting events, up to publisher_batch_size, get the
+ * next seqs, their notifications are recorded and queued, and they leave the
+ * outbox.  Returns how many events were published, or -1 when the extension
+ * is not installed.  Runs inside run_in_transaction().
  */
 static int64
 publish_batch(void)
 {
 	Oid			waiting_argtypes[2] = {INT4OID, INT8OID};
-	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, INT4OID};
-	Datum		values[3];
+	Oid			events_argtypes[1] = {INT8ARRAYOID};
+	Datum		values[2];
+	Datum		taken;
 	bool		isnull;
 	Oid			owner;
 	Oid			outbox_relid;
 	bool		keep_horizon;
 	TransactionId xmin;
 	int64		last_taken;
+	int			ntaken;
 	int			ret;
-	uint64		n;
-	int64		last_seq = 0;
+	BatchNotifications batch;
 
 	if (!extension_ready())
 		return -1;
@@ -396,47 +513,43 @@ publish_batch(void)
 
 	if (waiting_plan == NULL)
 		waiting_plan = SpiPrepareKept(waiting_sql, 2, waiting_argtypes);
-	if (publish_plan == NULL)
-		publish_plan = SpiPrepareKept(publish_sql, 3, argtypes);
+	if (events_plan == NULL)
+		events_plan = SpiPrepareKept(events_sql, 1, events_argtypes);
 
 	values[0] = Int32GetDatum(publisher_batch_size);
 	values[1] = Int64GetDatum(consumed_horizon);
 	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
-	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	taken = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 	{
 		batch_horizon = keep_horizon ? horizon_reached(xmin, false, 0) : 0;
 		return 0;
 	}
 	last_taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	ntaken = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(taken)), ARR_DIMS(DatumGetArrayTypeP(taken)));
 
-	values[1] = CStringGetTextDatum(publisher_channel);
-	values[2] = Int32GetDatum(PUBLISHER_PAYLOAD_LIMIT);
-	ret = SPI_execute_plan(publish_plan, values, NULL, false, 0);
+	ret = SPI_execute_plan(events_plan, &taken, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not publish events: %s", SPI_result_code_string(ret));
+		elog(ERROR, "could not read the events to publish: %s", SPI_result_code_string(ret));
+	/* the statements that follow leave this result alone until SPI_finish() */
+	describe_events(SPI_tuptable, (int) SPI_processed, &batch);
+	record_notifications(&batch, taken);
 
 	/*
 	 * Queue the notifications in seq order; they are sent at commit, in that
 	 * order.  An invalid channel or payload raises an error here, and a full
 	 * queue raises one at commit: either way the whole batch is undone.
 	 */
-	for (n = 0; n < SPI_processed; n++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[n];
-		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
-
-		last_seq = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
-		Async_Notify(SPI_getvalue(tuple, tupdesc, 2), SPI_getvalue(tuple, tupdesc, 3));
-	}
+	for (int i = 0; i < batch.n; i++)
+		Async_Notify(batch.channel_names[i], batch.texts[i]);
 
 	batch_relid = ExtensionTableLookup("publication", &owner);
-	batch_last_seq = last_seq;
+	batch_last_seq = batch.n > 0 ? DatumGetInt64(batch.seqs[batch.n - 1]) : 0;
 	batch_horizon = keep_horizon ?
-		horizon_reached(xmin, n >= (uint64) publisher_batch_size, last_taken) : 0;
-	return (int64) n;
+		horizon_reached(xmin, ntaken >= publisher_batch_size, last_taken) : 0;
+	return batch.n;
 }
 
 /*

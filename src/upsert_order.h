@@ -153,6 +153,20 @@ extern int	publisher_naptime;
 extern int	publisher_batch_size;
 extern int	publisher_event_retention;
 
+/* publisher_payload.c: what a notification says about one event */
+typedef struct PublishedEvent
+{
+	int64		seq;
+	int64		event_id;
+	const char *table;			/* schema.table, or NULL if it was dropped */
+	bool		inserted;		/* else updated */
+	Jsonb	   *key;
+	const char *version;		/* as text */
+	Jsonb	   *data;			/* NULL when the row is unknown */
+} PublishedEvent;
+
+extern Jsonb *PublisherPayload(const PublishedEvent *event, int limit, char **text);
+
 /* publisher.c: the worker */
 extern void PublisherRegisterWorker(void);
 extern PGDLLEXPORT void PublisherMain(Datum main_arg);
