@@ -63,6 +63,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -198,6 +199,9 @@ static int	nsamples = 0;
 
 /* The horizon the batch in progress reaches once committed. */
 static int64 batch_horizon = 0;
+
+/* Did the batch take as many waiting events as it may?  More may wait. */
+static bool batch_full = false;
 
 /* The worker's retention pass in progress. */
 static TimestampTz retention_cutoff = 0;
@@ -365,6 +369,7 @@ batch_target(HTAB *targets, Oid target)
 	if (found)
 		return entry;
 
+	/* as the catalog cache has it: a rename committed meanwhile shows */
 	relname = get_rel_name(target);
 	nspname = relname ? get_namespace_name(get_rel_namespace(target)) : NULL;
 	entry->name = nspname ? psprintf("%s.%s", nspname, relname) : NULL;
@@ -375,7 +380,7 @@ batch_target(HTAB *targets, Oid target)
 
 		channel_plan = SpiPrepareKept(channel_sql, 1, argtypes);
 	}
-	ret = SPI_execute_plan(channel_plan, &arg, NULL, false, 1);
+	ret = SPI_execute_plan(channel_plan, &arg, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read target_settings: %s", SPI_result_code_string(ret));
 	entry->channel = SPI_processed > 0 ?
@@ -391,6 +396,8 @@ static void
 describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 {
 	TupleDesc	tupdesc = events->tupdesc;
+	MemoryContext batch_cxt = CurrentMemoryContext;
+	MemoryContext event_cxt;
 	HASHCTL		ctl;
 	HTAB	   *targets;
 	bool		isnull;
@@ -398,7 +405,7 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = sizeof(BatchTarget);
-	ctl.hcxt = CurrentMemoryContext;
+	ctl.hcxt = batch_cxt;
 	targets = hash_create("upsert_order publisher targets", 16, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
@@ -410,6 +417,13 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 	batch->channel_names = palloc(sizeof(char *) * n);
 	batch->texts = palloc(sizeof(char *) * n);
 
+	/*
+	 * Each event's detoasted row and the payloads tried for it live in
+	 * event_cxt until the next event: only the payload kept and its text
+	 * stay for the batch, at most NOTIFY's limit each.
+	 */
+	event_cxt = AllocSetContextCreate(batch_cxt, "upsert_order publisher event",
+									  ALLOCSET_DEFAULT_SIZES);
 	last_seq = n > 0 ? DatumGetInt64(SPI_getbinval(events->vals[0], tupdesc, 7, &isnull)) : 0;
 	for (int i = 0; i < n; i++)
 	{
@@ -417,24 +431,33 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 		PublishedEvent event;
 		BatchTarget *target;
 		Datum		data;
+		Jsonb	   *payload;
+		char	   *payload_text;
 
+		/* first: running SPI makes the procedure's context (batch_cxt) current */
+		target = batch_target(targets, DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
+
+		MemoryContextSwitchTo(event_cxt);
 		event.seq = ++last_seq;
 		event.event_id = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
-		target = batch_target(targets, DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
 		event.table = target->name;
 		event.inserted = DatumGetBool(SPI_getbinval(tuple, tupdesc, 3, &isnull));
 		event.key = DatumGetJsonbP(SPI_getbinval(tuple, tupdesc, 4, &isnull));
 		event.version = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 5, &isnull));
 		data = SPI_getbinval(tuple, tupdesc, 6, &isnull);
 		event.data = isnull ? NULL : DatumGetJsonbP(data);
+		payload = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT, &payload_text);
 
+		MemoryContextSwitchTo(batch_cxt);
 		batch->seqs[i] = Int64GetDatum(event.seq);
 		batch->event_ids[i] = Int64GetDatum(event.event_id);
 		batch->channels[i] = CStringGetTextDatum(target->channel);
 		batch->channel_names[i] = target->channel;
-		batch->payloads[i] = JsonbPGetDatum(PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT,
-															 &batch->texts[i]));
+		batch->payloads[i] = datumCopy(JsonbPGetDatum(payload), false, -1);
+		batch->texts[i] = pstrdup(payload_text);
+		MemoryContextReset(event_cxt);
 	}
+	MemoryContextDelete(event_cxt);
 }
 
 /* A one-dimensional array of n values of a built-in type. */
@@ -486,10 +509,12 @@ publish_batch(void)
 	bool		keep_horizon;
 	TransactionId xmin;
 	int64		last_taken;
+	ArrayType  *taken_array;
 	int			ntaken;
 	int			ret;
 	BatchNotifications batch;
 
+	batch_full = false;
 	if (!extension_ready())
 		return -1;
 
@@ -528,7 +553,9 @@ publish_batch(void)
 		return 0;
 	}
 	last_taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	ntaken = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(taken)), ARR_DIMS(DatumGetArrayTypeP(taken)));
+	taken_array = DatumGetArrayTypeP(taken);
+	ntaken = ArrayGetNItems(ARR_NDIM(taken_array), ARR_DIMS(taken_array));
+	batch_full = ntaken >= publisher_batch_size;
 
 	ret = SPI_execute_plan(events_plan, &taken, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
@@ -548,7 +575,7 @@ publish_batch(void)
 	batch_relid = ExtensionTableLookup("publication", &owner);
 	batch_last_seq = batch.n > 0 ? DatumGetInt64(batch.seqs[batch.n - 1]) : 0;
 	batch_horizon = keep_horizon ?
-		horizon_reached(xmin, ntaken >= publisher_batch_size, last_taken) : 0;
+		horizon_reached(xmin, batch_full, last_taken) : 0;
 	return batch.n;
 }
 
@@ -824,7 +851,7 @@ PublisherMain(Datum main_arg)
 		PublisherReportSuccess(published_relid, published_seq);
 
 		/* a full batch: more may be waiting, go on without sleeping */
-		if (published >= publisher_batch_size)
+		if (published >= 0 && batch_full)
 			continue;
 
 		if (published >= 0)

@@ -120,9 +120,10 @@ payload_build(const PublishedEvent *event, bool with_key, bool with_data)
 }
 
 /*
- * The payload of event, the fullest that fits in limit bytes of text (the
- * last resort, without key and data, always does: its longest part is the
- * table's name).  *text is its text, as jsonb's output function makes it.
+ * The payload of event, the fullest that fits in limit bytes of text; the
+ * last resort, without key and data, is returned whatever its size (with
+ * NOTIFY's limit it always fits: its longest part is the table's name).
+ * *text is its text, as jsonb's output function makes it.
  */
 Jsonb *
 PublisherPayload(const PublishedEvent *event, int limit, char **text)

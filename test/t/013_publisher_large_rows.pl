@@ -1,0 +1,78 @@
+# The publisher with rows far larger than a notification: a batch of them is
+# published (without "data", as the payload limit requires), and the worker
+# holds one event's row at a time, not the whole batch's.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use UpsertOrderNode;
+
+if ($^O ne 'linux')
+{
+	plan skip_all => 'reads the worker\'s peak memory from /proc';
+}
+
+my $events = 200;
+my $row_bytes = 1_000_000;
+
+my $node = UpsertOrderNode::start(
+	'publisher_large_rows', qq{
+upsert_order.publish_naptime = 100ms
+upsert_order.publish_batch_size = $events
+});
+
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE doc (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, body text);
+});
+
+my $worker = $node->poll_query_until('postgres',
+	'SELECT worker_pid IS NOT NULL FROM upsert_order.publisher_status')
+  ? $node->safe_psql('postgres', 'SELECT worker_pid FROM upsert_order.publisher_status')
+  : die 'the publisher did not start';
+
+# One transaction, so that the worker finds every event in one batch.  The
+# rows compress to little on disk but are a megabyte each once detoasted.
+$node->safe_psql(
+	'postgres', qq{
+BEGIN;
+SELECT count(*) FROM generate_series(1, $events) i,
+	LATERAL upsert_order.versioned_upsert('doc',
+		jsonb_build_object('id', i, 'ver', 1, 'body', repeat(chr(97 + i % 26), $row_bytes)));
+COMMIT;
+});
+
+ok( $node->poll_query_until(
+		'postgres', 'SELECT events_waiting = 0 FROM upsert_order.publisher_status'),
+	'the batch of large rows is published');
+
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*), count(DISTINCT seq), min(seq), max(seq),
+       bool_and(NOT (payload ? 'data') AND (payload->>'data_omitted')::boolean),
+       bool_and(octet_length(payload::text) < 8000)
+  FROM upsert_order.publication}),
+	"$events|$events|1|$events|t|t",
+	'each event is published once, without its row, under the payload limit');
+
+is( $node->safe_psql(
+		'postgres', q{SELECT count(DISTINCT xmin::text) FROM upsert_order.publication}),
+	'1', 'in one batch');
+
+# Peak resident memory of the worker (shared memory it touched included):
+# holding the batch's rows at once would take more than their total size.
+open(my $status, '<', "/proc/$worker/status") or die "cannot read /proc/$worker/status: $!";
+my ($peak_kb) = map { /^VmHWM:\s+(\d+) kB/ ? ($1) : () } <$status>;
+close($status);
+ok(defined $peak_kb, 'the worker\'s peak memory is known');
+cmp_ok($peak_kb * 1024, '<', $events * $row_bytes / 2,
+	'the worker never held the batch\'s rows at once');
+
+$node->stop;
+done_testing();
