@@ -56,6 +56,14 @@ static uint64 target_generations = 0;
 /* Invalidated entries, freed once no call is running. */
 static List *retired_targets = NIL;
 
+/*
+ * Invalidation callbacks run so far.  A build reads the catalogs over
+ * several steps, and opening the primary key can run callbacks midway,
+ * when the entry being built cannot be marked yet: a build that saw the
+ * count move is kept for its call, but marked stale at once.
+ */
+static uint64 invalidations = 0;
+
 /* Mark the cached metadata of one table (or of all) as stale. */
 static void
 target_invalidate(Datum arg, Oid relid)
@@ -63,6 +71,7 @@ target_invalidate(Datum arg, Oid relid)
 	HASH_SEQ_STATUS status;
 	TargetCacheEntry *entry;
 
+	invalidations++;
 	if (target_cache == NULL)
 		return;
 
@@ -486,6 +495,7 @@ TargetLookup(Oid relid)
 												  "upsert_order target",
 												  ALLOCSET_SMALL_SIZES);
 		UpsertTarget *target;
+		uint64		invalidations_before = invalidations;
 
 		oldcxt = MemoryContextSwitchTo(cxt);
 		PG_TRY();
@@ -504,6 +514,8 @@ TargetLookup(Oid relid)
 
 		MemoryContextSetIdentifier(cxt, target->displayname);
 		target->cxt = cxt;
+		if (invalidations != invalidations_before)
+			target->valid = false;
 		entry->target = target;
 	}
 	return entry->target;
