@@ -236,6 +236,7 @@ direct_end(DirectState *ds)
 	ExecClearTuple(ds->stored);
 	ExecClearTuple(ds->proposed);
 	ResetPerTupleExprContext(ds->estate);
+	/* the first snapshot of the message, which a retry may have unregistered */
 	PopActiveSnapshot();
 	ds->estate->es_snapshot = InvalidSnapshot;
 	UnregisterSnapshot(ds->snapshot);
@@ -575,7 +576,11 @@ direct_insert(DirectState *ds, UpsertTarget *target)
 	return !conflict;
 }
 
-/* Look again, with a snapshot that sees what committed since the last look. */
+/*
+ * Look again, with a snapshot that sees what committed since the last look.
+ * The old snapshot stays the active one (direct_begin): unregistering it
+ * here does not free it while it is active; direct_end() pops it.
+ */
 static void
 direct_new_snapshot(DirectState *ds)
 {
