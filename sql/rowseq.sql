@@ -22,6 +22,10 @@ SELECT '+12'::rowseq;
 SELECT '1.0'::rowseq;
 SELECT '9223372036854775808'::rowseq;
 SELECT '99999999999999999999999'::rowseq;
+-- past 2^64, where the digits would wrap around to a small number
+SELECT '18446744073709551616'::rowseq;
+SELECT '18446744073709551620'::rowseq;
+SELECT '92233720368547758070'::rowseq;
 
 -- Casts from integers; negative values are out of range.
 SELECT 5::rowseq, 5::bigint::rowseq, 9223372036854775807::bigint::rowseq;
@@ -100,6 +104,7 @@ SELECT rowseq('2026-11-21 12:00:00+00', -1);
 SELECT rowseq('1969-12-31 23:59:59+00', 0);
 SELECT rowseq('infinity', 0);
 SELECT rowseq('294276-12-31 23:59:59+00', 0);
+SELECT rowseq('6500-01-01 00:00:00+00', 0);
 
 -- rowseq_now(): strictly increasing, never behind the wall clock.
 CREATE TEMP TABLE stamps AS

@@ -15,6 +15,7 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "datatype/timestamp.h"
 #include "libpq/pqformat.h"
 #include "utils/builtins.h"
@@ -61,13 +62,14 @@ RowseqFromText(const char *text)
 					 errmsg("invalid input syntax for type rowseq: \"%s\"", text),
 					 errdetail("A rowseq is written as decimal digits only.")));
 
-		value = value * 10 + (*p - '0');
-		if (value > (uint64) ROWSEQ_MAX)
+		/* checked before it is computed: value * 10 may not fit in 64 bits */
+		if (value > ((uint64) ROWSEQ_MAX - (uint64) (*p - '0')) / 10)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("value \"%s\" is out of range for type rowseq", text),
 					 errdetail("A rowseq lies between 0 and %lld.",
 							   (long long) ROWSEQ_MAX)));
+		value = value * 10 + (*p - '0');
 	}
 
 	return (rowseq) value;
@@ -168,12 +170,18 @@ rowseq_make(PG_FUNCTION_ARGS)
 				 errdetail("The logical counter lies between 0 and %d.",
 						   ROWSEQ_LOGICAL_MAX)));
 
-	unix_usecs = ts + UNIX_TO_PG_EPOCH_USECS;
-	if (unix_usecs < 0 || unix_usecs / 1000 > ROWSEQ_MS_MAX)
+	if (pg_add_s64_overflow(ts, UNIX_TO_PG_EPOCH_USECS, &unix_usecs) ||
+		unix_usecs / 1000 > ROWSEQ_MS_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("timestamp out of range for type rowseq"),
-				 errdetail("A rowseq holds times from 1970-01-01 00:00:00 UTC on, in milliseconds.")));
+				 errdetail("A rowseq holds no time after %s.",
+						   timestamptz_to_str(ROWSEQ_MS_MAX * 1000 - UNIX_TO_PG_EPOCH_USECS))));
+	if (unix_usecs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range for type rowseq"),
+				 errdetail("A rowseq holds no time before 1970-01-01 00:00:00 UTC.")));
 
 	ms = unix_usecs / 1000;
 	PG_RETURN_ROWSEQ((ms << ROWSEQ_LOGICAL_BITS) | logical);
