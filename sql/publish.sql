@@ -181,10 +181,25 @@ SELECT channel, payload::jsonb -> 'seq' AS seq FROM receive() ORDER BY n;
 SELECT configure('gadget', '');
 SELECT configure('gadget', repeat('c', 64));
 SELECT configure(NULL, 'x');
+-- Only tables have channels of their own: not views, indexes or sequences.
+CREATE VIEW gadget_view AS SELECT * FROM gadget;
+SELECT configure('gadget_view', 'x');
+SELECT configure('gadget_pkey', 'x');
+DROP VIEW gadget_view;
 -- events_since() returns what was notified after a seq, byte for byte.
 SELECT seq, channel, payload::jsonb -> 'key' AS key FROM events_since(10) ORDER BY seq;
 SELECT count(*) AS after_last FROM events_since(13);
 SELECT seq FROM events_since(10, 2);
+-- ... whatever operators the caller's search_path puts first.
+CREATE SCHEMA shadow;
+CREATE FUNCTION shadow.gt(bigint, bigint) RETURNS boolean LANGUAGE plpgsql
+	AS $$ BEGIN RAISE EXCEPTION 'shadow operator called'; END $$;
+CREATE OPERATOR shadow.> (FUNCTION = shadow.gt, LEFTARG = bigint, RIGHTARG = bigint);
+BEGIN;
+SET LOCAL search_path = shadow, pg_catalog;
+SELECT count(*) AS after_10 FROM upsert_order.events_since(10);
+COMMIT;
+DROP SCHEMA shadow CASCADE;
 SELECT count(*) AS notified, count(e.seq) AS in_events_since,
        count(*) FILTER (WHERE r.channel = e.channel AND r.payload = e.payload::text) AS identical
   FROM received r LEFT JOIN events_since(NULL, NULL) e ON e.seq = (r.payload::jsonb ->> 'seq')::bigint;

@@ -80,6 +80,14 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT * FROM seqs2 WHERE v = '20';
 SELECT * FROM seqs2 WHERE v = '20';
 RESET enable_seqscan;
+-- Equal rowseqs are equal bytes, so a B-tree index deduplicates them: it is
+-- as small as the same index on bigint.
+CREATE TABLE dedup (r rowseq, b bigint);
+INSERT INTO dedup SELECT (i % 10)::rowseq, i % 10 FROM generate_series(1, 20000) i;
+CREATE INDEX dedup_r ON dedup (r);
+CREATE INDEX dedup_b ON dedup (b);
+SELECT pg_relation_size('dedup_r') = pg_relation_size('dedup_b') AS deduplicated_like_bigint;
+DROP TABLE dedup;
 
 -- Clock layout: upper 48 bits milliseconds since 1970, lower 16 a counter.
 SELECT rowseq('1970-01-01 00:00:00+00', 0) AS epoch,

@@ -29,10 +29,8 @@ CREATE TYPE @extschema@.rowseq (
 	OUTPUT = @extschema@.rowseq_out,
 	RECEIVE = @extschema@.rowseq_recv,
 	SEND = @extschema@.rowseq_send,
-	INTERNALLENGTH = 8,
-	PASSEDBYVALUE,
-	ALIGNMENT = double,
-	STORAGE = plain,
+	-- bigint's representation (passed by value only where bigint is)
+	LIKE = pg_catalog.int8,
 	CATEGORY = 'N'
 );
 COMMENT ON TYPE @extschema@.rowseq IS
@@ -103,7 +101,9 @@ CREATE OPERATOR CLASS @extschema@.rowseq_ops
 		OPERATOR 4 @extschema@.>=,
 		OPERATOR 5 @extschema@.>,
 		FUNCTION 1 @extschema@.rowseq_cmp(@extschema@.rowseq, @extschema@.rowseq),
-		FUNCTION 2 @extschema@.rowseq_sortsupport(internal);
+		FUNCTION 2 @extschema@.rowseq_sortsupport(internal),
+		-- equal values are equal bytes: B-tree indexes may deduplicate
+		FUNCTION 4 pg_catalog.btequalimage(oid);
 
 CREATE OPERATOR CLASS @extschema@.rowseq_hash_ops
 	DEFAULT FOR TYPE @extschema@.rowseq USING hash AS
@@ -287,7 +287,7 @@ CREATE FUNCTION @extschema@.events_since(after_seq bigint, max_events integer DE
 	AS $$
 		SELECT p.seq, p.channel, p.payload
 		  FROM @extschema@.publication p
-		 WHERE p.seq > coalesce(after_seq, 0)
+		 WHERE p.seq OPERATOR(pg_catalog.>) coalesce(after_seq, 0)
 		 ORDER BY p.seq
 		 LIMIT max_events
 	$$;
