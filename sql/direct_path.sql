@@ -268,3 +268,38 @@ DROP CAST (rowseq AS json);
 SELECT data_matches('kinds', '{"id": 1, "ver": 8, "b": true, "i2": 1, "i8": 1, "n": 1, "n3": 1, "f4": 0.5, "f8": 0.5, "t": "a", "vc": "a", "bc": "a", "d": null, "ts": null, "tstz": null, "u": null, "dom": 1}');
 SELECT jsonb_typeof(data->'ver') FROM event_log WHERE target = 'kinds'::regclass ORDER BY event_id DESC LIMIT 1;
 DROP FUNCTION rowseq_as_json(rowseq);
+
+-- A table with INSERT or UPDATE rules stays on the statement, which refuses
+-- them, whatever the message: a rule is never skipped.
+CREATE TABLE ruled (id int PRIMARY KEY, ver rowseq NOT NULL, x text);
+CREATE RULE nothing_in AS ON INSERT TO ruled DO INSTEAD NOTHING;
+SELECT versioned_upsert('ruled', '{"id": 1, "ver": 1, "x": "a"}');
+SELECT versioned_upsert('ruled', '{"id": 1, "ver": 1}');
+SELECT count(*) AS rows FROM ruled;
+DROP TABLE ruled;
+
+-- A numeric key of NaN or infinity is a JSON string in the event's key, as
+-- to_jsonb() writes it, so that the key is valid JSON.
+CREATE TABLE nkey (id numeric PRIMARY KEY, ver rowseq NOT NULL);
+SELECT outcome FROM versioned_upsert('nkey', '{"id": "NaN", "ver": 1}');
+SELECT outcome FROM versioned_upsert('nkey', '{"id": "-Infinity", "ver": 1}');
+SELECT key, key::text::jsonb = key AS reads_back FROM event_log
+ WHERE target = 'nkey'::regclass ORDER BY event_id;
+DROP TABLE nkey;
+
+-- Dropped tables leave nothing in the session's cache.
+CREATE FUNCTION cached_targets() RETURNS bigint LANGUAGE sql
+	AS $$ SELECT count(*) FROM pg_backend_memory_contexts WHERE name = 'upsert_order target' $$;
+SELECT cached_targets() AS before \gset
+DO $$
+BEGIN
+	FOR i IN 1..20 LOOP
+		CREATE TABLE gone (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, x text);
+		PERFORM upsert_order.versioned_upsert('gone', '{"id": 1, "ver": 1, "x": "a"}');
+		PERFORM upsert_order.versioned_upsert('gone', '{"id": 1, "ver": 2}');
+		DROP TABLE gone;
+	END LOOP;
+END $$;
+SELECT outcome FROM versioned_upsert('plain', '{"id": 1, "ver": 1, "name": "z"}');
+SELECT cached_targets() - :before <= 1 AS not_grown;
+DROP FUNCTION cached_targets();

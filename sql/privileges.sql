@@ -87,6 +87,25 @@ SELECT versioned_upsert('acct', '{"id": 1, "ver": 4, "secret": "x"}');
 RESET ROLE;
 SELECT * FROM acct;
 
+-- A caller with the table's OID but no USAGE on its schema is refused, as
+-- the statement naming the table would be, on both paths, even after
+-- another role's call in the session prepared the statement.
+CREATE SCHEMA hidden;
+CREATE TABLE hidden.t (id int PRIMARY KEY, ver rowseq NOT NULL, x text);
+GRANT SELECT, INSERT, UPDATE ON hidden.t TO upsert_writer;
+SELECT outcome FROM versioned_upsert('hidden.t', '{"id": 1, "ver": 1}');
+SELECT 'hidden.t'::regclass::oid AS hidden_oid \gset
+SET ROLE upsert_writer;
+SELECT versioned_upsert(:hidden_oid, '{"id": 1, "ver": 2, "x": "direct"}');
+SELECT versioned_upsert(:hidden_oid, '{"id": 1, "ver": 3}');
+RESET ROLE;
+GRANT USAGE ON SCHEMA hidden TO upsert_writer;
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert(:hidden_oid, '{"id": 1, "ver": 2, "x": "direct"}');
+RESET ROLE;
+SELECT * FROM hidden.t;
+DROP SCHEMA hidden CASCADE;
+
 -- Grants on the extension's objects: only the schema and the functions are public.
 SELECT c.relname, c.relacl IS NULL AS default_acl,
        has_table_privilege('upsert_nobody', c.oid, 'SELECT') AS nobody_select,

@@ -31,6 +31,7 @@
 #include "nodes/makefuncs.h"
 #include "utils/fmgroids.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -105,6 +106,40 @@ TargetInitCache(void)
 {
 	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
 	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
+}
+
+/*
+ * Take every invalidated entry out of the cache, whether or not its table
+ * is still there: a dropped table's entry would otherwise stay for the
+ * session.  Entries are retired, not freed (see target_free_retired).
+ * Looks only when an invalidation arrived since the last sweep.
+ */
+static void
+target_sweep(void)
+{
+	static uint64 swept_at = 0;
+	HASH_SEQ_STATUS status;
+	TargetCacheEntry *entry;
+	MemoryContext oldcxt;
+
+	if (target_cache == NULL || swept_at == invalidations)
+		return;
+	swept_at = invalidations;
+
+	hash_seq_init(&status, target_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->target && entry->target->valid)
+			continue;
+		if (entry->target)
+		{
+			oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
+			retired_targets = lappend(retired_targets, entry->target);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		/* removing the entry just returned is allowed during a scan */
+		hash_search(target_cache, &entry->relid, HASH_REMOVE, NULL);
+	}
 }
 
 /*
@@ -382,6 +417,7 @@ target_read_direct(UpsertTarget *target, Relation rel)
 		rel->rd_rel->relam == HEAP_TABLE_AM_OID &&
 		!rel->rd_rel->relispartition &&
 		rel->trigdesc == NULL &&
+		rel->rd_rules == NULL &&	/* the statement refuses INSERT and UPDATE rules */
 		!rel->rd_rel->relrowsecurity &&
 		!(tupdesc->constr && tupdesc->constr->has_generated_stored);
 	for (int i = 0; i < tupdesc->natts; i++)
@@ -450,13 +486,26 @@ TargetLookup(Oid relid)
 	TargetCacheEntry *entry;
 	bool		found;
 	MemoryContext oldcxt;
+	Oid			nspid;
+	AclResult	aclresult;
 
 	LockRelationOid(relid, RowExclusiveLock);
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+	nspid = get_rel_namespace(relid);
+	if (!OidIsValid(nspid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
 
+	/*
+	 * The statement would need USAGE on the table's schema to name it; a
+	 * caller holding only the OID needs it too, on every call (a cached
+	 * statement or the direct path never names the table again).
+	 */
+	aclresult = pg_namespace_aclcheck(nspid, GetUserId(), ACL_USAGE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_SCHEMA, get_namespace_name(nspid));
+
+	target_sweep();
 	target_free_retired();
 
 	if (target_cache == NULL)

@@ -177,6 +177,14 @@ push_key_value(JsonbParseState **state, Datum value, TargetColumn *col)
 			jv.val.numeric = int64_to_numeric(DatumGetInt64(value));
 			break;
 		case NUMERICOID:
+			/* JSON has no NaN or infinity: a string, as to_jsonb() writes them */
+			if (numeric_is_nan(DatumGetNumeric(value)) || numeric_is_inf(DatumGetNumeric(value)))
+			{
+				jv.type = jbvString;
+				jv.val.string.val = OutputFunctionCall(&col->output, value);
+				jv.val.string.len = strlen(jv.val.string.val);
+				break;
+			}
 			jv.type = jbvNumeric;
 			jv.val.numeric = DatumGetNumeric(value);
 			break;
