@@ -7,9 +7,9 @@
  * A stamp is max(wall clock in rowseq layout, last stamp + 1), so stamps are
  * unique and strictly increasing across all backends even when the wall
  * clock steps back, and never behind the wall clock.  The last stamp is saved
- * at a clean shutdown and read back at start, so a restart does not go back
- * either; after a crash the clock resumes from the larger of the wall clock
- * and the last saved value.
+ * when the server stops and read back at start, so a restart does not go
+ * back either; after a crash the clock resumes from the larger of the wall
+ * clock and the last saved value.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,7 +55,10 @@ HlcRequestShmem(void)
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HlcState)));
 }
 
-/* Read the stamp saved at the last clean shutdown; 0 when there is none. */
+/*
+ * Read the stamp saved at the last shutdown; 0 when there is none, or when
+ * what is there is not a rowseq: kept, it would make every later stamp fail.
+ */
 static uint64
 hlc_load_state(void)
 {
@@ -63,17 +66,31 @@ hlc_load_state(void)
 	uint64		saved = 0;
 
 	if (file == NULL)
+	{
+		if (errno != ENOENT)
+			ereport(LOG,
+					(errcode_for_file_access(),
+					 errmsg("could not open file \"%s\": %m", HLC_STATE_FILE)));
 		return 0;
-	if (fread(&saved, sizeof(saved), 1, file) != 1)
+	}
+	if (fread(&saved, sizeof(saved), 1, file) != 1 || saved > (uint64) ROWSEQ_MAX)
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("ignoring the saved clock in file \"%s\"", HLC_STATE_FILE),
+				 errdetail("The file does not hold one valid rowseq; rowseq_now() starts from the wall clock.")));
 		saved = 0;
+	}
 	FreeFile(file);
 	return saved;
 }
 
 /*
  * on_shmem_exit callback of the postmaster: save the last stamp so that the
- * next start continues above it.  Nothing is written after a crash (code != 0),
- * since shared memory may then not be trustworthy.
+ * next start continues above it.  Nothing is written when shared memory is
+ * reset after a backend crashed (code != 0), since it may then not be
+ * trustworthy; an immediate stop does save it, as the postmaster itself
+ * exits normally.
  */
 static void
 hlc_save_state(int code, Datum arg)
@@ -87,7 +104,12 @@ hlc_save_state(int code, Datum arg)
 	last = pg_atomic_read_u64(&hlc->last);
 	file = AllocateFile(HLC_STATE_FILE ".tmp", PG_BINARY_W);
 	if (file == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", HLC_STATE_FILE ".tmp")));
 		return;
+	}
 	if (fwrite(&last, sizeof(last), 1, file) != 1 || FreeFile(file) != 0)
 	{
 		ereport(LOG,

@@ -143,13 +143,17 @@ _PG_init(void)
 	TargetInitCache();
 	EventLogInitCache();
 	PublisherInitCallbacks();
+
 	define_reload_settings();
 
+	/*
+	 * Loaded late, the module cannot define its restart-only setting (the
+	 * server refuses), so it does not reserve the prefix either: a value set
+	 * for it in postgresql.conf would be reported as misspelt, in every
+	 * session.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
-	{
-		reserve_prefix();
 		return;
-	}
 
 	define_postmaster_settings();
 	reserve_prefix();
@@ -163,5 +167,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = upsert_order_shmem_startup;
 
-	PublisherRegisterWorker();
+	/* pg_upgrade's servers must not publish: the cluster is not live yet */
+	if (!IsBinaryUpgrade)
+		PublisherRegisterWorker();
 }

@@ -8,6 +8,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init;
+$node->append_conf('postgresql.conf', "upsert_order.database = 'elsewhere'\n");
 $node->start;
 
 $node->safe_psql('postgres', q{
@@ -49,6 +50,13 @@ like($stderr, qr/55000/, 'with SQLSTATE 55000');
 like($stderr, qr/HINT:\s+Add upsert_order to shared_preload_libraries/, 'and says what to do');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.outbox'),
 	'0', 'nothing was queued for a publisher');
+
+# A restart-only setting in postgresql.conf is not reported as misspelt
+# when the library is loaded late (it cannot be defined then).
+($ret, $stdout, $stderr) = $node->psql('postgres',
+	q{LOAD 'upsert_order'; SHOW upsert_order.channel});
+is($stdout, 'upsert_order', 'the other settings are defined');
+unlike($stderr, qr/WARNING/, 'and nothing is reported');
 
 $node->stop;
 done_testing();

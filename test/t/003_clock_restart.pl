@@ -38,6 +38,18 @@ my $wall = $node->safe_psql('postgres',
 	q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())});
 is($wall, 't', 'after a crash the clock is not behind the wall clock');
 
+# A saved clock that is not a rowseq is ignored, with a message, rather
+# than making every later stamp fail.
+$node->stop;
+open my $bad, '>:raw', $state_file or die "could not write $state_file: $!";
+print $bad pack('Q', 9223372036854775813);    # above the largest rowseq
+close $bad;
+$node->start;
+is( $node->safe_psql('postgres',
+		q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())}),
+	't', 'a saved clock out of range is ignored');
+like(slurp_file($node->logfile), qr/ignoring the saved clock in file/, 'and reported');
+
 # Many backends at once never get the same stamp.
 $node->safe_psql('postgres', 'CREATE TABLE stamps (s upsert_order.rowseq)');
 my $script = $node->basedir . '/stamp.sql';
