@@ -18,6 +18,7 @@
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -191,8 +192,12 @@ PublisherReportSuccess(Oid publication_relid, int64 last_seq)
 void
 PublisherReportError(const char *message)
 {
+	/* cut at a character boundary: publisher_status shows it as text */
+	int			len = pg_mbcliplen(message, strlen(message), PUBLISHER_ERROR_LEN - 1);
+
 	SpinLockAcquire(&publisher->mutex);
-	strlcpy(publisher->last_error, message, PUBLISHER_ERROR_LEN);
+	memcpy(publisher->last_error, message, len);
+	publisher->last_error[len] = '\0';
 	SpinLockRelease(&publisher->mutex);
 }
 
