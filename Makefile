@@ -30,8 +30,11 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(
 
 # Isolation specs live in test/specs with their expected output in test/expected.
 ISOLATION = concurrent_same_key concurrent_new_key concurrent_batch repeatable_read concurrent_temp_table
+# The database the publisher serves (test/upsert_order.conf), so that it
+# publishes while the specs run rather than failing to connect.
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/output_iso \
-	--temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_iso
+	--temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_iso \
+	--dbname=contrib_regression
 
 # TAP tests (PostgreSQL::Test::Cluster) live in test/t.
 TAP_TESTS = 1
