@@ -283,6 +283,25 @@ SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS dis
 
 SELECT dblink_disconnect('listener');
 SELECT dblink_disconnect('other');
+-- A dropped table's channel is forgotten with it, whoever drops it, and
+-- however (DROP TABLE, DROP SCHEMA ... CASCADE).
+CREATE TABLE short_lived (id int PRIMARY KEY, ver rowseq NOT NULL);
+ALTER TABLE short_lived OWNER TO publish_stranger;
+CREATE SCHEMA doomed;
+CREATE TABLE doomed.t (id int PRIMARY KEY, ver rowseq NOT NULL);
+SET ROLE publish_stranger;
+SELECT configure('short_lived', 'brief');
+RESET ROLE;
+SELECT configure('doomed.t', 'doomed_events');
+SELECT channel FROM target_settings WHERE channel IN ('brief', 'doomed_events') ORDER BY 1;
+SET ROLE publish_stranger;
+DROP TABLE short_lived;
+RESET ROLE;
+DROP SCHEMA doomed CASCADE;
+SELECT count(*) AS forgotten_left FROM target_settings WHERE channel IN ('brief', 'doomed_events');
+-- (the event trigger's function is not for calling)
+SELECT _forget_dropped_targets();
+
 REVOKE pg_monitor FROM publish_stranger;
 REVOKE EXECUTE ON FUNCTION configure(regclass, text) FROM publish_stranger;
 DROP ROLE publish_stranger;

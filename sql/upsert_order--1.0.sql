@@ -277,6 +277,16 @@ COMMENT ON FUNCTION @extschema@.configure(regclass, text) IS
 	'notify the applied events of target on channel (null: back to upsert_order.channel); for the owner of target';
 REVOKE ALL ON FUNCTION @extschema@.configure(regclass, text) FROM PUBLIC;
 
+-- A dropped table's channel is forgotten with it, so that a table given the
+-- same OID later does not inherit it.  The function deletes as the owner of
+-- target_settings (see publisher_api.c); it is not meant to be called.
+CREATE FUNCTION @extschema@._forget_dropped_targets()
+	RETURNS event_trigger
+	AS 'MODULE_PATHNAME', 'forget_dropped_targets' LANGUAGE C SECURITY INVOKER;
+REVOKE ALL ON FUNCTION @extschema@._forget_dropped_targets() FROM PUBLIC;
+CREATE EVENT TRIGGER upsert_order_forget_dropped_targets ON sql_drop
+	EXECUTE FUNCTION @extschema@._forget_dropped_targets();
+
 -- Catch-up after a reconnect: LISTEN first, then read what was published
 -- after the last seq received; skip notifications already read here.  The
 -- payloads are those notified, byte for byte once cast to text.  Null

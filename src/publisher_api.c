@@ -17,8 +17,10 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/event_trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -38,6 +40,7 @@ typedef struct OwnerSection
 } OwnerSection;
 
 PG_FUNCTION_INFO_V1(configure);
+PG_FUNCTION_INFO_V1(forget_dropped_targets);
 PG_FUNCTION_INFO_V1(purge_events);
 
 /*
@@ -166,6 +169,49 @@ configure(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	PG_RETURN_VOID();
+}
+
+/*
+ * The sql_drop event trigger: forget the channel of every table the command
+ * dropped, so that a table later given the same OID does not inherit it (and
+ * a dump does not carry a setting for a table that is gone).  Whoever could
+ * drop the table may forget its setting; it is deleted as the owner of
+ * target_settings, like configure() writes it.
+ */
+Datum
+forget_dropped_targets(PG_FUNCTION_ARGS)
+{
+	Oid			nspid;
+	Oid			settings_owner;
+	OwnerSection section;
+	int			ret;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_forget_dropped_targets() must be called by an event trigger")));
+
+	/* the command may have dropped the extension's own tables */
+	nspid = get_namespace_oid(UPSERT_ORDER_SCHEMA, true);
+	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid("target_settings", nspid)))
+		PG_RETURN_NULL();
+	(void) ExtensionTableLookup("target_settings", &settings_owner);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	owner_section_begin(settings_owner, &section);
+	ret = SPI_execute("DELETE FROM upsert_order.target_settings s"
+					  " USING pg_event_trigger_dropped_objects() d"
+					  " WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0"
+					  "   AND d.objid = s.target::oid",
+					  false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not write upsert_order.target_settings: %s",
+			 SPI_result_code_string(ret));
+	owner_section_end(&section);
+	SPI_finish();
+
+	PG_RETURN_NULL();
 }
 
 /*
