@@ -107,3 +107,25 @@ SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{
 SELECT * FROM audit_copy;
 SELECT target, key, version, outcome FROM event_log
 WHERE event_id > :events_before ORDER BY event_id;
+
+-- A call nested in the parsing of a message (a domain's CHECK calling
+-- versioned_upsert() on another table, after ANALYZE invalidated the outer
+-- table's cached metadata) leaves the outer call's metadata alive until the
+-- outer call is done.
+CREATE TABLE nest_log (id int PRIMARY KEY, ver rowseq NOT NULL, note text);
+CREATE FUNCTION nest_check(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	ANALYZE triggers_constraints.nest_outer;
+	PERFORM upsert_order.versioned_upsert('triggers_constraints.nest_log',
+		jsonb_build_object('id', v, 'ver', 1, 'note', 'nested'));
+	RAISE NOTICE 'outer metadata still cached: %',
+		(SELECT count(*) FROM pg_backend_memory_contexts
+		  WHERE name = 'upsert_order target' AND ident = 'triggers_constraints.nest_outer');
+	RETURN true;
+END $$;
+CREATE DOMAIN nest_checked AS int CHECK (nest_check(VALUE));
+CREATE TABLE nest_outer (id int PRIMARY KEY, ver rowseq NOT NULL, v nest_checked);
+SELECT outcome FROM versioned_upsert('nest_outer', '{"id": 1, "ver": 1, "v": 7}');
+SELECT outcome FROM versioned_upsert('nest_outer', '{"id": 1, "ver": 2, "v": 8}');
+SELECT * FROM nest_outer;
+SELECT id, note FROM nest_log ORDER BY id;

@@ -24,6 +24,7 @@
 #include "catalog/pg_am.h"
 #include "access/stratnum.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
@@ -501,7 +502,11 @@ TargetLookup(Oid relid)
 	 * caller holding only the OID needs it too, on every call (a cached
 	 * statement or the direct path never names the table again).
 	 */
+#if PG_VERSION_NUM >= 160000
+	aclresult = object_aclcheck(NamespaceRelationId, nspid, GetUserId(), ACL_USAGE);
+#else
 	aclresult = pg_namespace_aclcheck(nspid, GetUserId(), ACL_USAGE);
+#endif
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_SCHEMA, get_namespace_name(nspid));
 
@@ -525,7 +530,10 @@ TargetLookup(Oid relid)
 	if (entry->target && entry->target->valid)
 		return entry->target;
 
-	/* Retire the stale entry; a running call may still use its statements. */
+	/*
+	 * Retire the stale entry; a running call may still use its statements.
+	 * (The sweep above has normally taken it out already.)
+	 */
 	if (entry->target)
 	{
 		oldcxt = MemoryContextSwitchTo(CacheMemoryContext);

@@ -641,11 +641,16 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	ConflictNote outer_note = conflict_note;
 	bool		spi_connected = false;
 
-	parse_message(target, new_row, &msg);
-
+	/*
+	 * The call counts as running from here: parsing runs the columns' input
+	 * functions (a domain's CHECK may call anything, versioned_upsert()
+	 * included), and a nested call must not free this call's target.
+	 */
 	call_depth++;
 	PG_TRY();
 	{
+		parse_message(target, new_row, &msg);
+
 		result->stored_isnull = false;
 		result->stored = 0;
 		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored,
