@@ -186,6 +186,10 @@ CREATE VIEW gadget_view AS SELECT * FROM gadget;
 SELECT configure('gadget_view', 'x');
 SELECT configure('gadget_pkey', 'x');
 DROP VIEW gadget_view;
+-- nor temporary tables, which go at the end of the session without a trace
+CREATE TEMP TABLE gadget_temp (sku text PRIMARY KEY, ver rowseq NOT NULL);
+SELECT configure('gadget_temp', 'x');
+DROP TABLE gadget_temp;
 -- events_since() returns what was notified after a seq, byte for byte.
 SELECT seq, channel, payload::jsonb -> 'key' AS key FROM events_since(10) ORDER BY seq;
 SELECT count(*) AS after_last FROM events_since(13);

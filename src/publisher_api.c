@@ -12,6 +12,10 @@
  * created can stand in for a built-in one.  EXECUTE on both is revoked from
  * PUBLIC by the install script.
  *
+ * A third, the sql_drop event trigger's function, deletes the settings of
+ * dropped tables the same way; it checks nothing, since whoever could drop
+ * a table may forget its setting.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -23,6 +27,7 @@
 #include "commands/event_trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -111,17 +116,26 @@ configure(PG_FUNCTION_ARGS)
 				 errmsg("target must not be null")));
 	relid = PG_GETARG_OID(0);
 
+	/*
+	 * Locked, so that a concurrent DROP either went first (and the table is
+	 * gone) or waits for this setting, which its event trigger then deletes.
+	 */
+	LockRelationOid(relid, AccessShareLock);
 	relkind = get_rel_relkind(relid);
 	if (relkind == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	/* a setting must name what versioned_upsert() writes, and survive a dump */
-	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+	/*
+	 * A setting must name what versioned_upsert() writes, and go when the
+	 * table goes: a temporary table is dropped without any event trigger.
+	 */
+	if ((relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE) ||
+		get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
-				 errdetail("Only ordinary and partitioned tables have a channel of their own.")));
+				 errmsg("\"%s\" is not a permanent table", get_rel_name(relid)),
+				 errdetail("Only ordinary and partitioned tables that are not temporary have a channel of their own.")));
 #if PG_VERSION_NUM >= 160000
 	if (!object_ownercheck(RelationRelationId, relid, GetUserId()))
 #else
