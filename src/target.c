@@ -59,12 +59,24 @@ static uint64 target_generations = 0;
 static List *retired_targets = NIL;
 
 /*
- * Invalidation callbacks run so far.  A build reads the catalogs over
- * several steps, and opening the primary key can run callbacks midway,
- * when the entry being built cannot be marked yet: a build that saw the
- * count move is kept for its call, but marked stale at once.
+ * Invalidations that reached an entry being built, or every entry.  A build
+ * reads the catalogs over several steps, and opening the primary key can
+ * run callbacks midway, when the entry being built cannot be marked yet: a
+ * build that saw the count move is kept for its call, but marked stale at
+ * once.
  */
-static uint64 invalidations = 0;
+static uint64 build_invalidations = 0;
+
+/* Entries marked stale since the last sweep (target_sweep). */
+static int	stale_entries = 0;
+
+static void
+target_mark_stale(UpsertTarget *target)
+{
+	if (target->valid)
+		stale_entries++;
+	target->valid = false;
+}
 
 /* Mark the cached metadata of one table (or of all) as stale. */
 static void
@@ -73,7 +85,6 @@ target_invalidate(Datum arg, Oid relid)
 	HASH_SEQ_STATUS status;
 	TargetCacheEntry *entry;
 
-	invalidations++;
 	if (target_cache == NULL)
 		return;
 
@@ -81,14 +92,17 @@ target_invalidate(Datum arg, Oid relid)
 	{
 		entry = hash_search(target_cache, &relid, HASH_FIND, NULL);
 		if (entry && entry->target)
-			entry->target->valid = false;
+			target_mark_stale(entry->target);
+		else if (entry)
+			build_invalidations++;
 		return;
 	}
 
+	build_invalidations++;
 	hash_seq_init(&status, target_cache);
 	while ((entry = hash_seq_search(&status)) != NULL)
 		if (entry->target)
-			entry->target->valid = false;
+			target_mark_stale(entry->target);
 }
 
 /*
@@ -113,19 +127,18 @@ TargetInitCache(void)
  * Take every invalidated entry out of the cache, whether or not its table
  * is still there: a dropped table's entry would otherwise stay for the
  * session.  Entries are retired, not freed (see target_free_retired).
- * Looks only when an invalidation arrived since the last sweep.
+ * Looks only when an entry was marked stale since the last sweep.
  */
 static void
 target_sweep(void)
 {
-	static uint64 swept_at = 0;
 	HASH_SEQ_STATUS status;
 	TargetCacheEntry *entry;
 	MemoryContext oldcxt;
 
-	if (target_cache == NULL || swept_at == invalidations)
+	if (target_cache == NULL || stale_entries == 0)
 		return;
-	swept_at = invalidations;
+	stale_entries = 0;
 
 	hash_seq_init(&status, target_cache);
 	while ((entry = hash_seq_search(&status)) != NULL)
@@ -552,7 +565,7 @@ TargetLookup(Oid relid)
 												  "upsert_order target",
 												  ALLOCSET_SMALL_SIZES);
 		UpsertTarget *target;
-		uint64		invalidations_before = invalidations;
+		uint64		invalidations_before = build_invalidations;
 
 		oldcxt = MemoryContextSwitchTo(cxt);
 		PG_TRY();
@@ -571,8 +584,11 @@ TargetLookup(Oid relid)
 
 		MemoryContextSetIdentifier(cxt, target->displayname);
 		target->cxt = cxt;
-		if (invalidations != invalidations_before)
+		if (build_invalidations != invalidations_before)
+		{
 			target->valid = false;
+			stale_entries++;
+		}
 		entry->target = target;
 	}
 	return entry->target;
