@@ -5,10 +5,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 
 my $node = PostgreSQL::Test::Cluster->new('clock');
 $node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'upsert_order'");
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'upsert_order'\nrestart_after_crash = on");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION upsert_order');
 
@@ -30,13 +31,33 @@ my $after = $node->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
 ok($node->safe_psql('postgres', "SELECT '$after'::upsert_order.rowseq OPERATOR(upsert_order.>) '$before'::upsert_order.rowseq") eq 't',
 	"after a clean restart the clock continues above the last stamp ($before < $after)");
 
-# A crash cannot save the clock; it resumes from the last saved value or the
-# wall clock, whichever is greater, so it is never behind the wall clock.
+# An immediate stop kills the backends at once (the postmaster still saves
+# the clock); after it the clock is never behind the wall clock.
 $node->stop('immediate');
 $node->start;
 my $wall = $node->safe_psql('postgres',
 	q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())});
-is($wall, 't', 'after a crash the clock is not behind the wall clock');
+is($wall, 't', 'after an immediate stop the clock is not behind the wall clock');
+
+# A backend killed with SIGKILL makes the postmaster reset shared memory
+# without saving the clock: it resumes from the last saved value or the
+# wall clock, whichever is greater.
+my $sleeper = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'SELECT pg_sleep(60)' ],
+	'>', \my $sleeper_out, '2>', \my $sleeper_err);
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'})
+  or die 'the sleeping backend did not start';
+my $victim = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'});
+kill 'KILL', $victim;
+$sleeper->finish;
+$node->poll_query_until('postgres', 'SELECT true')
+  or die 'the server did not come back after the crash';
+like(slurp_file($node->logfile), qr/terminated by signal 9/, 'a backend crashed');
+is( $node->safe_psql('postgres',
+		q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())}),
+	't', 'after a backend crash the clock is not behind the wall clock');
 
 # A saved clock that is not a rowseq is ignored, with a message, rather
 # than making every later stamp fail.
