@@ -123,6 +123,16 @@ TargetInitCache(void)
 	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
 }
 
+/* Set an entry's target aside until no call can be using it (target_free_retired). */
+static void
+target_retire(UpsertTarget *target)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
+
+	retired_targets = lappend(retired_targets, target);
+	MemoryContextSwitchTo(oldcxt);
+}
+
 /*
  * Take every invalidated entry out of the cache, whether or not its table
  * is still there: a dropped table's entry would otherwise stay for the
@@ -134,7 +144,6 @@ target_sweep(void)
 {
 	HASH_SEQ_STATUS status;
 	TargetCacheEntry *entry;
-	MemoryContext oldcxt;
 
 	if (target_cache == NULL || stale_entries == 0)
 		return;
@@ -146,11 +155,7 @@ target_sweep(void)
 		if (entry->target && entry->target->valid)
 			continue;
 		if (entry->target)
-		{
-			oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
-			retired_targets = lappend(retired_targets, entry->target);
-			MemoryContextSwitchTo(oldcxt);
-		}
+			target_retire(entry->target);
 		/* removing the entry just returned is allowed during a scan */
 		hash_search(target_cache, &entry->relid, HASH_REMOVE, NULL);
 	}
@@ -549,9 +554,7 @@ TargetLookup(Oid relid)
 	 */
 	if (entry->target)
 	{
-		oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
-		retired_targets = lappend(retired_targets, entry->target);
-		MemoryContextSwitchTo(oldcxt);
+		target_retire(entry->target);
 		entry->target = NULL;
 		target_free_retired();
 	}
@@ -585,10 +588,7 @@ TargetLookup(Oid relid)
 		MemoryContextSetIdentifier(cxt, target->displayname);
 		target->cxt = cxt;
 		if (build_invalidations != invalidations_before)
-		{
-			target->valid = false;
-			stale_entries++;
-		}
+			target_mark_stale(target);
 		entry->target = target;
 	}
 	return entry->target;
