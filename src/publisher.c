@@ -348,9 +348,8 @@ typedef struct BatchNotifications
 	int			n;
 	Datum	   *seqs;
 	Datum	   *event_ids;
-	Datum	   *channels;
+	char	  **channels;
 	Datum	   *payloads;
-	char	  **channel_names;
 	char	  **texts;
 } BatchNotifications;
 
@@ -412,9 +411,8 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 	batch->n = n;
 	batch->seqs = palloc(sizeof(Datum) * n);
 	batch->event_ids = palloc(sizeof(Datum) * n);
-	batch->channels = palloc(sizeof(Datum) * n);
+	batch->channels = palloc(sizeof(char *) * n);
 	batch->payloads = palloc(sizeof(Datum) * n);
-	batch->channel_names = palloc(sizeof(char *) * n);
 	batch->texts = palloc(sizeof(char *) * n);
 
 	/*
@@ -451,8 +449,7 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 		MemoryContextSwitchTo(batch_cxt);
 		batch->seqs[i] = Int64GetDatum(event.seq);
 		batch->event_ids[i] = Int64GetDatum(event.event_id);
-		batch->channels[i] = CStringGetTextDatum(target->channel);
-		batch->channel_names[i] = target->channel;
+		batch->channels[i] = target->channel;
 		batch->payloads[i] = datumCopy(JsonbPGetDatum(payload), false, -1);
 		batch->texts[i] = pstrdup(payload_text);
 		MemoryContextReset(event_cxt);
@@ -475,14 +472,17 @@ record_notifications(BatchNotifications *batch, Datum taken)
 {
 	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID};
 	Datum		values[5];
+	Datum	   *channels = palloc(sizeof(Datum) * batch->n);
 	int			ret;
 
+	for (int i = 0; i < batch->n; i++)
+		channels[i] = CStringGetTextDatum(batch->channels[i]);
 	if (record_plan == NULL)
 		record_plan = SpiPrepareKept(record_sql, 5, argtypes);
 
 	values[0] = array_of(batch->seqs, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	values[1] = array_of(batch->event_ids, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	values[2] = array_of(batch->channels, batch->n, TEXTOID, -1, false, TYPALIGN_INT);
+	values[2] = array_of(channels, batch->n, TEXTOID, -1, false, TYPALIGN_INT);
 	values[3] = array_of(batch->payloads, batch->n, JSONBOID, -1, false, TYPALIGN_INT);
 	values[4] = taken;
 	ret = SPI_execute_plan(record_plan, values, NULL, false, 0);
@@ -570,7 +570,7 @@ publish_batch(void)
 	 * queue raises one at commit: either way the whole batch is undone.
 	 */
 	for (int i = 0; i < batch.n; i++)
-		Async_Notify(batch.channel_names[i], batch.texts[i]);
+		Async_Notify(batch.channels[i], batch.texts[i]);
 
 	batch_relid = ExtensionTableLookup("publication", &owner);
 	batch_last_seq = batch.n > 0 ? DatumGetInt64(batch.seqs[batch.n - 1]) : 0;
