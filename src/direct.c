@@ -71,6 +71,8 @@ struct DirectState
 	Relation	pkey;			/* its primary key index */
 	EState	   *estate;
 	ResultRelInfo *rri;
+	Bitmapset  *inserted_cols;	/* the columns the statement would insert */
+	Bitmapset  *updated_cols;	/* and update (direct_written_columns) */
 	bool		privileges_checked; /* for full-row messages, the only kind */
 	bool		indexes_open;	/* for the index entries of non-HOT updates */
 	TupleTableSlot *proposed;	/* the row the message describes */
@@ -97,17 +99,15 @@ DirectApplies(UpsertTarget *target, UpsertMessage *msg)
 }
 
 /*
- * Check the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
- * would need: INSERT on every column, UPDATE on the columns it sets (all
- * but the key), SELECT on the whole row.  Errors as the statement would.
+ * The columns INSERT ... ON CONFLICT DO UPDATE would write, as its range
+ * table entry lists them: every column of the message inserted, all but
+ * the key updated (the SET list).  Offset by FirstLowInvalidHeapAttributeNumber.
  */
 static void
-direct_check_privileges(UpsertTarget *target, Relation rel)
+direct_written_columns(UpsertTarget *target, Bitmapset **inserted, Bitmapset **updated)
 {
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	Bitmapset  *inserted = NULL;
-	Bitmapset  *updated = NULL;
-
+	*inserted = NULL;
+	*updated = NULL;
 	for (int i = 0; i < target->ncolumns; i++)
 	{
 		AttrNumber	attnum = target->columns[i].attnum;
@@ -117,33 +117,44 @@ direct_check_privileges(UpsertTarget *target, Relation rel)
 			continue;
 		for (int k = 0; k < target->npkey; k++)
 			is_key |= (target->pkey[k] == attnum);
-		inserted = bms_add_member(inserted, attnum - FirstLowInvalidHeapAttributeNumber);
+		*inserted = bms_add_member(*inserted, attnum - FirstLowInvalidHeapAttributeNumber);
 		if (!is_key)
-			updated = bms_add_member(updated, attnum - FirstLowInvalidHeapAttributeNumber);
+			*updated = bms_add_member(*updated, attnum - FirstLowInvalidHeapAttributeNumber);
 	}
+}
+
+/*
+ * Check the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
+ * would need: INSERT on every column, UPDATE on the columns it sets (all
+ * but the key), SELECT on the whole row.  Errors as the statement would.
+ */
+static void
+direct_check_privileges(DirectState *ds)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
 
 	rte->rtekind = RTE_RELATION;
-	rte->relid = target->relid;
-	rte->relkind = rel->rd_rel->relkind;
+	rte->relid = ds->target->relid;
+	rte->relkind = ds->rel->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
 #if PG_VERSION_NUM >= 160000
 	{
 		RTEPermissionInfo *perm = makeNode(RTEPermissionInfo);
 
-		perm->relid = target->relid;
+		perm->relid = ds->target->relid;
 		perm->inh = false;
 		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
 		perm->selectedCols = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
-		perm->insertedCols = inserted;
-		perm->updatedCols = updated;
+		perm->insertedCols = ds->inserted_cols;
+		perm->updatedCols = ds->updated_cols;
 		(void) ExecCheckPermissions(list_make1(rte), list_make1(perm), true);
 	}
 #else
 	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
 	/* the whole row: RETURNING t.* reads every column */
 	rte->selectedCols = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
-	rte->insertedCols = inserted;
-	rte->updatedCols = updated;
+	rte->insertedCols = ds->inserted_cols;
+	rte->updatedCols = ds->updated_cols;
 	(void) ExecCheckRTPerms(list_make1(rte), true);
 #endif
 }
@@ -163,7 +174,9 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 	ds->rel = table_open(target->relid, NoLock);
 	ds->pkey = index_open(target->pkey_index, AccessShareLock);
 
-	ds->estate = SimpleExecStateCreate(ds->rel, &ds->rri);
+	direct_written_columns(target, &ds->inserted_cols, &ds->updated_cols);
+	ds->estate = SimpleExecStateCreate(ds->rel, ds->inserted_cols, ds->updated_cols,
+									   &ds->rri);
 	MemoryContextSwitchTo(ds->estate->es_query_cxt);
 	ds->proposed = ExecInitExtraTupleSlot(ds->estate, RelationGetDescr(ds->rel),
 										  &TTSOpsVirtual);
@@ -186,6 +199,8 @@ DirectClose(DirectState *ds)
 	SimpleExecStateFree(ds->estate);
 	index_close(ds->pkey, AccessShareLock);
 	table_close(ds->rel, NoLock);
+	bms_free(ds->inserted_cols);
+	bms_free(ds->updated_cols);
 	pfree(ds);
 }
 
@@ -601,7 +616,7 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	PreventCommandIfReadOnly("INSERT");
 	if (!ds->privileges_checked)
 	{
-		direct_check_privileges(target, ds->rel);
+		direct_check_privileges(ds);
 		ds->privileges_checked = true;
 	}
 

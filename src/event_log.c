@@ -194,7 +194,7 @@ appender_open(Oid relid, MemoryContext cxt)
 	Appender   *ap = palloc0(sizeof(Appender));
 
 	ap->rel = table_open(relid, RowExclusiveLock);
-	ap->estate = SimpleExecStateCreate(ap->rel, &ap->rri);
+	ap->estate = SimpleExecStateCreate(ap->rel, NULL, NULL, &ap->rri);
 	MemoryContextSwitchTo(ap->estate->es_query_cxt);
 	ExecOpenIndices(ap->rri, false);
 	ap->slot = ExecInitExtraTupleSlot(ap->estate, RelationGetDescr(ap->rel),

@@ -11,6 +11,9 @@
 
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 #include "utils/rel.h"
 
 #include "upsert_order.h"
@@ -20,9 +23,17 @@
  * (*rri), registered as opened so that firing rel's triggers finds it
  * instead of opening rel again.  Made in the current memory context; the
  * caller holds the lock on rel.  Undone by SimpleExecStateFree().
+ *
+ * insertedCols and updatedCols (as in a range table entry: attribute numbers
+ * offset by FirstLowInvalidHeapAttributeNumber; NULL for none) name the
+ * columns the writer sets, as the statement it stands for would: a failed
+ * constraint shows them in its error detail, and an update that writes new
+ * index entries tells each index whether its columns changed (a hint that
+ * drives the removal of old entries).
  */
 EState *
-SimpleExecStateCreate(Relation rel, ResultRelInfo **rri)
+SimpleExecStateCreate(Relation rel, Bitmapset *insertedCols,
+					  Bitmapset *updatedCols, ResultRelInfo **rri)
 {
 	EState	   *estate = CreateExecutorState();
 	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
@@ -33,8 +44,17 @@ SimpleExecStateCreate(Relation rel, ResultRelInfo **rri)
 	rte->relkind = rel->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
 #if PG_VERSION_NUM >= 160000
-	ExecInitRangeTable(estate, list_make1(rte), NIL);
+	{
+		List	   *perminfos = NIL;
+		RTEPermissionInfo *perminfo = addRTEPermissionInfo(&perminfos, rte);
+
+		perminfo->insertedCols = bms_copy(insertedCols);
+		perminfo->updatedCols = bms_copy(updatedCols);
+		ExecInitRangeTable(estate, list_make1(rte), perminfos);
+	}
 #else
+	rte->insertedCols = bms_copy(insertedCols);
+	rte->updatedCols = bms_copy(updatedCols);
 	ExecInitRangeTable(estate, list_make1(rte));
 #endif
 	*rri = makeNode(ResultRelInfo);

@@ -207,7 +207,9 @@ extern Datum RowToJsonb(UpsertTarget *target, struct TupleTableSlot *slot);
 /* exec_state.c: executor state for writing one relation's rows below SQL */
 struct EState;
 struct ResultRelInfo;
-extern struct EState *SimpleExecStateCreate(Relation rel, struct ResultRelInfo **rri);
+extern struct EState *SimpleExecStateCreate(Relation rel, Bitmapset *insertedCols,
+											 Bitmapset *updatedCols,
+											 struct ResultRelInfo **rri);
 extern void SimpleExecStateFree(struct EState *estate);
 
 /* direct.c: the path below SQL for full-row messages on plain tables */
