@@ -166,6 +166,36 @@ ORDER BY t, i;
 DROP TABLE checked, checked_twin;
 DROP FUNCTION rows_seen(text, int);
 
+-- A call made while the proposed row is checked (here by a CHECK
+-- constraint's function) that changes the same row: the outer call then
+-- fails as the statement does, for an older row, an equal version and a
+-- new key alike, and leaves nothing behind.
+CREATE FUNCTION write_inner(tbl text, id int, ver bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM upsert_order.versioned_upsert(format('direct_path.%I', tbl)::regclass,
+		jsonb_build_object('id', id, 'ver', ver, 'note', 'inner'));
+	RETURN true;
+END $$;
+CREATE TABLE again (id int PRIMARY KEY, ver rowseq, note text,
+	CHECK (note NOT IN ('up', 'down') OR
+		   write_inner('again', id, ver::bigint + CASE note WHEN 'up' THEN 1 ELSE -1 END)));
+CREATE TABLE again_twin (id int PRIMARY KEY, ver rowseq, note text,
+	CHECK (note NOT IN ('up', 'down') OR
+		   write_inner('again_twin', id, ver::bigint + CASE note WHEN 'up' THEN 1 ELSE -1 END)));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON again_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+INSERT INTO again VALUES (1, '1', 'x');
+INSERT INTO again_twin VALUES (1, '1', 'x');
+SELECT versioned_upsert('again', '{"id": 1, "ver": 5, "note": "down"}');
+SELECT versioned_upsert('again_twin', '{"id": 1, "ver": 5, "note": "down"}');
+SELECT versioned_upsert('again', '{"id": 1, "ver": 1, "note": "up"}');
+SELECT versioned_upsert('again_twin', '{"id": 1, "ver": 1, "note": "up"}');
+SELECT versioned_upsert('again', '{"id": 2, "ver": 5, "note": "down"}');
+SELECT versioned_upsert('again_twin', '{"id": 2, "ver": 5, "note": "down"}');
+SELECT 'again' AS t, * FROM again UNION ALL SELECT 'again_twin', * FROM again_twin ORDER BY t, id;
+SELECT count(*) AS events FROM event_log WHERE target IN ('again'::regclass, 'again_twin'::regclass);
+DROP TABLE again, again_twin;
+DROP FUNCTION write_inner(text, int, bigint);
+
 -- An update keeps the stored key, as the statement's SET does, when the
 -- message spells an equal key differently.
 CREATE TABLE num_key (id numeric PRIMARY KEY, ver rowseq NOT NULL, v text);

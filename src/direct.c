@@ -279,6 +279,25 @@ direct_find(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 }
 
 /*
+ * The row was written by a later command of this transaction than the one
+ * deciding the message: a call made while this one checked its proposed
+ * row (a CHECK constraint's function, say) changed the same row.  Updating
+ * it now would undo that change unseen.  The statement finds the changed
+ * row as its conflict and refuses to affect it a second time; this raises
+ * the same error.
+ */
+static void direct_row_changed_by_nested_call(void) pg_attribute_noreturn();
+
+static void
+direct_row_changed_by_nested_call(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CARDINALITY_VIOLATION),
+			 errmsg("ON CONFLICT DO UPDATE command cannot affect row a second time"),
+			 errhint("Ensure that no rows proposed for insertion within the same command have duplicate constrained values.")));
+}
+
+/*
  * Lock the newest version of the row found, waiting for a concurrent writer
  * as UPDATE does; false when the row was deleted meanwhile.
  */
@@ -301,6 +320,10 @@ direct_lock(DirectState *ds, UpsertTarget *target)
 			return true;
 		case TM_Deleted:
 			return false;
+		case TM_SelfModified:
+		case TM_Invisible:
+			direct_row_changed_by_nested_call();
+			break;
 		case TM_Updated:
 			/* only when the row moved to another partition, which cannot be here */
 			ereport(ERROR,
@@ -347,6 +370,24 @@ direct_row_being_written(DirectState *ds)
 	LockBuffer(bslot->buffer, BUFFER_LOCK_UNLOCK);
 
 	return !(infomask & HEAP_XMAX_INVALID) && !HEAP_XMAX_IS_LOCKED_ONLY(infomask);
+}
+
+/*
+ * Did a later command of this transaction than the one deciding the
+ * message insert the row found?  Only a call made while the proposed row
+ * was checked can have: the statement, which finds such a row as its
+ * conflict, refuses it, and so must this (heap_update cannot update it).
+ */
+static bool
+direct_row_inserted_later(DirectState *ds)
+{
+	BufferHeapTupleTableSlot *bslot = (BufferHeapTupleTableSlot *) ds->stored;
+	HeapTupleHeader header;
+
+	Assert(TTS_IS_BUFFERTUPLE(ds->stored));
+	header = bslot->base.tuple->t_data;
+	return TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(header)) &&
+		HeapTupleHeaderGetCmin(header) >= ds->estate->es_output_cid;
 }
 
 /*
@@ -428,6 +469,8 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 			break;
 		if (result == TM_Deleted)
 			return DIRECT_GONE;
+		if (result == TM_SelfModified || result == TM_Invisible)
+			direct_row_changed_by_nested_call();
 		if (result != TM_Updated)
 			elog(ERROR, "unexpected table_tuple_update result %d", (int) result);
 
@@ -495,6 +538,9 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	UpsertTarget *target = ds->target;
 	rowseq		version;
 	bool		have_version;
+
+	if (direct_row_inserted_later(ds))
+		direct_row_changed_by_nested_call();
 
 	/*
 	 * Older than what is committed: stale, whatever a concurrent writer of
