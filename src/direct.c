@@ -197,7 +197,8 @@ void
 DirectClose(DirectState *ds)
 {
 	SimpleExecStateFree(ds->estate);
-	index_close(ds->pkey, AccessShareLock);
+	/* the lock stays to the end of the transaction, as after an index scan */
+	index_close(ds->pkey, NoLock);
 	table_close(ds->rel, NoLock);
 	bms_free(ds->inserted_cols);
 	bms_free(ds->updated_cols);
