@@ -333,3 +333,57 @@ END $$;
 SELECT outcome FROM versioned_upsert('plain', '{"id": 1, "ver": 1, "name": "z"}');
 SELECT cached_targets() - :before <= 1 AS not_grown;
 DROP FUNCTION cached_targets();
+
+-- Many messages drawn at random (a fixed seed): ids colliding, versions
+-- older, equal and newer, nulls, columns left out (those messages take the
+-- statement on both tables), values a constraint refuses.  Applied one by
+-- one to a plain table and to its twin kept on the statement, they give the
+-- same results or errors, the same rows and the same events.
+CREATE TABLE rnd (id int PRIMARY KEY, ver rowseq, a int, b text UNIQUE, c numeric CHECK (c >= 0));
+CREATE TABLE rnd_twin (LIKE rnd INCLUDING ALL);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON rnd_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT setseed(0.25);
+CREATE TEMP TABLE rnd_msg AS
+SELECT n, (SELECT jsonb_object_agg(k, v) FROM jsonb_each(m) e(k, v)
+		    WHERE k IN ('id', 'ver') OR random() < 0.9) AS msg
+FROM (SELECT n, jsonb_build_object(
+		'id', 1 + floor(random() * 12)::int,
+		'ver', greatest(1, n / 6 + floor(random() * 8)::int - 4),
+		'a', CASE WHEN random() < 0.2 THEN NULL ELSE floor(random() * 100)::int END,
+		'b', CASE WHEN random() < 0.3 THEN NULL ELSE 'b' || floor(random() * 40)::int END,
+		'c', CASE WHEN random() < 0.1 THEN -1 ELSE round((random() * 10)::numeric, 2) END) AS m
+	  FROM generate_series(1, 400) n) s;
+CREATE FUNCTION try_upsert(tbl regclass, msg jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	r upsert_order.upsert_result;
+BEGIN
+	r := upsert_order.versioned_upsert(tbl, msg);
+	RETURN format('%s %s %s %s', r.applied, r.outcome, r.version, r.stored_version);
+EXCEPTION WHEN OTHERS THEN
+	RETURN 'error ' || SQLSTATE;
+END $$;
+CREATE TEMP TABLE rnd_result AS
+SELECT n, try_upsert('rnd', msg) AS direct, try_upsert('rnd_twin', msg) AS statement
+FROM rnd_msg ORDER BY n;
+SELECT count(*) AS messages,
+	   count(*) FILTER (WHERE direct = statement) AS same_result,
+	   count(*) FILTER (WHERE direct LIKE 'error%') AS errors,
+	   count(*) FILTER (WHERE direct LIKE '% stale %') AS stale,
+	   count(*) FILTER (WHERE direct LIKE '% duplicate %') AS duplicates,
+	   count(*) FILTER (WHERE direct LIKE '% updated %') AS updated,
+	   count(*) FILTER (WHERE direct LIKE '% inserted %') AS inserted
+FROM rnd_result;
+SELECT n, direct, statement FROM rnd_result WHERE direct IS DISTINCT FROM statement;
+SELECT count(*) AS rows_differing FROM
+	((SELECT * FROM rnd EXCEPT ALL SELECT * FROM rnd_twin) UNION ALL
+	 (SELECT * FROM rnd_twin EXCEPT ALL SELECT * FROM rnd)) d;
+SELECT count(*) AS events_differing FROM
+	(SELECT row_number() OVER (ORDER BY event_id) AS i, key, version, outcome, payload, data
+	   FROM event_log WHERE target = 'rnd'::regclass) p
+	FULL JOIN
+	(SELECT row_number() OVER (ORDER BY event_id) AS i, key, version, outcome, payload, data
+	   FROM event_log WHERE target = 'rnd_twin'::regclass) t USING (i)
+WHERE (p.key, p.version, p.outcome, p.payload, p.data::text)
+	  IS DISTINCT FROM (t.key, t.version, t.outcome, t.payload, t.data::text);
+DROP TABLE rnd, rnd_twin, rnd_msg, rnd_result;
+DROP FUNCTION try_upsert(regclass, jsonb);
