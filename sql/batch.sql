@@ -213,3 +213,67 @@ SELECT id, ver, v FROM full_row ORDER BY id;
 SELECT key, version, outcome FROM event_log
  WHERE target IN ('full_row'::regclass, 'audit_copy'::regclass) AND version::bigint >= 8
     OR key = '{"id": 101}' ORDER BY event_id;
+
+-- Many elements drawn at random (a fixed seed; ids colliding, versions
+-- older, equal and newer, nulls, columns left out): one batch gives the
+-- results, rows and events of the same messages sent one by one, on a plain
+-- table (the direct path) as on one a trigger keeps on the statement.
+CREATE TABLE rnd (id int PRIMARY KEY, ver rowseq NOT NULL, a int, b text);
+CREATE TABLE rnd_one (LIKE rnd INCLUDING ALL);
+CREATE TABLE rnd_trig (LIKE rnd INCLUDING ALL);
+CREATE TABLE rnd_trig_one (LIKE rnd INCLUDING ALL);
+CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON rnd_trig FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON rnd_trig_one FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT setseed(0.75);
+CREATE TEMP TABLE rnd_msg AS
+SELECT n, (SELECT jsonb_object_agg(k, v) FROM jsonb_each(m) e(k, v)
+		    WHERE k IN ('id', 'ver') OR random() < 0.85) AS msg
+FROM (SELECT n, jsonb_build_object(
+		'id', 1 + floor(random() * 10)::int,
+		'ver', greatest(1, n / 5 + floor(random() * 8)::int - 4),
+		'a', CASE WHEN random() < 0.2 THEN NULL ELSE floor(random() * 100)::int END,
+		'b', 'b' || floor(random() * 1000)::int) AS m
+	  FROM generate_series(1, 300) n) s;
+CREATE FUNCTION same_as_one_by_one(batched regclass, one regclass) RETURNS TABLE (
+	elements bigint, same_results bigint, stale bigint, duplicates bigint, updated bigint,
+	inserted bigint, rows_differing bigint, events_differing bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+	CREATE TEMP TABLE by_batch AS
+	SELECT row_number() OVER () AS n, r.*
+	FROM upsert_order.versioned_upsert_batch(batched,
+		(SELECT jsonb_agg(msg ORDER BY n) FROM rnd_msg)) r;
+	CREATE TEMP TABLE by_call AS
+	SELECT m.n, r.* FROM rnd_msg m, LATERAL upsert_order.versioned_upsert(one, m.msg) r ORDER BY m.n;
+	RETURN QUERY
+	SELECT count(*),
+		   count(*) FILTER (WHERE (b.applied, b.outcome, b.version, b.stored_version)
+							IS NOT DISTINCT FROM (c.applied, c.outcome, c.version, c.stored_version)),
+		   count(*) FILTER (WHERE b.outcome = 'stale'),
+		   count(*) FILTER (WHERE b.outcome = 'duplicate'),
+		   count(*) FILTER (WHERE b.outcome = 'updated'),
+		   count(*) FILTER (WHERE b.outcome = 'inserted'),
+		   (SELECT count(*) FROM
+			 ((SELECT id, ver, a, b FROM rnd_rows(batched) EXCEPT ALL SELECT id, ver, a, b FROM rnd_rows(one)) UNION ALL
+			  (SELECT id, ver, a, b FROM rnd_rows(one) EXCEPT ALL SELECT id, ver, a, b FROM rnd_rows(batched))) d),
+		   (SELECT count(*) FROM
+			 (SELECT row_number() OVER (ORDER BY event_id) AS i, key, version, outcome, payload, data
+				FROM upsert_order.event_log WHERE target = batched) p
+			 FULL JOIN
+			 (SELECT row_number() OVER (ORDER BY event_id) AS i, key, version, outcome, payload, data
+				FROM upsert_order.event_log WHERE target = one) q USING (i)
+			 WHERE (p.key, p.version, p.outcome, p.payload, p.data::text)
+				   IS DISTINCT FROM (q.key, q.version, q.outcome, q.payload, q.data::text))
+	FROM by_batch b FULL JOIN by_call c USING (n);
+	DROP TABLE by_batch, by_call;
+END $$;
+CREATE FUNCTION rnd_rows(tbl regclass) RETURNS SETOF rnd LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN QUERY EXECUTE format('SELECT id, ver, a, b FROM %s', tbl);
+END $$;
+SELECT * FROM same_as_one_by_one('rnd', 'rnd_one');
+SELECT * FROM same_as_one_by_one('rnd_trig', 'rnd_trig_one');
+DROP FUNCTION same_as_one_by_one(regclass, regclass), rnd_rows(regclass);
+DROP TABLE rnd, rnd_one, rnd_trig, rnd_trig_one, rnd_msg;
+DROP FUNCTION nothing();
