@@ -244,6 +244,18 @@ ROLLBACK;
 BEGIN READ ONLY;
 SELECT outcome FROM versioned_upsert('twin', '{"id": 1, "ver": 99, "name": "r", "code": "R", "qty": 1, "price": 1}');
 ROLLBACK;
+-- A temporary table may be written in a read-only transaction: the call
+-- fails only when it logs the event, on either path.
+CREATE TEMP TABLE tmp_plain (id int PRIMARY KEY, ver rowseq, v text);
+CREATE TEMP TABLE tmp_twin (LIKE tmp_plain INCLUDING ALL);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON tmp_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+BEGIN READ ONLY;
+SELECT outcome FROM versioned_upsert('tmp_plain', '{"id": 1, "ver": 1, "v": "a"}');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT outcome FROM versioned_upsert('tmp_twin', '{"id": 1, "ver": 1, "v": "a"}');
+ROLLBACK;
+DROP TABLE tmp_plain, tmp_twin;
 
 -- event_log.data on the direct path is what to_jsonb() makes of the row, to
 -- the byte, for every column type it converts itself (and through

@@ -659,8 +659,12 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 {
 	UpsertTarget *target = ds->target;
 
-	/* the statement's first checks: a read-only transaction, then privileges */
-	PreventCommandIfReadOnly("INSERT");
+	/*
+	 * The statement's first checks: a read-only transaction (which may still
+	 * write temporary tables), then privileges.
+	 */
+	if (ds->rel->rd_rel->relpersistence != RELPERSISTENCE_TEMP)
+		PreventCommandIfReadOnly("INSERT");
 	if (!ds->privileges_checked)
 	{
 		direct_check_privileges(ds);
