@@ -49,7 +49,9 @@
 #include "access/xact.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "tcop/utility.h"
@@ -71,8 +73,6 @@ struct DirectState
 	Relation	pkey;			/* its primary key index */
 	EState	   *estate;
 	ResultRelInfo *rri;
-	Bitmapset  *inserted_cols;	/* the columns the statement would insert */
-	Bitmapset  *updated_cols;	/* and update (direct_written_columns) */
 	bool		privileges_checked; /* for full-row messages, the only kind */
 	bool		indexes_open;	/* for the index entries of non-HOT updates */
 	TupleTableSlot *proposed;	/* the row the message describes */
@@ -127,35 +127,31 @@ direct_written_columns(UpsertTarget *target, Bitmapset **inserted, Bitmapset **u
  * Check the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
  * would need: INSERT on every column, UPDATE on the columns it sets (all
  * but the key), SELECT on the whole row.  Errors as the statement would.
+ * The state's range table entry already names the written columns
+ * (DirectOpen); this adds what it reads and the privileges to check.
  */
 static void
 direct_check_privileges(DirectState *ds)
 {
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	RangeTblEntry *rte = exec_rt_fetch(1, ds->estate);
+	MemoryContext oldcxt = MemoryContextSwitchTo(ds->estate->es_query_cxt);
+	/* the whole row: RETURNING t.* reads every column */
+	Bitmapset  *whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
 
-	rte->rtekind = RTE_RELATION;
-	rte->relid = ds->target->relid;
-	rte->relkind = ds->rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
+	MemoryContextSwitchTo(oldcxt);
 #if PG_VERSION_NUM >= 160000
 	{
-		RTEPermissionInfo *perm = makeNode(RTEPermissionInfo);
+		RTEPermissionInfo *perm = getRTEPermissionInfo(ds->estate->es_rteperminfos, rte);
 
-		perm->relid = ds->target->relid;
-		perm->inh = false;
 		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-		perm->selectedCols = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
-		perm->insertedCols = ds->inserted_cols;
-		perm->updatedCols = ds->updated_cols;
-		(void) ExecCheckPermissions(list_make1(rte), list_make1(perm), true);
+		perm->selectedCols = whole_row;
+		(void) ExecCheckPermissions(ds->estate->es_range_table,
+									ds->estate->es_rteperminfos, true);
 	}
 #else
 	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-	/* the whole row: RETURNING t.* reads every column */
-	rte->selectedCols = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
-	rte->insertedCols = ds->inserted_cols;
-	rte->updatedCols = ds->updated_cols;
-	(void) ExecCheckRTPerms(list_make1(rte), true);
+	rte->selectedCols = whole_row;
+	(void) ExecCheckRTPerms(ds->estate->es_range_table, true);
 #endif
 }
 
@@ -168,15 +164,18 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	DirectState *ds = palloc0(sizeof(DirectState));
+	Bitmapset  *inserted;
+	Bitmapset  *updated;
 
 	ds->target = target;
 	ds->generation = target->generation;
 	ds->rel = table_open(target->relid, NoLock);
 	ds->pkey = index_open(target->pkey_index, AccessShareLock);
 
-	direct_written_columns(target, &ds->inserted_cols, &ds->updated_cols);
-	ds->estate = SimpleExecStateCreate(ds->rel, ds->inserted_cols, ds->updated_cols,
-									   &ds->rri);
+	direct_written_columns(target, &inserted, &updated);
+	ds->estate = SimpleExecStateCreate(ds->rel, inserted, updated, &ds->rri);
+	bms_free(inserted);
+	bms_free(updated);
 	MemoryContextSwitchTo(ds->estate->es_query_cxt);
 	ds->proposed = ExecInitExtraTupleSlot(ds->estate, RelationGetDescr(ds->rel),
 										  &TTSOpsVirtual);
@@ -200,8 +199,6 @@ DirectClose(DirectState *ds)
 	/* the lock stays to the end of the transaction, as after an index scan */
 	index_close(ds->pkey, NoLock);
 	table_close(ds->rel, NoLock);
-	bms_free(ds->inserted_cols);
-	bms_free(ds->updated_cols);
 	pfree(ds);
 }
 
