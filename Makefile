@@ -29,7 +29,8 @@ REGRESS = rowseq outcomes bad_input identifiers triggers_constraints partitions 
 REGRESS_OPTS = --temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_regress
 
 # Isolation specs live in test/specs with their expected output in test/expected.
-ISOLATION = concurrent_same_key concurrent_new_key concurrent_batch repeatable_read concurrent_temp_table
+ISOLATION = concurrent_same_key concurrent_new_key concurrent_batch repeatable_read concurrent_temp_table \
+	concurrent_writer
 # The database the publisher serves (test/upsert_order.conf), so that it
 # publishes while the specs run rather than failing to connect.
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/output_iso \

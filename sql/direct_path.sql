@@ -9,6 +9,7 @@ DROP EXTENSION IF EXISTS upsert_order CASCADE;
 DROP SCHEMA IF EXISTS direct_path CASCADE;
 CREATE EXTENSION upsert_order;
 DROP ROLE IF EXISTS upsert_direct_writer;
+DROP ROLE IF EXISTS upsert_direct_nobody;
 RESET client_min_messages;
 CREATE SCHEMA direct_path;
 GRANT USAGE ON SCHEMA direct_path TO PUBLIC;
@@ -195,6 +196,100 @@ SELECT 'again' AS t, * FROM again UNION ALL SELECT 'again_twin', * FROM again_tw
 SELECT count(*) AS events FROM event_log WHERE target IN ('again'::regclass, 'again_twin'::regclass);
 DROP TABLE again, again_twin;
 DROP FUNCTION write_inner(text, int, bigint);
+
+-- The same with a stale message, and with a function that deletes the row:
+-- the outer call looks for the row after its CHECK constraints ran, and
+-- sees what they did, as the statement does.  It cannot affect a row they
+-- changed (whatever its message's version), and inserts where they deleted.
+CREATE FUNCTION change_inner(tbl text, id int, ver bigint, note text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF note = 'bump' THEN
+		PERFORM upsert_order.versioned_upsert(format('direct_path.%I', tbl)::regclass,
+			jsonb_build_object('id', id, 'ver', ver + 100, 'note', 'inner'));
+	ELSIF note = 'delete' THEN
+		EXECUTE format('DELETE FROM direct_path.%I WHERE id = $1', tbl) USING id;
+	END IF;
+	RETURN true;
+END $$;
+CREATE TABLE changed (id int PRIMARY KEY, ver rowseq, note text,
+	CHECK (change_inner('changed', id, ver::bigint, note)));
+CREATE TABLE changed_twin (id int PRIMARY KEY, ver rowseq, note text,
+	CHECK (change_inner('changed_twin', id, ver::bigint, note)));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON changed_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+INSERT INTO changed VALUES (1, '10', 'x'), (2, '10', 'x'), (3, '10', 'x');
+INSERT INTO changed_twin VALUES (1, '10', 'x'), (2, '10', 'x'), (3, '10', 'x');
+SELECT outcome, stored_version FROM versioned_upsert('changed', '{"id": 1, "ver": 5, "note": "bump"}');
+SELECT outcome, stored_version FROM versioned_upsert('changed_twin', '{"id": 1, "ver": 5, "note": "bump"}');
+SELECT outcome, stored_version FROM versioned_upsert('changed', '{"id": 2, "ver": 5, "note": "delete"}');
+SELECT outcome, stored_version FROM versioned_upsert('changed_twin', '{"id": 2, "ver": 5, "note": "delete"}');
+SELECT outcome, stored_version FROM versioned_upsert('changed', '{"id": 3, "ver": 50, "note": "delete"}');
+SELECT outcome, stored_version FROM versioned_upsert('changed_twin', '{"id": 3, "ver": 50, "note": "delete"}');
+SELECT 'changed' AS t, * FROM changed UNION ALL SELECT 'changed_twin', * FROM changed_twin ORDER BY t, id;
+SELECT target, key, version, outcome FROM event_log
+ WHERE target IN ('changed'::regclass, 'changed_twin'::regclass) ORDER BY target::text, event_id;
+DROP TABLE changed, changed_twin;
+DROP FUNCTION change_inner(text, int, bigint, text);
+
+-- The row an update writes (with the stored key) is checked against the
+-- constraints as UPDATE checks it, after the proposed row was: a constraint
+-- added NOT VALID can refuse the stored key, and a constraint's function
+-- runs twice for an update, once for an insert.
+CREATE FUNCTION noisy(tbl text, id numeric) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'checking % %', tbl, id;
+	RETURN true;
+END $$;
+CREATE TABLE rechecked (id numeric PRIMARY KEY, ver rowseq, v text, CHECK (noisy('rechecked', id)));
+CREATE TABLE rechecked_twin (id numeric PRIMARY KEY, ver rowseq, v text, CHECK (noisy('rechecked_twin', id)));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON rechecked_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT outcome FROM versioned_upsert('rechecked', '{"id": "1.00", "ver": 1, "v": "a"}');
+SELECT outcome FROM versioned_upsert('rechecked_twin', '{"id": "1.00", "ver": 1, "v": "a"}');
+SELECT outcome FROM versioned_upsert('rechecked', '{"id": 1.0, "ver": 2, "v": "b"}');
+SELECT outcome FROM versioned_upsert('rechecked_twin', '{"id": 1.0, "ver": 2, "v": "b"}');
+ALTER TABLE rechecked ADD CONSTRAINT short_scale CHECK (scale(id) < 2) NOT VALID;
+ALTER TABLE rechecked_twin ADD CONSTRAINT short_scale CHECK (scale(id) < 2) NOT VALID;
+SELECT outcome FROM versioned_upsert('rechecked', '{"id": 1.0, "ver": 3, "v": "c"}');
+SELECT outcome FROM versioned_upsert('rechecked_twin', '{"id": 1.0, "ver": 3, "v": "c"}');
+SELECT id, ver, v FROM rechecked UNION ALL SELECT id, ver, v FROM rechecked_twin;
+DROP TABLE rechecked, rechecked_twin;
+DROP FUNCTION noisy(text, numeric);
+
+-- A CHECK constraint may read tableoid, for inserts and updates alike.
+CREATE TABLE oid_checked (id int PRIMARY KEY, ver rowseq, v text,
+	CHECK (tableoid = 'direct_path.oid_checked'::regclass));
+CREATE TABLE oid_checked_twin (id int PRIMARY KEY, ver rowseq, v text,
+	CHECK (tableoid = 'direct_path.oid_checked_twin'::regclass));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON oid_checked_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT t, m, r.outcome
+FROM (VALUES ('oid_checked'), ('oid_checked_twin')) v(t),
+	 (VALUES (1, '{"id": 1, "ver": 1, "v": "a"}'::jsonb), (2, '{"id": 1, "ver": 2, "v": "b"}')) msg(m, j),
+	 LATERAL versioned_upsert(t::regclass, j) r
+ORDER BY t, m;
+DROP TABLE oid_checked, oid_checked_twin;
+
+-- Privileges are checked for every element of a batch, as the statement
+-- checks them at every execution: here a constraint's function changes the
+-- role in the middle of the batch, to one that may not write the table.
+CREATE ROLE upsert_direct_nobody;
+CREATE FUNCTION become(r text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF r IS NOT NULL THEN
+		PERFORM set_config('role', r, true);
+	END IF;
+	RETURN true;
+END $$;
+CREATE TABLE roled (id int PRIMARY KEY, ver rowseq, r text, CHECK (become(r)));
+CREATE TABLE roled_twin (id int PRIMARY KEY, ver rowseq, r text, CHECK (become(r)));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON roled_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+SELECT * FROM versioned_upsert_batch('roled',
+	'[{"id": 1, "ver": 1, "r": "upsert_direct_nobody"}, {"id": 2, "ver": 1, "r": null}]');
+SELECT * FROM versioned_upsert_batch('roled_twin',
+	'[{"id": 1, "ver": 1, "r": "upsert_direct_nobody"}, {"id": 2, "ver": 1, "r": null}]');
+SELECT current_user = session_user AS role_restored, count(*) AS rows
+FROM (SELECT id FROM roled UNION ALL SELECT id FROM roled_twin) r;
+DROP TABLE roled, roled_twin;
+DROP FUNCTION become(text);
+DROP ROLE upsert_direct_nobody;
 
 -- An update keeps the stored key, as the statement's SET does, when the
 -- message spells an equal key differently.

@@ -18,24 +18,27 @@
  *	  sets, SELECT on the row), checked the same way;
  *	- the proposed row's NOT NULL and CHECK constraints, which ON CONFLICT
  *	  checks before it looks for a conflict;
- *	- the stored version, read with a fresh snapshot: a message older than
- *	  it is stale right there, without locking the row or waiting for a
- *	  concurrent writer of it (versions only grow, so whatever that writer
- *	  commits, the message stays stale);
- *	- an equal version is a duplicate right there too when no other
- *	  transaction has updated or deleted the row (its xmax says so);
- *	  otherwise it is decided under the row lock, which waits for that
- *	  writer (it may be about to commit a newer version);
- *	- a newer message updates the row read, with its indexes maintained;
- *	  if a concurrent writer changed it meanwhile, the update waits for that
- *	  writer and fails, and the newest version is locked and compared again,
- *	  as the statement does;
+ *	- the stored version, read with a fresh snapshot (taken again after
+ *	  the CHECK constraints ran, since a function they call may have
+ *	  changed the row);
+ *	- when another transaction is updating or deleting that row, the row
+ *	  lock, which waits for that writer as the statement's lock does; if the
+ *	  writer committed, the decision starts over from the index, as the
+ *	  statement's does (the row may now have another key, or be gone);
+ *	- a message not newer than the stored version is stale or a duplicate
+ *	  right there.  Unlike the statement, the call does not lock the row
+ *	  then: a transaction that only locks the row does not make it wait,
+ *	  and nobody waits for it afterwards;
+ *	- a newer message updates the row read, checking the row it writes
+ *	  (with the stored key) against the constraints, as UPDATE does, under
+ *	  the row lock the statement takes (a stronger one first, where another
+ *	  unique index covers the columns it sets);
  *	- a key with no visible row is inserted as ON CONFLICT inserts: after
  *	  waiting for any transaction inserting the same key, speculatively,
  *	  confirmed only if nobody inserted the key meanwhile.
  *
- * Whenever a concurrent writer deleted the row found, or inserted the key
- * not found, it looks again with a new snapshot.
+ * Whenever a concurrent writer changed or deleted the row found, or
+ * inserted the key not found, it looks again with a new snapshot.
  *
  *-------------------------------------------------------------------------
  */
@@ -73,20 +76,11 @@ struct DirectState
 	Relation	pkey;			/* its primary key index */
 	EState	   *estate;
 	ResultRelInfo *rri;
-	bool		privileges_checked; /* for full-row messages, the only kind */
 	bool		indexes_open;	/* for the index entries of non-HOT updates */
 	TupleTableSlot *proposed;	/* the row the message describes */
 	TupleTableSlot *stored;		/* the row as stored */
 	Snapshot	snapshot;		/* of the message being decided */
 };
-
-/* How an attempt to update the row ended. */
-typedef enum DirectUpdateResult
-{
-	DIRECT_UPDATED,				/* the row now holds the message */
-	DIRECT_NOT_NEWER,			/* a concurrent writer committed a version at least as new */
-	DIRECT_GONE					/* the row was deleted meanwhile */
-} DirectUpdateResult;
 
 /* Does this message qualify for the direct path? */
 bool
@@ -124,33 +118,43 @@ direct_written_columns(UpsertTarget *target, Bitmapset **inserted, Bitmapset **u
 }
 
 /*
- * Check the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
- * would need: INSERT on every column, UPDATE on the columns it sets (all
- * but the key), SELECT on the whole row.  Errors as the statement would.
- * The state's range table entry already names the written columns
- * (DirectOpen); this adds what it reads and the privileges to check.
+ * Name the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
+ * needs in the state's range table entry, which already names the written
+ * columns (SimpleExecStateCreate): INSERT on every column, UPDATE on the
+ * columns it sets (all but the key), SELECT on the whole row.
  */
 static void
-direct_check_privileges(DirectState *ds)
+direct_require_privileges(DirectState *ds)
 {
 	RangeTblEntry *rte = exec_rt_fetch(1, ds->estate);
-	MemoryContext oldcxt = MemoryContextSwitchTo(ds->estate->es_query_cxt);
 	/* the whole row: RETURNING t.* reads every column */
 	Bitmapset  *whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
 
-	MemoryContextSwitchTo(oldcxt);
 #if PG_VERSION_NUM >= 160000
 	{
 		RTEPermissionInfo *perm = getRTEPermissionInfo(ds->estate->es_rteperminfos, rte);
 
 		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
 		perm->selectedCols = whole_row;
-		(void) ExecCheckPermissions(ds->estate->es_range_table,
-									ds->estate->es_rteperminfos, true);
 	}
 #else
 	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
 	rte->selectedCols = whole_row;
+#endif
+}
+
+/*
+ * Check those privileges, for the current user, as the statement checks
+ * them at every execution: in a batch, a function a constraint calls may
+ * have changed the user since the last row.
+ */
+static void
+direct_check_privileges(DirectState *ds)
+{
+#if PG_VERSION_NUM >= 160000
+	(void) ExecCheckPermissions(ds->estate->es_range_table,
+								ds->estate->es_rteperminfos, true);
+#else
 	(void) ExecCheckRTPerms(ds->estate->es_range_table, true);
 #endif
 }
@@ -177,6 +181,7 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 	bms_free(inserted);
 	bms_free(updated);
 	MemoryContextSwitchTo(ds->estate->es_query_cxt);
+	direct_require_privileges(ds);
 	ds->proposed = ExecInitExtraTupleSlot(ds->estate, RelationGetDescr(ds->rel),
 										  &TTSOpsVirtual);
 	ds->stored = table_slot_create(ds->rel, &ds->estate->es_tupleTable);
@@ -200,6 +205,21 @@ DirectClose(DirectState *ds)
 	index_close(ds->pkey, NoLock);
 	table_close(ds->rel, NoLock);
 	pfree(ds);
+}
+
+/*
+ * The message's key in the proposed row: what an insert writes.  An update
+ * writes the stored key instead (direct_keep_stored_key), and a retry after
+ * the row went away puts the message's back.
+ */
+static void
+direct_set_message_key(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
+{
+	for (int k = 0; k < target->npkey; k++)
+	{
+		ds->proposed->tts_values[target->pkey[k] - 1] = msg->key_values[k];
+		ds->proposed->tts_isnull[target->pkey[k] - 1] = false;
+	}
 }
 
 /* Start deciding one message: a fresh snapshot, and the proposed row. */
@@ -232,14 +252,12 @@ direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 		ds->proposed->tts_isnull[i] = msg->nulls[i] ||
 			TupleDescAttr(tupdesc, i)->attisdropped;
 	}
-	for (int k = 0; k < target->npkey; k++)
-	{
-		ds->proposed->tts_values[target->pkey[k] - 1] = msg->key_values[k];
-		ds->proposed->tts_isnull[target->pkey[k] - 1] = false;
-	}
+	direct_set_message_key(ds, target, msg);
 	ds->proposed->tts_values[target->version_attnum - 1] = RowseqGetDatum(msg->version);
 	ds->proposed->tts_isnull[target->version_attnum - 1] = false;
 	ExecStoreVirtualTuple(ds->proposed);
+	/* a CHECK constraint may read tableoid */
+	ds->proposed->tts_tableOid = RelationGetRelid(ds->rel);
 }
 
 /* Done with one message: drop what refers to it. */
@@ -296,8 +314,10 @@ direct_row_changed_by_nested_call(void)
 }
 
 /*
- * Lock the newest version of the row found, waiting for a concurrent writer
- * as UPDATE does; false when the row was deleted meanwhile.
+ * Lock the row found, waiting for a concurrent writer of it as the
+ * statement's lock does; false when that writer changed or deleted it,
+ * which sends the caller back to the index, as the statement starts over
+ * (the newest version may have another key).
  */
 static bool
 direct_lock(DirectState *ds, UpsertTarget *target)
@@ -309,24 +329,17 @@ direct_lock(DirectState *ds, UpsertTarget *target)
 	result = table_tuple_lock(ds->rel, &tid, ds->snapshot, ds->stored,
 							  ds->estate->es_output_cid,
 							  target->update_lockmode,
-							  LockWaitBlock,
-							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
-							  &tmfd);
+							  LockWaitBlock, 0, &tmfd);
 	switch (result)
 	{
 		case TM_Ok:
 			return true;
+		case TM_Updated:
 		case TM_Deleted:
 			return false;
 		case TM_SelfModified:
 		case TM_Invisible:
 			direct_row_changed_by_nested_call();
-			break;
-		case TM_Updated:
-			/* only when the row moved to another partition, which cannot be here */
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to concurrent update")));
 			break;
 		default:
 			elog(ERROR, "unexpected table_tuple_lock result %d", (int) result);
@@ -433,13 +446,29 @@ direct_keep_stored_key(DirectState *ds, UpsertTarget *target)
 }
 
 /*
- * Update the row found (older than the message) to the proposed row, as
- * UPDATE would, unless a concurrent writer got there first: then lock the
- * row's newest version and compare again.  On DIRECT_NOT_NEWER, *version is
- * the version that won.
+ * The row to be updated was changed by a later command of this
+ * transaction: a function the constraints of the row being written called
+ * changed it.  UPDATE refuses to go on, and so does this, with its error.
  */
-static DirectUpdateResult
-direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq *version)
+static void direct_row_changed_before_update(void) pg_attribute_noreturn();
+
+static void
+direct_row_changed_before_update(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+			 errmsg("tuple to be updated was already modified by an operation triggered by the current command"),
+			 errhint("Consider using an AFTER trigger instead of a BEFORE trigger to propagate changes to other rows.")));
+}
+
+/*
+ * Update the row found (older than the message) to the proposed row with
+ * the stored key, as UPDATE would; false when a concurrent writer changed
+ * or deleted the row first (after waiting for it): nothing was written
+ * then, and the caller looks again.
+ */
+static bool
+direct_update(DirectState *ds, UpsertTarget *target)
 {
 	ItemPointerData tid = ds->stored->tts_tid;
 	TM_FailureData tmfd;
@@ -451,33 +480,35 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 	bool		update_indexes;
 #endif
 
-	for (;;)
-	{
-		/*
-		 * Mostly the row read is still the newest: update it straight away,
-		 * with no separate row lock (and WAL record) before.  If it is not,
-		 * the update waits for the writer that changed it and fails.
-		 */
-		direct_keep_stored_key(ds, target);
-		result = table_tuple_update(ds->rel, &tid, ds->proposed,
-									ds->estate->es_output_cid, ds->snapshot,
-									InvalidSnapshot, true, &tmfd, &lockmode,
-									&update_indexes);
-		if (result == TM_Ok)
-			break;
-		if (result == TM_Deleted)
-			return DIRECT_GONE;
-		if (result == TM_SelfModified || result == TM_Invisible)
-			direct_row_changed_by_nested_call();
-		if (result != TM_Updated)
-			elog(ERROR, "unexpected table_tuple_update result %d", (int) result);
+	/* UPDATE checks the row it writes, whose key is the stored one. */
+	direct_keep_stored_key(ds, target);
+	if (RelationGetDescr(ds->rel)->constr)
+		ExecConstraints(ds->rri, ds->proposed, ds->estate);
 
-		/* Lock the newest version and look again. */
-		if (!direct_lock(ds, target))
-			return DIRECT_GONE;
-		if (direct_stored_version(ds, target, version) && *version >= msg->version)
-			return DIRECT_NOT_NEWER;
-		tid = ds->stored->tts_tid;
+	/*
+	 * Mostly the row read is still the newest: update it straight away,
+	 * with no separate row lock (and WAL record) before.  If it is not, the
+	 * update waits for the writer that changed it and fails.
+	 */
+	result = table_tuple_update(ds->rel, &tid, ds->proposed,
+								ds->estate->es_output_cid, ds->snapshot,
+								InvalidSnapshot, true, &tmfd, &lockmode,
+								&update_indexes);
+	switch (result)
+	{
+		case TM_Ok:
+			break;
+		case TM_Updated:
+		case TM_Deleted:
+			return false;
+		case TM_SelfModified:
+			direct_row_changed_before_update();
+			break;
+		case TM_Invisible:
+			direct_row_changed_by_nested_call();
+			break;
+		default:
+			elog(ERROR, "unexpected table_tuple_update result %d", (int) result);
 	}
 
 	/*
@@ -501,7 +532,7 @@ direct_update(DirectState *ds, UpsertTarget *target, UpsertMessage *msg, rowseq 
 										 NULL, NIL);
 	}
 #endif
-	return DIRECT_UPDATED;
+	return true;
 }
 
 /* Report a message that changed nothing. */
@@ -527,66 +558,52 @@ direct_row_data(DirectState *ds)
 
 /*
  * Decide the message against the row found, and apply it if newer.  Returns
- * false when the row was deleted meanwhile: the key is then free again.
+ * false when a concurrent writer changed or deleted the row meanwhile: the
+ * caller then looks again.
  */
 static bool
 direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 					   bool *stored_isnull, rowseq *stored)
 {
 	UpsertTarget *target = ds->target;
+	bool		locked = false;
 	rowseq		version;
-	bool		have_version;
 
 	if (direct_row_inserted_later(ds))
 		direct_row_changed_by_nested_call();
 
 	/*
-	 * Older than what is committed: stale, whatever a concurrent writer of
-	 * the row does, since versions only grow; nothing to lock or wait for.
+	 * Another transaction is replacing or deleting the row (or did, and
+	 * aborted): wait for it under the row lock, as the statement would, and
+	 * start over if it changed the row.  Otherwise the row read is the one
+	 * the message is decided against, as if this call had locked it before
+	 * any later writer.
 	 */
-	have_version = direct_stored_version(ds, target, &version);
-	if (have_version && version > msg->version)
-	{
-		direct_reject(msg, version, event, stored_isnull, stored);
-		return true;
-	}
-
-	/*
-	 * Equal, and nobody is writing the row: a duplicate, decided as if this
-	 * call had locked the row before any later writer.
-	 */
-	if (have_version && version == msg->version && !direct_row_being_written(ds))
-	{
-		direct_reject(msg, version, event, stored_isnull, stored);
-		return true;
-	}
-
-	/*
-	 * Equal, but a concurrent writer may be about to commit a newer version,
-	 * which would make the message stale: decide under the row lock, which
-	 * waits for that writer, as the statement would.
-	 */
-	if (have_version && version == msg->version)
+	if (direct_row_being_written(ds))
 	{
 		if (!direct_lock(ds, target))
 			return false;
-		if (direct_stored_version(ds, target, &version) && version >= msg->version)
-		{
-			direct_reject(msg, version, event, stored_isnull, stored);
-			return true;
-		}
+		locked = true;
 	}
 
-	switch (direct_update(ds, target, msg, &version))
+	if (direct_stored_version(ds, target, &version) && version >= msg->version)
 	{
-		case DIRECT_UPDATED:
-			break;
-		case DIRECT_NOT_NEWER:
-			direct_reject(msg, version, event, stored_isnull, stored);
-			return true;
-		case DIRECT_GONE:
-			return false;
+		direct_reject(msg, version, event, stored_isnull, stored);
+		return true;
 	}
+
+	/*
+	 * The statement locks the row before it updates it, in the mode of an
+	 * UPDATE of every column it sets; where that is stronger than what the
+	 * update itself takes (another unique index covers a column it sets),
+	 * take it first.
+	 */
+	if (!locked && target->update_lockmode == LockTupleExclusive &&
+		!direct_lock(ds, target))
+		return false;
+
+	if (!direct_update(ds, target))
+		return false;
 
 	/* No trigger or generated column: the stored row is the proposed one. */
 	event->data = direct_row_data(ds);
@@ -649,6 +666,20 @@ direct_new_snapshot(DirectState *ds)
 	ds->estate->es_snapshot = ds->snapshot;
 }
 
+/*
+ * A function a CHECK constraint calls may have changed or deleted the row
+ * with the message's key (by a nested versioned_upsert(), say).  The
+ * statement looks for its conflict with a snapshot that sees every change of
+ * its own transaction; look with one that sees those changes too.  The
+ * statement's own snapshot stays the active one.
+ */
+static void
+direct_see_constraint_effects(DirectState *ds)
+{
+	CommandCounterIncrement();
+	direct_new_snapshot(ds);
+}
+
 /* Decide the message and apply it: update the row with its key, or insert it. */
 static void
 direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
@@ -662,11 +693,7 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	 */
 	if (ds->rel->rd_rel->relpersistence != RELPERSISTENCE_TEMP)
 		PreventCommandIfReadOnly("INSERT");
-	if (!ds->privileges_checked)
-	{
-		direct_check_privileges(ds);
-		ds->privileges_checked = true;
-	}
+	direct_check_privileges(ds);
 
 	/*
 	 * ON CONFLICT DO UPDATE needs a replica identity on a published table,
@@ -677,15 +704,20 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 
 	/* ON CONFLICT checks the proposed row before it looks for a conflict */
 	if (RelationGetDescr(ds->rel)->constr)
+	{
 		ExecConstraints(ds->rri, ds->proposed, ds->estate);
+		if (RelationGetDescr(ds->rel)->constr->num_check > 0)
+			direct_see_constraint_effects(ds);
+	}
 
 	/*
-	 * A concurrent writer may delete the row found, or insert the key not
-	 * found, before this call is done with it: then look again.
+	 * A concurrent writer may change or delete the row found, or insert the
+	 * key not found, before this call is done with it: then look again.
 	 */
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
+		direct_set_message_key(ds, target, msg);
 		if (direct_find(ds, target, msg))
 		{
 			if (direct_decide_existing(ds, msg, event, stored_isnull, stored))
