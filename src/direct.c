@@ -21,14 +21,15 @@
  *	- the stored version, read with a fresh snapshot (taken again after
  *	  the CHECK constraints ran, since a function they call may have
  *	  changed the row);
- *	- when another transaction is updating or deleting that row, the row
- *	  lock, which waits for that writer as the statement's lock does; if the
- *	  writer committed, the decision starts over from the index, as the
- *	  statement's does (the row may now have another key, or be gone);
+ *	- when another transaction is updating or deleting that row, or holds
+ *	  a lock on it, the row lock, which waits for that transaction as the
+ *	  statement's lock does; if it changed the row, the decision starts
+ *	  over from the index, as the statement's does (the row may now have
+ *	  another key, or be gone);
  *	- a message not newer than the stored version is stale or a duplicate
  *	  right there.  Unlike the statement, the call does not lock the row
- *	  then: a transaction that only locks the row does not make it wait,
- *	  and nobody waits for it afterwards;
+ *	  when nobody else held it: a writer that comes after it does not wait
+ *	  for its transaction to end;
  *	- a newer message updates the row read, checking the row it writes
  *	  (with the stored key) against the constraints, as UPDATE does, under
  *	  the row lock the statement takes (a stronger one first, where another
@@ -46,6 +47,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/multixact.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -57,6 +59,7 @@
 #endif
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "tcop/utility.h"
 #include "utils/datum.h"
 #include "utils/rel.h"
@@ -359,28 +362,39 @@ direct_stored_version(DirectState *ds, UpsertTarget *target, rowseq *version)
 }
 
 /*
- * Has a transaction other than ours updated or deleted the row found, or is
- * one doing so?  The row read is the newest committed version as of our
- * snapshot; with no updater or deleter in its xmax (lockers do not count),
- * nobody is about to replace it, and its version is the one a message can be
- * compared with.  Whenever in doubt (an updater of any outcome) say yes: the
- * caller then locks the row, which waits for that writer.
+ * Is another transaction writing the row found, or holding a lock on it
+ * (which it may take to update or delete the row next)?  The row read is
+ * the newest committed version as of our snapshot; if nobody else has an
+ * updater or deleter in its xmax, or a lock that is still held, nobody can
+ * replace it before this call is done, and its version is the one a message
+ * can be compared with.  Whenever in doubt (an updater of any outcome, a
+ * multixact with a running member) say yes: the caller then locks the row,
+ * which waits only for what the statement's lock would wait for.
  */
 static bool
-direct_row_being_written(DirectState *ds)
+direct_row_contended(DirectState *ds)
 {
 	BufferHeapTupleTableSlot *bslot = (BufferHeapTupleTableSlot *) ds->stored;
 	HeapTupleHeader header;
 	uint16		infomask;
+	TransactionId xmax;
 
 	Assert(TTS_IS_BUFFERTUPLE(ds->stored));
 	header = bslot->base.tuple->t_data;
 
 	LockBuffer(bslot->buffer, BUFFER_LOCK_SHARE);
 	infomask = header->t_infomask;
+	xmax = HeapTupleHeaderGetRawXmax(header);
 	LockBuffer(bslot->buffer, BUFFER_LOCK_UNLOCK);
 
-	return !(infomask & HEAP_XMAX_INVALID) && !HEAP_XMAX_IS_LOCKED_ONLY(infomask);
+	if (infomask & HEAP_XMAX_INVALID)
+		return false;
+	if (!HEAP_XMAX_IS_LOCKED_ONLY(infomask))
+		return true;
+	/* only lockers: the lock matters while its holder runs */
+	if (infomask & HEAP_XMAX_IS_MULTI)
+		return MultiXactIdIsRunning(xmax, true);
+	return !TransactionIdIsCurrentTransactionId(xmax) && TransactionIdIsInProgress(xmax);
 }
 
 /*
@@ -574,12 +588,13 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 
 	/*
 	 * Another transaction is replacing or deleting the row (or did, and
-	 * aborted): wait for it under the row lock, as the statement would, and
-	 * start over if it changed the row.  Otherwise the row read is the one
-	 * the message is decided against, as if this call had locked it before
-	 * any later writer.
+	 * aborted), or holds a lock on it: lock the row, which waits for that
+	 * transaction as the statement's lock would, and start over if it
+	 * changed the row.  Otherwise the row read is the one the message is
+	 * decided against, as if this call had locked it before any later
+	 * writer.
 	 */
-	if (direct_row_being_written(ds))
+	if (direct_row_contended(ds))
 	{
 		if (!direct_lock(ds, target))
 			return false;
