@@ -254,6 +254,27 @@ SELECT id, ver, v FROM rechecked UNION ALL SELECT id, ver, v FROM rechecked_twin
 DROP TABLE rechecked, rechecked_twin;
 DROP FUNCTION noisy(text, numeric);
 
+-- A function that writes the row while the row an update writes is checked
+-- (here it does so only when it sees the stored key's spelling, 1.00): the
+-- update refuses to go on, as UPDATE does, and nothing is left behind.
+CREATE FUNCTION write_late(tbl text, id numeric, note text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF note = 'late' AND scale(id) = 2 THEN
+		EXECUTE format('UPDATE direct_path.%I SET note = $2 WHERE id = $1', tbl) USING id, 'touched';
+	END IF;
+	RETURN true;
+END $$;
+CREATE TABLE late (id numeric PRIMARY KEY, ver rowseq, note text, CHECK (write_late('late', id, note)));
+CREATE TABLE late_twin (id numeric PRIMARY KEY, ver rowseq, note text, CHECK (write_late('late_twin', id, note)));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON late_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+INSERT INTO late VALUES (1.00, '1', 'x');
+INSERT INTO late_twin VALUES (1.00, '1', 'x');
+SELECT outcome FROM versioned_upsert('late', '{"id": 1.0, "ver": 2, "note": "late"}');
+SELECT outcome FROM versioned_upsert('late_twin', '{"id": 1.0, "ver": 2, "note": "late"}');
+SELECT 'late' AS t, * FROM late UNION ALL SELECT 'late_twin', * FROM late_twin ORDER BY t;
+DROP TABLE late, late_twin;
+DROP FUNCTION write_late(text, numeric, text);
+
 -- A CHECK constraint may read tableoid, for inserts and updates alike.
 CREATE TABLE oid_checked (id int PRIMARY KEY, ver rowseq, v text,
 	CHECK (tableoid = 'direct_path.oid_checked'::regclass));
