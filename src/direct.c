@@ -561,13 +561,23 @@ direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 	event->data_isnull = true;
 }
 
-/* The stored row as event_log.data: the proposed row, as nothing changed it. */
-static Datum
-direct_row_data(DirectState *ds)
+/*
+ * Report a message that was written: the stored row, as event_log.data, is
+ * the proposed one, since no trigger or generated column changed it.
+ */
+static void
+direct_report_applied(DirectState *ds, UpsertMessage *msg, const char *outcome,
+					  LoggedEvent *event, bool *stored_isnull, rowseq *stored)
 {
 	if (ds->target->row_json_direct)
-		return RowToJsonb(ds->target, ds->proposed);
-	return FunctionCall1(&ds->target->to_jsonb, ExecFetchSlotHeapTupleDatum(ds->proposed));
+		event->data = RowToJsonb(ds->target, ds->proposed);
+	else
+		event->data = FunctionCall1(&ds->target->to_jsonb,
+									ExecFetchSlotHeapTupleDatum(ds->proposed));
+	event->data_isnull = false;
+	event->outcome = outcome;
+	*stored_isnull = false;
+	*stored = msg->version;
 }
 
 /*
@@ -619,13 +629,7 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 
 	if (!direct_update(ds, target))
 		return false;
-
-	/* No trigger or generated column: the stored row is the proposed one. */
-	event->data = direct_row_data(ds);
-	event->data_isnull = false;
-	event->outcome = "updated";
-	*stored_isnull = false;
-	*stored = msg->version;
+	direct_report_applied(ds, msg, "updated", event, stored_isnull, stored);
 	return true;
 }
 
@@ -732,7 +736,6 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
-		direct_set_message_key(ds, target, msg);
 		if (direct_find(ds, target, msg))
 		{
 			if (direct_decide_existing(ds, msg, event, stored_isnull, stored))
@@ -740,14 +743,12 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 		}
 		else if (direct_insert(ds, target))
 		{
-			event->data = direct_row_data(ds);
-			event->data_isnull = false;
-			event->outcome = "inserted";
-			*stored_isnull = false;
-			*stored = msg->version;
+			direct_report_applied(ds, msg, "inserted", event, stored_isnull, stored);
 			return;
 		}
 		direct_new_snapshot(ds);
+		/* a failed update attempt left the stored key in the proposed row */
+		direct_set_message_key(ds, target, msg);
 	}
 }
 
