@@ -105,9 +105,12 @@ numeric_value(JsonbValue *jb, Numeric num, TargetColumn *col, Datum value)
 	jb->val.numeric = num;
 }
 
-/* One column's value, as to_jsonb() converts it. */
-static void
-column_value(JsonbValue *jb, TargetColumn *col, Datum value)
+/*
+ * One column's value, as to_jsonb() converts it; col's json_kind is not
+ * ROW_JSON_OTHER.
+ */
+void
+RowJsonValue(JsonbValue *jb, TargetColumn *col, Datum value)
 {
 	char	   *str;
 
@@ -190,7 +193,7 @@ RowToJsonb(UpsertTarget *target, TupleTableSlot *slot)
 		if (slot->tts_isnull[i])
 			jb.type = jbvNull;
 		else
-			column_value(&jb, col, slot->tts_values[i]);
+			RowJsonValue(&jb, col, slot->tts_values[i]);
 		pushJsonbValue(&state, WJB_VALUE, &jb);
 	}
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);

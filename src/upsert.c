@@ -153,46 +153,26 @@ push_key_value(JsonbParseState **state, Datum value, TargetColumn *col)
 {
 	JsonbValue	jv;
 
-	switch (col->basetype)
+	switch (col->json_kind)
 	{
-		case JSONBOID:
+		case ROW_JSON_BOOL:
+		case ROW_JSON_INT2:
+		case ROW_JSON_INT4:
+		case ROW_JSON_INT8:
+		case ROW_JSON_NUMERIC:
+			/* as in event_log.data (NaN and infinity as strings) */
+			RowJsonValue(&jv, col, value);
+			break;
+		default:
+			if (col->basetype == JSONBOID)
 			{
 				Jsonb	   *jb = DatumGetJsonbP(value);
 
 				jv.type = jbvBinary;
 				jv.val.binary.data = &jb->root;
 				jv.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-			}
-			break;
-		case INT2OID:
-			jv.type = jbvNumeric;
-			jv.val.numeric = int64_to_numeric(DatumGetInt16(value));
-			break;
-		case INT4OID:
-			jv.type = jbvNumeric;
-			jv.val.numeric = int64_to_numeric(DatumGetInt32(value));
-			break;
-		case INT8OID:
-			jv.type = jbvNumeric;
-			jv.val.numeric = int64_to_numeric(DatumGetInt64(value));
-			break;
-		case NUMERICOID:
-			/* JSON has no NaN or infinity: a string, as to_jsonb() writes them */
-			if (numeric_is_nan(DatumGetNumeric(value)) || numeric_is_inf(DatumGetNumeric(value)))
-			{
-				jv.type = jbvString;
-				jv.val.string.val = OutputFunctionCall(&col->output, value);
-				jv.val.string.len = strlen(jv.val.string.val);
 				break;
 			}
-			jv.type = jbvNumeric;
-			jv.val.numeric = DatumGetNumeric(value);
-			break;
-		case BOOLOID:
-			jv.type = jbvBool;
-			jv.val.boolean = DatumGetBool(value);
-			break;
-		default:
 			jv.type = jbvString;
 			jv.val.string.val = OutputFunctionCall(&col->output, value);
 			jv.val.string.len = strlen(jv.val.string.val);

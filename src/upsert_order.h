@@ -202,6 +202,7 @@ typedef struct UpsertMessage
 /* row_json.c: the stored row as jsonb */
 struct TupleTableSlot;
 extern RowJsonKind RowJsonKindOf(Oid basetype);
+extern void RowJsonValue(JsonbValue *jb, TargetColumn *col, Datum value);
 extern Datum RowToJsonb(UpsertTarget *target, struct TupleTableSlot *slot);
 
 /* exec_state.c: executor state for writing one relation's rows below SQL */
