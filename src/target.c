@@ -492,6 +492,70 @@ target_build(Oid relid)
 }
 
 /*
+ * Lock the table as the statement would, and check what naming it in the
+ * statement would need: that it exists, and USAGE on its schema.  A caller
+ * holding only the OID needs that too, on every call (a cached statement or
+ * the direct path never names the table again).
+ */
+static void
+target_lock(Oid relid)
+{
+	Oid			nspid;
+	AclResult	aclresult;
+
+	LockRelationOid(relid, RowExclusiveLock);
+	nspid = get_rel_namespace(relid);
+	if (!OidIsValid(nspid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+
+#if PG_VERSION_NUM >= 160000
+	aclresult = object_aclcheck(NamespaceRelationId, nspid, GetUserId(), ACL_USAGE);
+#else
+	aclresult = pg_namespace_aclcheck(nspid, GetUserId(), ACL_USAGE);
+#endif
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_SCHEMA, get_namespace_name(nspid));
+}
+
+/*
+ * Build the metadata of a target in a fresh context, which becomes the
+ * cache entry's only once the build succeeded: an error leaves no half-built
+ * entry behind, and removes the entry the caller made for it.
+ */
+static UpsertTarget *
+target_build_entry(Oid relid)
+{
+	MemoryContext cxt = AllocSetContextCreate(CacheMemoryContext,
+											  "upsert_order target",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	UpsertTarget *target;
+	uint64		invalidations_before = build_invalidations;
+
+	PG_TRY();
+	{
+		target = target_build(relid);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(cxt);
+		hash_search(target_cache, &relid, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	MemoryContextSetIdentifier(cxt, target->displayname);
+	target->cxt = cxt;
+	if (build_invalidations != invalidations_before)
+		target_mark_stale(target);
+	return target;
+}
+
+/*
  * The metadata of a target, locking the table first.
  *
  * The lock comes before the cache check because acquiring it processes
@@ -504,30 +568,8 @@ TargetLookup(Oid relid)
 {
 	TargetCacheEntry *entry;
 	bool		found;
-	MemoryContext oldcxt;
-	Oid			nspid;
-	AclResult	aclresult;
 
-	LockRelationOid(relid, RowExclusiveLock);
-	nspid = get_rel_namespace(relid);
-	if (!OidIsValid(nspid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-
-	/*
-	 * The statement would need USAGE on the table's schema to name it; a
-	 * caller holding only the OID needs it too, on every call (a cached
-	 * statement or the direct path never names the table again).
-	 */
-#if PG_VERSION_NUM >= 160000
-	aclresult = object_aclcheck(NamespaceRelationId, nspid, GetUserId(), ACL_USAGE);
-#else
-	aclresult = pg_namespace_aclcheck(nspid, GetUserId(), ACL_USAGE);
-#endif
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_SCHEMA, get_namespace_name(nspid));
-
+	target_lock(relid);
 	target_sweep();
 	target_free_retired();
 
@@ -559,38 +601,7 @@ TargetLookup(Oid relid)
 		target_free_retired();
 	}
 
-	/*
-	 * Build in a fresh context that becomes the entry's only once the build
-	 * succeeded, so an error leaves no half-built entry behind.
-	 */
-	{
-		MemoryContext cxt = AllocSetContextCreate(CacheMemoryContext,
-												  "upsert_order target",
-												  ALLOCSET_SMALL_SIZES);
-		UpsertTarget *target;
-		uint64		invalidations_before = build_invalidations;
-
-		oldcxt = MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			target = target_build(relid);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextDelete(cxt);
-			hash_search(target_cache, &relid, HASH_REMOVE, NULL);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(oldcxt);
-
-		MemoryContextSetIdentifier(cxt, target->displayname);
-		target->cxt = cxt;
-		if (build_invalidations != invalidations_before)
-			target_mark_stale(target);
-		entry->target = target;
-	}
+	entry->target = target_build_entry(relid);
 	return entry->target;
 }
 

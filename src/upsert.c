@@ -214,6 +214,64 @@ key_position(UpsertTarget *target, AttrNumber attnum)
 	return -1;
 }
 
+/* The version a message carries: a JSON number or string of digits. */
+static rowseq
+parse_version(JsonbValue *value)
+{
+	if (value->type == jbvBinary)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid input syntax for type rowseq: \"%s\"",
+						json_value_to_cstring(value, JSONBOID)),
+				 errdetail("A rowseq is written as decimal digits only.")));
+	return RowseqFromText(json_value_to_cstring(value, TEXTOID));
+}
+
+/* The value of a primary key column, which must not be null. */
+static Datum
+parse_key_value(TargetColumn *col, JsonbValue *value)
+{
+	if (value->type == jbvNull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("primary key column \"%s\" is null in new_row", col->name),
+				 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
+	return InputFunctionCall(&col->input, json_value_to_cstring(value, col->basetype),
+							 col->ioparam, col->typmod);
+}
+
+/* The value of another scalar column, into msg->values and msg->nulls. */
+static void
+parse_scalar_value(UpsertMessage *msg, TargetColumn *col, AttrNumber attnum,
+				   JsonbValue *value)
+{
+	char	   *text = NULL;
+
+	/* A JSON null still goes through the input function: a domain may refuse it. */
+	if (value->type != jbvNull)
+		text = json_value_to_cstring(value, col->basetype);
+	msg->values[attnum - 1] = InputFunctionCall(&col->input, text, col->ioparam, col->typmod);
+	msg->nulls[attnum - 1] = (text == NULL);
+	msg->scalars = bms_add_member(msg->scalars, attnum);
+}
+
+/* The column a key of new_row names, which must exist. */
+static AttrNumber
+parse_column_name(UpsertTarget *target, JsonbValue *key)
+{
+	char	   *name = pnstrdup(key->val.string.val, key->val.string.len);
+	AttrNumber	attnum = TargetColumnByName(target, name);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						name, target->displayname),
+				 errdetail("Every key of new_row must name a column of the target table.")));
+	pfree(name);
+	return attnum;
+}
+
 /*
  * Read new_row: check every name, convert the key and the version, and note
  * which other columns it sets.  A missing or null version is assigned from
@@ -223,7 +281,8 @@ static void
 parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 {
 	JsonbIterator *it;
-	JsonbValue	v;
+	JsonbValue	key;
+	JsonbValue	value;
 	JsonbIteratorToken tok;
 	bool	   *key_seen = palloc0(sizeof(bool) * target->npkey);
 	bool		have_version = false;
@@ -242,70 +301,36 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 	msg->nulls = palloc(sizeof(bool) * target->ncolumns);
 
 	it = JsonbIteratorInit(&new_row->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
 	{
-		char	   *name;
 		AttrNumber	attnum;
-		JsonbValue	value;
+		TargetColumn *col;
 		int			keypos;
 
 		if (tok != WJB_KEY)
 			continue;
-		name = pnstrdup(v.val.string.val, v.val.string.len);
+		attnum = parse_column_name(target, &key);
+		col = &target->columns[attnum - 1];
 		tok = JsonbIteratorNext(&it, &value, true);
 		Assert(tok == WJB_VALUE);
-
-		attnum = TargetColumnByName(target, name);
-		if (attnum == InvalidAttrNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of relation \"%s\" does not exist",
-							name, target->displayname),
-					 errdetail("Every key of new_row must name a column of the target table.")));
 
 		if (attnum == target->version_attnum)
 		{
 			if (value.type != jbvNull)
 			{
-				if (value.type == jbvBinary)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-							 errmsg("invalid input syntax for type rowseq: \"%s\"",
-									json_value_to_cstring(&value, JSONBOID)),
-							 errdetail("A rowseq is written as decimal digits only.")));
-				msg->version = RowseqFromText(json_value_to_cstring(&value, TEXTOID));
+				msg->version = parse_version(&value);
 				have_version = true;
 			}
 		}
 		else if ((keypos = key_position(target, attnum)) >= 0)
 		{
-			TargetColumn *col = &target->columns[attnum - 1];
-
-			if (value.type == jbvNull)
-				ereport(ERROR,
-						(errcode(ERRCODE_NOT_NULL_VIOLATION),
-						 errmsg("primary key column \"%s\" is null in new_row", name),
-						 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
-			msg->key_values[keypos] =
-				InputFunctionCall(&col->input, json_value_to_cstring(&value, col->basetype),
-								  col->ioparam, col->typmod);
+			msg->key_values[keypos] = parse_key_value(col, &value);
 			key_seen[keypos] = true;
 		}
-		else if (target->columns[attnum - 1].structured)
+		else if (col->structured)
 			msg->structured = bms_add_member(msg->structured, attnum);
 		else
-		{
-			TargetColumn *col = &target->columns[attnum - 1];
-			char	   *text = NULL;
-
-			/* A JSON null still goes through the input function: a domain may refuse it. */
-			if (value.type != jbvNull)
-				text = json_value_to_cstring(&value, col->basetype);
-			msg->values[attnum - 1] = InputFunctionCall(&col->input, text,
-														col->ioparam, col->typmod);
-			msg->nulls[attnum - 1] = (text == NULL);
-			msg->scalars = bms_add_member(msg->scalars, attnum);
-		}
+			parse_scalar_value(msg, col, attnum, &value);
 	}
 
 	for (int i = 0; i < target->npkey; i++)
