@@ -721,6 +721,24 @@ wait_for_work(long timeout_ms)
 }
 
 /*
+ * Between batches: leave on SIGTERM, reload the configuration on SIGHUP.
+ * The worker gets a query cancel (SIGINT) as a backend does; during a batch
+ * it cancels the batch, which is tried again.  Here there is nothing to
+ * cancel, and outside a transaction the error would end the worker: drop it.
+ */
+static void
+serve_interrupts(void)
+{
+	QueryCancelPending = false;
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
  * After an error, wait the whole naptime before trying again: under load,
  * every commit sets the latch, and retrying at that pace would only repeat
  * the error.  Signals are still served.
@@ -734,12 +752,7 @@ back_off(void)
 	while ((remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
 	{
 		wait_for_work(remaining);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		serve_interrupts();
 	}
 }
 
@@ -794,6 +807,7 @@ PublisherMain(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	/* SIGTERM: leave at once; an open batch is rolled back, nothing is lost */
 	pqsignal(SIGTERM, die);
+	/* SIGINT keeps a backend's handler: see serve_interrupts() */
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(publisher_database, NULL, 0);
@@ -828,12 +842,7 @@ PublisherMain(Datum main_arg)
 		/* reset first: a commit from now on makes the next wait return at once */
 		ResetLatch(MyLatch);
 		MemoryContextReset(loop_cxt);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		serve_interrupts();
 
 		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
 		{

@@ -1,7 +1,8 @@
 # The publisher through faults, under load: the worker killed with SIGKILL
 # (which makes the postmaster restart every process), the server stopped with
 # pg_ctl stop -m immediate and started again, the worker terminated with
-# SIGTERM, and a notification that fails inside the worker.  After each:
+# SIGTERM, query cancels sent to the idle worker (which must not stop it),
+# and a notification that fails inside the worker.  After each:
 # seq is gapless from 1, every committed applied event is published exactly
 # once, per key in version order, and a listener that reconnects and catches
 # up with events_since() holds exactly what was published.
@@ -154,6 +155,23 @@ ok($last > $before, 'more was published after the restart');
 	$before = $last;
 	$last = PublisherListener::check_published($node, $listener, 'after SIGTERM');
 	is($last, $before + 1, 'the event written while the worker was away is published');
+}
+
+# 3a. A query cancel between batches is nothing to cancel: the worker stays.
+{
+	my $pid = worker_pid();
+	for (1 .. 3)
+	{
+		is($node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)"), 't', 'cancel sent to the idle worker');
+		usleep(200_000);
+	}
+	$node->safe_psql('postgres',
+		"SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 2000, 'ver', upsert_order.rowseq_now()))");
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'after query cancels');
+	is($last, $before + 1, 'the event written after the cancels is published');
+	is($node->safe_psql('postgres', "SELECT worker_pid FROM upsert_order.publisher_status"),
+		$pid, 'the same worker published it');
 }
 
 # 3b. A late committer: a transaction takes an event_id, then stays open
