@@ -280,6 +280,21 @@ SELECT payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key, payload::
   FROM receive() ORDER BY n;
 SELECT id, name FROM item WHERE id IN (20, 21) ORDER BY id;
 
+-- Columns the superuser adds to the extension's tables: events are still
+-- logged whole, queued and published, the new columns NULL.
+ALTER TABLE event_log ADD COLUMN added_text text, ADD COLUMN added_int int;
+ALTER TABLE outbox ADD COLUMN added_text text, ADD COLUMN added_int int;
+BEGIN;
+SELECT outcome FROM versioned_upsert('item', '{"id": 22, "ver": 1, "name": "wider log"}');
+SELECT e.key, e.outcome, e.data ->> 'name' AS name, e.logged_at IS NOT NULL AS has_logged_at,
+       e.added_text, e.added_int, o.added_text AS queued_text, o.added_int AS queued_int
+  FROM event_log e JOIN outbox o USING (event_id) WHERE e.key = '{"id": 22}';
+COMMIT;
+SELECT wait_notified(18);
+SELECT payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'data' ->> 'name' AS name FROM receive();
+ALTER TABLE event_log DROP COLUMN added_text, DROP COLUMN added_int;
+ALTER TABLE outbox DROP COLUMN added_text, DROP COLUMN added_int;
+
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,
        min((payload::jsonb ->> 'seq')::bigint) AS first, max((payload::jsonb ->> 'seq')::bigint) AS last

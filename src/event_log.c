@@ -68,8 +68,8 @@ typedef struct EventLogTables
 	Oid			log_owner;
 	Oid			seq_relid;		/* event_log_event_id_seq */
 	Oid			outbox_relid;
-	int			log_natts;		/* attributes of event_log, dropped included */
 	AttrNumber	log_attnum[LOG_NCOLUMNS];
+	AttrNumber	outbox_attnum;	/* outbox.event_id */
 } EventLogTables;
 
 static EventLogTables tables;
@@ -154,13 +154,31 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 	return relid;
 }
 
-/* Find the extension's tables and the attribute numbers of event_log. */
+/* The attribute number of a column of one of the extension's tables. */
+static AttrNumber
+extension_column(Oid relid, const char *relname, const char *colname)
+{
+	AttrNumber	attnum = get_attnum(relid, colname);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s.%s\" does not exist",
+						colname, UPSERT_ORDER_SCHEMA, relname),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+	return attnum;
+}
+
+/*
+ * Find the extension's tables and the attribute numbers of their columns.
+ * Called again once a table is locked for an insert: taking the lock
+ * processes the invalidations of a change committed meanwhile.
+ */
 static void
 event_log_tables(void)
 {
 	Oid			outbox_owner;
 	Oid			seq_owner;
-	HeapTuple	tuple;
 
 	if (tables.valid)
 		return;
@@ -168,21 +186,10 @@ event_log_tables(void)
 	tables.log_relid = ExtensionTableLookup("event_log", &tables.log_owner);
 	tables.seq_relid = ExtensionTableLookup("event_log_event_id_seq", &seq_owner);
 	tables.outbox_relid = ExtensionTableLookup("outbox", &outbox_owner);
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(tables.log_relid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", tables.log_relid);
-	tables.log_natts = ((Form_pg_class) GETSTRUCT(tuple))->relnatts;
-	ReleaseSysCache(tuple);
 	for (int i = 0; i < LOG_NCOLUMNS; i++)
-	{
-		tables.log_attnum[i] = get_attnum(tables.log_relid, log_column_names[i]);
-		if (tables.log_attnum[i] == InvalidAttrNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of relation \"%s.event_log\" does not exist",
-							log_column_names[i], UPSERT_ORDER_SCHEMA),
-					 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
-	}
+		tables.log_attnum[i] = extension_column(tables.log_relid, "event_log",
+												log_column_names[i]);
+	tables.outbox_attnum = extension_column(tables.outbox_relid, "outbox", "event_id");
 	tables.valid = true;
 }
 
@@ -318,23 +325,40 @@ appender_get(Appender **kept, Oid relid)
 }
 
 /*
- * Insert one row, with its indexes and constraints, as logical replication
- * applies a row.  values and nulls are in attribute order; columns not given
- * are NULL (these tables have no defaults that matter here: the caller
- * supplies every value).
+ * Start the row an appender inserts next: every column NULL, until the
+ * caller sets those it gives (these tables have no defaults that matter
+ * here: the caller supplies every value).  The row has the width of the
+ * table as opened, that is as locked: after any change to it.
  */
 static void
-appender_insert(Appender *ap, Datum *values, bool *nulls)
+appender_new_row(Appender *ap)
 {
 	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
 
+	ExecClearTuple(ap->slot);
+	memset(ap->slot->tts_isnull, true, sizeof(bool) * tupdesc->natts);
+}
+
+/* Set column attnum of the row being built. */
+static void
+appender_set(Appender *ap, AttrNumber attnum, Datum value)
+{
+	Assert(attnum > 0 && attnum <= RelationGetDescr(ap->rel)->natts);
+	ap->slot->tts_values[attnum - 1] = value;
+	ap->slot->tts_isnull[attnum - 1] = false;
+}
+
+/*
+ * Insert the row built, with its indexes and constraints, as logical
+ * replication applies a row.
+ */
+static void
+appender_insert(Appender *ap)
+{
 	ap->estate->es_output_cid = GetCurrentCommandId(true);
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerBeginQuery();
 
-	ExecClearTuple(ap->slot);
-	memcpy(ap->slot->tts_values, values, sizeof(Datum) * tupdesc->natts);
-	memcpy(ap->slot->tts_isnull, nulls, sizeof(bool) * tupdesc->natts);
 	ExecStoreVirtualTuple(ap->slot);
 
 	/* An error leaves it busy; the batch then ends, and forgets it. */
@@ -350,21 +374,35 @@ appender_insert(Appender *ap, Datum *values, bool *nulls)
 		appender_close(ap);
 }
 
+/*
+ * Open one of the extension's tables for an insert; *relid is its field in
+ * tables.  Locking the table may have brought news of a change to it: look
+ * the tables up again, and refuse a table that is no longer the one named.
+ */
+static Appender *
+appender_for(Appender **kept, Oid *relid)
+{
+	Appender   *ap = appender_get(kept, *relid);
+
+	event_log_tables();
+	if (RelationGetRelid(ap->rel) != *relid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.%s\" was replaced while it was being written",
+						UPSERT_ORDER_SCHEMA, RelationGetRelationName(ap->rel)),
+				 errhint("Retry the transaction.")));
+	return ap;
+}
+
 /* Write the event_log row; returns its event_id. */
 static int64
 append_event(const LoggedEvent *event)
 {
-	int			natts = tables.log_natts;
-	Datum	   *values = palloc0(sizeof(Datum) * natts);
-	bool	   *nulls = palloc(sizeof(bool) * natts);
 	int64		event_id = nextval_internal(tables.seq_relid, false);
+	Appender   *ap = appender_for(&kept_log, &tables.log_relid);
 
-	memset(nulls, true, sizeof(bool) * natts);
-#define SET_COLUMN(col, value) \
-	do { \
-		values[tables.log_attnum[col] - 1] = (value); \
-		nulls[tables.log_attnum[col] - 1] = false; \
-	} while (0)
+#define SET_COLUMN(col, value) appender_set(ap, tables.log_attnum[col], (value))
+	appender_new_row(ap);
 	SET_COLUMN(LOG_EVENT_ID, Int64GetDatum(event_id));
 	SET_COLUMN(LOG_TARGET, ObjectIdGetDatum(event->target));
 	SET_COLUMN(LOG_KEY, JsonbPGetDatum(event->key));
@@ -376,7 +414,7 @@ append_event(const LoggedEvent *event)
 	SET_COLUMN(LOG_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
 #undef SET_COLUMN
 
-	appender_insert(appender_get(&kept_log, tables.log_relid), values, nulls);
+	appender_insert(ap);
 	return event_id;
 }
 
@@ -384,10 +422,11 @@ append_event(const LoggedEvent *event)
 static void
 queue_event(int64 event_id)
 {
-	Datum		value = Int64GetDatum(event_id);
-	bool		isnull = false;
+	Appender   *ap = appender_for(&kept_outbox, &tables.outbox_relid);
 
-	appender_insert(appender_get(&kept_outbox, tables.outbox_relid), &value, &isnull);
+	appender_new_row(ap);
+	appender_set(ap, tables.outbox_attnum, Int64GetDatum(event_id));
+	appender_insert(ap);
 }
 
 /*
