@@ -74,6 +74,15 @@ RESET enable_hashjoin; SET enable_mergejoin = off;
 EXPLAIN (COSTS OFF) SELECT * FROM seqs JOIN seqs2 USING (v);
 SELECT v FROM seqs JOIN seqs2 USING (v) ORDER BY v;
 RESET enable_mergejoin; RESET enable_nestloop;
+-- Without the schema on the search_path: what goes through the operator
+-- classes works; a comparison written in the query names an operator, and
+-- needs the schema or OPERATOR().
+SET search_path = rowseq;
+SELECT v FROM seqs2 ORDER BY v DESC;
+SELECT count(DISTINCT v) FROM seqs2;
+SELECT v FROM seqs JOIN seqs2 USING (v) ORDER BY v;
+SELECT count(*) FROM seqs2 WHERE v OPERATOR(upsert_order.>) '10';
+SET search_path = rowseq, upsert_order;
 -- A hash index works too.
 CREATE INDEX ON seqs2 USING hash (v);
 SET enable_seqscan = off;

@@ -158,7 +158,7 @@ COMMENT ON FUNCTION @extschema@.rowseq_now() IS
 CREATE SEQUENCE @extschema@.event_log_event_id_seq;
 
 CREATE TABLE @extschema@.event_log (
-	event_id	bigint NOT NULL DEFAULT nextval('@extschema@.event_log_event_id_seq') PRIMARY KEY,
+	event_id	bigint NOT NULL DEFAULT pg_catalog.nextval('@extschema@.event_log_event_id_seq'::pg_catalog.regclass) PRIMARY KEY,
 	target		regclass NOT NULL,
 	key			jsonb NOT NULL,
 	version		@extschema@.rowseq NOT NULL,
@@ -196,7 +196,10 @@ CREATE TYPE @extschema@.upsert_result AS (
 );
 
 -- The WHERE clause of the ON CONFLICT statement versioned_upsert() runs:
--- notes the stored version it is shown.  Internal; harmless to call.
+-- notes the stored version it is shown.  Internal: it changes no data, but
+-- a trigger of the target that calls it during that statement can make the
+-- call report (and log) a wrong outcome; only who may add triggers to the
+-- table can arrange that.
 CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming @extschema@.rowseq)
 	RETURNS boolean
 	AS 'MODULE_PATHNAME', 'conflict_check' LANGUAGE C VOLATILE PARALLEL UNSAFE;
