@@ -41,7 +41,7 @@ DELETE FROM event_log;
 TRUNCATE event_log;
 SELECT nextval('upsert_order.event_log_event_id_seq');
 -- Calling the internal WHERE-clause helper directly changes nothing.
-SELECT _conflict_check('1', '2');
+SELECT _conflict_check('1', '2', 0);
 RESET ROLE;
 
 -- A reader granted SELECT sees everything the writer logged, and nothing more.

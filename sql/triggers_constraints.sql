@@ -129,3 +129,21 @@ SELECT outcome FROM versioned_upsert('nest_outer', '{"id": 1, "ver": 1, "v": 7}'
 SELECT outcome FROM versioned_upsert('nest_outer', '{"id": 1, "ver": 2, "v": 8}');
 SELECT * FROM nest_outer;
 SELECT id, note FROM nest_log ORDER BY id;
+
+-- A trigger that calls _conflict_check() during the statement, whatever
+-- token it tries, changes neither the outcome reported nor the one logged:
+-- a new key is still "inserted", a row the trigger skips still "skipped".
+CREATE TABLE forger (id int PRIMARY KEY, ver rowseq NOT NULL, skip boolean);
+CREATE FUNCTION forge() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM upsert_order._conflict_check(NULL, NULL, t)
+	  FROM unnest(ARRAY[0, 1, -1, 9223372036854775807]::bigint[]) AS t;
+	PERFORM upsert_order._conflict_check('100', '5', t)
+	  FROM unnest(ARRAY[0, 1, -1, 9223372036854775807]::bigint[]) AS t;
+	RETURN CASE WHEN NEW.skip THEN NULL ELSE NEW END;
+END $$;
+CREATE TRIGGER forge BEFORE INSERT ON forger FOR EACH ROW EXECUTE FUNCTION forge();
+SELECT outcome, stored_version FROM versioned_upsert('forger', '{"id": 1, "ver": 10, "skip": false}');
+SELECT outcome, stored_version FROM versioned_upsert('forger', '{"id": 2, "ver": 10, "skip": true}');
+SELECT outcome, stored_version FROM versioned_upsert('forger', '{"id": 1, "ver": 11, "skip": false}');
+SELECT key, version, outcome FROM event_log WHERE target = 'forger'::regclass ORDER BY event_id;

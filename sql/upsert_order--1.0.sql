@@ -196,11 +196,10 @@ CREATE TYPE @extschema@.upsert_result AS (
 );
 
 -- The WHERE clause of the ON CONFLICT statement versioned_upsert() runs:
--- notes the stored version it is shown.  Internal: it changes no data, but
--- a trigger of the target that calls it during that statement can make the
--- call report (and log) a wrong outcome; only who may add triggers to the
--- table can arrange that.
-CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming @extschema@.rowseq)
+-- notes the stored version it is shown when given the running call's token,
+-- a random number only that statement knows.  Internal; called elsewhere it
+-- only compares its arguments.
+CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming @extschema@.rowseq, token bigint)
 	RETURNS boolean
 	AS 'MODULE_PATHNAME', 'conflict_check' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 

@@ -28,6 +28,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -53,16 +54,25 @@ typedef struct UpsertStatement
 } UpsertStatement;
 
 /*
- * Parameters of the upsert statement: the message, its version, the key
- * values from $3, then the scalar columns in attribute order.
+ * Parameters of the upsert statement: the message, its version, the token
+ * of the call, the key values from $4, then the scalar columns in attribute
+ * order.
  */
 #define PARAM_NEW_ROW	0
 #define PARAM_VERSION	1
-#define PARAM_FIRST_KEY	2
+#define PARAM_TOKEN		2
+#define PARAM_FIRST_KEY	3
 
-/* What _conflict_check() saw during the statement that is running. */
+/*
+ * What _conflict_check() saw during the statement that is running.  The
+ * statement passes it the call's token, a random number nothing else in
+ * the session knows: a trigger of the target that calls _conflict_check()
+ * during the statement cannot pass for it, and so cannot change the
+ * outcome the call reports and logs.
+ */
 typedef struct ConflictNote
 {
+	uint64		token;			/* of the running statement; 0 when none */
 	bool		seen;
 	bool		stored_isnull;
 	rowseq		stored;
@@ -95,25 +105,56 @@ UpsertStatementsFree(UpsertTarget *target)
 	target->visible_plan = NULL;
 }
 
+/* A fresh token for one statement: random, never 0. */
+static uint64
+conflict_token(void)
+{
+	static pg_prng_state prng;
+	static bool seeded = false;
+	uint64		token;
+
+	if (!seeded)
+	{
+		if (!pg_prng_strong_seed(&prng))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random numbers")));
+		seeded = true;
+	}
+	do
+		token = pg_prng_uint64(&prng);
+	while (token == 0);
+	return token;
+}
+
 /*
- * _conflict_check(stored, incoming): the WHERE clause of ON CONFLICT DO
- * UPDATE.  It runs once the conflicting row is locked, on its newest
+ * _conflict_check(stored, incoming, token): the WHERE clause of ON CONFLICT
+ * DO UPDATE.  It runs once the conflicting row is locked, on its newest
  * version, so what it notes is the stored version the outcome is decided
- * against.  A NULL stored version counts as older than any version.
+ * against.  A NULL stored version counts as older than any version.  Only
+ * a call with the running statement's token notes anything.
  */
 Datum
 conflict_check(PG_FUNCTION_ARGS)
 {
-	conflict_note.seen = true;
-	conflict_note.stored_isnull = PG_ARGISNULL(0);
-	conflict_note.stored = PG_ARGISNULL(0) ? 0 : PG_GETARG_ROWSEQ(0);
-	conflict_note.incoming_isnull = PG_ARGISNULL(1);
-	conflict_note.incoming = PG_ARGISNULL(1) ? 0 : PG_GETARG_ROWSEQ(1);
+	bool		stored_isnull = PG_ARGISNULL(0);
+	rowseq		stored = stored_isnull ? 0 : PG_GETARG_ROWSEQ(0);
+	bool		incoming_isnull = PG_ARGISNULL(1);
+	rowseq		incoming = incoming_isnull ? 0 : PG_GETARG_ROWSEQ(1);
 
-	if (conflict_note.stored_isnull)
+	if (conflict_note.token != 0 && !PG_ARGISNULL(2) &&
+		(uint64) PG_GETARG_INT64(2) == conflict_note.token)
+	{
+		conflict_note.seen = true;
+		conflict_note.stored_isnull = stored_isnull;
+		conflict_note.stored = stored;
+		conflict_note.incoming_isnull = incoming_isnull;
+		conflict_note.incoming = incoming;
+	}
+
+	if (stored_isnull)
 		PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(!conflict_note.incoming_isnull &&
-				   conflict_note.stored < conflict_note.incoming);
+	PG_RETURN_BOOL(!incoming_isnull && stored < incoming);
 }
 
 /* The text an input function of (base) type basetype reads for a JSON value. */
@@ -402,10 +443,10 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured
 						 PARAM_NEW_ROW + 1, coldefs.data);
 	appendStringInfo(&sql,
 					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
-					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s)"
+					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d)"
 					 " RETURNING upsert_order_target.%s,"
 					 " pg_catalog.to_jsonb(upsert_order_target.*)",
-					 target->pkey_constraint, sets.data, ver, ver, ver);
+					 target->pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1, ver);
 	return sql.data;
 }
 
@@ -444,6 +485,7 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 	argtypes[PARAM_NEW_ROW] = JSONBOID;
 	/* The base type, so that a domain's constraints are checked on assignment. */
 	argtypes[PARAM_VERSION] = getBaseType(target->columns[target->version_attnum - 1].typid);
+	argtypes[PARAM_TOKEN] = INT8OID;
 	for (int i = 0; i < target->npkey; i++)
 		argtypes[PARAM_FIRST_KEY + i] = target->columns[target->pkey[i] - 1].typid;
 	while ((attnum = bms_next_member(msg->scalars, attnum)) >= 0)
@@ -580,6 +622,8 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	}
 
 	memset(&conflict_note, 0, sizeof(conflict_note));
+	conflict_note.token = conflict_token();
+	values[PARAM_TOKEN] = Int64GetDatum((int64) conflict_note.token);
 	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	note = conflict_note;
 
