@@ -587,18 +587,11 @@ TargetLookup(Oid relid)
 	entry = hash_search(target_cache, &relid, HASH_ENTER, &found);
 	if (!found)
 		entry->target = NULL;
-	if (entry->target && entry->target->valid)
-		return entry->target;
-
-	/*
-	 * Retire the stale entry; a running call may still use its statements.
-	 * (The sweep above has normally taken it out already.)
-	 */
 	if (entry->target)
 	{
-		target_retire(entry->target);
-		entry->target = NULL;
-		target_free_retired();
+		/* the sweep took every stale entry out, and nothing since read a catalog */
+		Assert(entry->target->valid);
+		return entry->target;
 	}
 
 	entry->target = target_build_entry(relid);
