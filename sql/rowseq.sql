@@ -53,6 +53,15 @@ COPY bin2 FROM :'negfile' WITH (FORMAT binary);
 SELECT a, b, a = b AS eq, a <> b AS ne, a < b AS lt, a <= b AS le, a > b AS gt, a >= b AS ge
 FROM (VALUES ('1'::rowseq, '2'::rowseq), ('2', '2'), ('3', '2'),
              ('0', '9223372036854775807')) AS t(a, b);
+-- Against integers, either side, including negative ones and the extremes.
+SELECT a, b, a = b AS eq, a <> b AS ne, a < b AS lt, a <= b AS le, a > b AS gt, a >= b AS ge,
+       b = a AS eq_r, b <> a AS ne_r, b < a AS lt_r, b <= a AS le_r, b > a AS gt_r, b >= a AS ge_r
+FROM (VALUES ('1'::rowseq, 2::bigint), ('2', 2), ('3', 2), ('0', -1),
+             ('0', -9223372036854775808), ('9223372036854775807', 9223372036854775807)) AS t(a, b);
+SELECT '5'::rowseq > 4 AS int4_literal, 5 = '5'::rowseq AS int4_left, '5'::rowseq < 2::smallint AS int2;
+-- A literal of no type is still read as a rowseq; a fraction is refused.
+SELECT '5'::rowseq = '5' AS untyped;
+SELECT '5'::rowseq > 4.5;
 
 -- Usable as a primary key, in ORDER BY, DISTINCT, GROUP BY, min() and max().
 CREATE TABLE seqs (v rowseq PRIMARY KEY, g int);
@@ -88,6 +97,11 @@ CREATE INDEX ON seqs2 USING hash (v);
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT * FROM seqs2 WHERE v = '20';
 SELECT * FROM seqs2 WHERE v = '20';
+-- A B-tree index serves comparisons with integers, a range with both kinds.
+EXPLAIN (COSTS OFF) SELECT v FROM seqs WHERE v > 15 AND v <= '30';
+SELECT v FROM seqs WHERE v > 15 AND v <= '30' ORDER BY v;
+SELECT v FROM seqs WHERE v = 20 OR 10 = v ORDER BY v;
+SELECT v FROM seqs WHERE v >= 20 AND v > 10::bigint AND v < 9223372036854775807 ORDER BY v;
 RESET enable_seqscan;
 -- Equal rowseqs are equal bytes, so a B-tree index deduplicates them: it is
 -- as small as the same index on bigint.

@@ -93,6 +93,102 @@ CREATE OPERATOR @extschema@.>= (
 	NEGATOR = OPERATOR(@extschema@.<), RESTRICT = scalargesel, JOIN = scalargejoinsel
 );
 
+-- A version compared with an integer: ver > 100, 7 = ver.  Without these,
+-- such a comparison finds no operator (the casts from integers apply on
+-- assignment only).  Same representation, so int8's functions again; they
+-- join the B-tree family so that an index on a rowseq column serves them.
+-- bigint's own operators stay out of that family (in it, they would take
+-- part in planning every bigint query), so amvalidate() calls the family
+-- incomplete, and the cross-type = is not marked HASHES or MERGES.
+CREATE FUNCTION @extschema@.rowseq_int8_eq(@extschema@.rowseq, bigint) RETURNS boolean
+	AS 'int8eq' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.rowseq_int8_ne(@extschema@.rowseq, bigint) RETURNS boolean
+	AS 'int8ne' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.rowseq_int8_lt(@extschema@.rowseq, bigint) RETURNS boolean
+	AS 'int8lt' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.rowseq_int8_le(@extschema@.rowseq, bigint) RETURNS boolean
+	AS 'int8le' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.rowseq_int8_gt(@extschema@.rowseq, bigint) RETURNS boolean
+	AS 'int8gt' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.rowseq_int8_ge(@extschema@.rowseq, bigint) RETURNS boolean
+	AS 'int8ge' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.rowseq_int8_cmp(@extschema@.rowseq, bigint) RETURNS integer
+	AS 'btint8cmp' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_eq(bigint, @extschema@.rowseq) RETURNS boolean
+	AS 'int8eq' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_ne(bigint, @extschema@.rowseq) RETURNS boolean
+	AS 'int8ne' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_lt(bigint, @extschema@.rowseq) RETURNS boolean
+	AS 'int8lt' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_le(bigint, @extschema@.rowseq) RETURNS boolean
+	AS 'int8le' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_gt(bigint, @extschema@.rowseq) RETURNS boolean
+	AS 'int8gt' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_ge(bigint, @extschema@.rowseq) RETURNS boolean
+	AS 'int8ge' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION @extschema@.int8_rowseq_cmp(bigint, @extschema@.rowseq) RETURNS integer
+	AS 'btint8cmp' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
+CREATE OPERATOR @extschema@.= (
+	LEFTARG = @extschema@.rowseq, RIGHTARG = bigint,
+	FUNCTION = @extschema@.rowseq_int8_eq, COMMUTATOR = OPERATOR(@extschema@.=),
+	NEGATOR = OPERATOR(@extschema@.<>), RESTRICT = eqsel, JOIN = eqjoinsel
+);
+CREATE OPERATOR @extschema@.<> (
+	LEFTARG = @extschema@.rowseq, RIGHTARG = bigint,
+	FUNCTION = @extschema@.rowseq_int8_ne, COMMUTATOR = OPERATOR(@extschema@.<>),
+	NEGATOR = OPERATOR(@extschema@.=), RESTRICT = neqsel, JOIN = neqjoinsel
+);
+CREATE OPERATOR @extschema@.< (
+	LEFTARG = @extschema@.rowseq, RIGHTARG = bigint,
+	FUNCTION = @extschema@.rowseq_int8_lt, COMMUTATOR = OPERATOR(@extschema@.>),
+	NEGATOR = OPERATOR(@extschema@.>=), RESTRICT = scalarltsel, JOIN = scalarltjoinsel
+);
+CREATE OPERATOR @extschema@.<= (
+	LEFTARG = @extschema@.rowseq, RIGHTARG = bigint,
+	FUNCTION = @extschema@.rowseq_int8_le, COMMUTATOR = OPERATOR(@extschema@.>=),
+	NEGATOR = OPERATOR(@extschema@.>), RESTRICT = scalarlesel, JOIN = scalarlejoinsel
+);
+CREATE OPERATOR @extschema@.> (
+	LEFTARG = @extschema@.rowseq, RIGHTARG = bigint,
+	FUNCTION = @extschema@.rowseq_int8_gt, COMMUTATOR = OPERATOR(@extschema@.<),
+	NEGATOR = OPERATOR(@extschema@.<=), RESTRICT = scalargtsel, JOIN = scalargtjoinsel
+);
+CREATE OPERATOR @extschema@.>= (
+	LEFTARG = @extschema@.rowseq, RIGHTARG = bigint,
+	FUNCTION = @extschema@.rowseq_int8_ge, COMMUTATOR = OPERATOR(@extschema@.<=),
+	NEGATOR = OPERATOR(@extschema@.<), RESTRICT = scalargesel, JOIN = scalargejoinsel
+);
+CREATE OPERATOR @extschema@.= (
+	LEFTARG = bigint, RIGHTARG = @extschema@.rowseq,
+	FUNCTION = @extschema@.int8_rowseq_eq, COMMUTATOR = OPERATOR(@extschema@.=),
+	NEGATOR = OPERATOR(@extschema@.<>), RESTRICT = eqsel, JOIN = eqjoinsel
+);
+CREATE OPERATOR @extschema@.<> (
+	LEFTARG = bigint, RIGHTARG = @extschema@.rowseq,
+	FUNCTION = @extschema@.int8_rowseq_ne, COMMUTATOR = OPERATOR(@extschema@.<>),
+	NEGATOR = OPERATOR(@extschema@.=), RESTRICT = neqsel, JOIN = neqjoinsel
+);
+CREATE OPERATOR @extschema@.< (
+	LEFTARG = bigint, RIGHTARG = @extschema@.rowseq,
+	FUNCTION = @extschema@.int8_rowseq_lt, COMMUTATOR = OPERATOR(@extschema@.>),
+	NEGATOR = OPERATOR(@extschema@.>=), RESTRICT = scalarltsel, JOIN = scalarltjoinsel
+);
+CREATE OPERATOR @extschema@.<= (
+	LEFTARG = bigint, RIGHTARG = @extschema@.rowseq,
+	FUNCTION = @extschema@.int8_rowseq_le, COMMUTATOR = OPERATOR(@extschema@.>=),
+	NEGATOR = OPERATOR(@extschema@.>), RESTRICT = scalarlesel, JOIN = scalarlejoinsel
+);
+CREATE OPERATOR @extschema@.> (
+	LEFTARG = bigint, RIGHTARG = @extschema@.rowseq,
+	FUNCTION = @extschema@.int8_rowseq_gt, COMMUTATOR = OPERATOR(@extschema@.<),
+	NEGATOR = OPERATOR(@extschema@.<=), RESTRICT = scalargtsel, JOIN = scalargtjoinsel
+);
+CREATE OPERATOR @extschema@.>= (
+	LEFTARG = bigint, RIGHTARG = @extschema@.rowseq,
+	FUNCTION = @extschema@.int8_rowseq_ge, COMMUTATOR = OPERATOR(@extschema@.<=),
+	NEGATOR = OPERATOR(@extschema@.<), RESTRICT = scalargesel, JOIN = scalargejoinsel
+);
+
 CREATE OPERATOR CLASS @extschema@.rowseq_ops
 	DEFAULT FOR TYPE @extschema@.rowseq USING btree AS
 		OPERATOR 1 @extschema@.<,
@@ -104,6 +200,20 @@ CREATE OPERATOR CLASS @extschema@.rowseq_ops
 		FUNCTION 2 @extschema@.rowseq_sortsupport(internal),
 		-- equal values are equal bytes: B-tree indexes may deduplicate
 		FUNCTION 4 pg_catalog.btequalimage(oid);
+
+ALTER OPERATOR FAMILY @extschema@.rowseq_ops USING btree ADD
+	OPERATOR 1 @extschema@.< (@extschema@.rowseq, bigint),
+	OPERATOR 2 @extschema@.<= (@extschema@.rowseq, bigint),
+	OPERATOR 3 @extschema@.= (@extschema@.rowseq, bigint),
+	OPERATOR 4 @extschema@.>= (@extschema@.rowseq, bigint),
+	OPERATOR 5 @extschema@.> (@extschema@.rowseq, bigint),
+	FUNCTION 1 @extschema@.rowseq_int8_cmp(@extschema@.rowseq, bigint),
+	OPERATOR 1 @extschema@.< (bigint, @extschema@.rowseq),
+	OPERATOR 2 @extschema@.<= (bigint, @extschema@.rowseq),
+	OPERATOR 3 @extschema@.= (bigint, @extschema@.rowseq),
+	OPERATOR 4 @extschema@.>= (bigint, @extschema@.rowseq),
+	OPERATOR 5 @extschema@.> (bigint, @extschema@.rowseq),
+	FUNCTION 1 @extschema@.int8_rowseq_cmp(bigint, @extschema@.rowseq);
 
 CREATE OPERATOR CLASS @extschema@.rowseq_hash_ops
 	DEFAULT FOR TYPE @extschema@.rowseq USING hash AS
