@@ -126,3 +126,65 @@ SELECT versioned_upsert('good', '{"id": 4, "ver": 1}');
 ALTER TABLE good ADD PRIMARY KEY (id);
 ALTER TABLE good ADD COLUMN ver2 rowseq;
 SELECT versioned_upsert('good', '{"id": 4, "ver": 1}');
+-- Names the kept statements spell, renamed without touching the table: its
+-- schema, its primary key (the constraint goes with the index), the type of
+-- a composite column.  Partial messages take the statement.
+CREATE SCHEMA renamed_ns;
+CREATE TYPE renamed_ns.pair AS (a int, b int);
+CREATE TABLE renamed_ns.t (id int PRIMARY KEY, ver rowseq NOT NULL, a text, p renamed_ns.pair);
+SELECT outcome FROM versioned_upsert('renamed_ns.t', '{"id": 1, "ver": 1, "a": "x"}');
+SELECT outcome FROM versioned_upsert('renamed_ns.t', '{"id": 1, "ver": 2, "p": {"a": 1, "b": 2}}');
+ALTER SCHEMA renamed_ns RENAME TO renamed_ns_old;
+-- A new table where the old name pointed must not receive the old one's rows.
+CREATE SCHEMA renamed_ns;
+CREATE TABLE renamed_ns.t (id int PRIMARY KEY, ver rowseq NOT NULL, a text);
+SELECT outcome FROM versioned_upsert('renamed_ns_old.t', '{"id": 2, "ver": 1, "a": "y"}');
+SELECT outcome FROM versioned_upsert('renamed_ns_old.t', '{"id": 2, "ver": 2, "p": {"a": 3, "b": 4}}');
+SELECT (SELECT count(*) FROM renamed_ns_old.t) AS old_rows, (SELECT count(*) FROM renamed_ns.t) AS new_rows;
+ALTER INDEX renamed_ns_old.t_pkey RENAME TO t_pk_renamed;
+SELECT outcome FROM versioned_upsert('renamed_ns_old.t', '{"id": 2, "ver": 3, "a": "z"}');
+ALTER TYPE renamed_ns_old.pair RENAME TO pair_renamed;
+SELECT outcome FROM versioned_upsert('renamed_ns_old.t', '{"id": 2, "ver": 4, "p": {"a": 5, "b": 6}}');
+SELECT id, ver, a, p FROM renamed_ns_old.t ORDER BY id;
+SET client_min_messages = warning;
+DROP SCHEMA renamed_ns, renamed_ns_old CASCADE;
+RESET client_min_messages;
+
+-- A message the statement refuses to prepare (it names a generated column)
+-- leaves nothing in the session's cache, however often it is sent.
+CREATE TABLE gen (id int PRIMARY KEY, ver rowseq NOT NULL, a int,
+				  twice int GENERATED ALWAYS AS (a * 2) STORED);
+SELECT versioned_upsert('gen', '{"id": 1, "ver": 1, "a": 1, "twice": 3}');
+CREATE FUNCTION gen_cache_bytes() RETURNS bigint LANGUAGE sql
+	AS $$ SELECT total_bytes FROM pg_backend_memory_contexts
+		  WHERE name = 'upsert_order target' AND ident = 'bad_input.gen' $$;
+SELECT gen_cache_bytes() AS before \gset
+DO $$
+BEGIN
+	FOR i IN 1..2000 LOOP
+		BEGIN
+			PERFORM upsert_order.versioned_upsert('gen', '{"id": 1, "ver": 1, "a": 1, "twice": 3}');
+		EXCEPTION WHEN generated_always THEN NULL;
+		END;
+	END LOOP;
+END $$;
+SELECT gen_cache_bytes() = :before AS not_grown;
+DROP FUNCTION gen_cache_bytes();
+DROP TABLE gen;
+
+-- Messages naming ever other sets of columns keep a bounded number of
+-- statements, and every one still does its work.
+CREATE TABLE wide (id int PRIMARY KEY, ver rowseq NOT NULL,
+				   c1 int, c2 int, c3 int, c4 int, c5 int, c6 int, c7 int);
+CREATE FUNCTION wide_statements() RETURNS bigint LANGUAGE sql
+	AS $$ SELECT count(*) FROM pg_backend_memory_contexts
+		  WHERE name = 'CachedPlanSource' AND ident LIKE 'INSERT INTO bad_input.wide %' $$;
+SELECT count(*) FILTER (WHERE r.outcome = 'updated') AS updated, wide_statements() AS kept
+FROM generate_series(1, 126) AS m,
+	 LATERAL (SELECT jsonb_object_agg('c' || c, m) AS cols
+			  FROM generate_series(1, 7) AS c WHERE m & (1 << (c - 1)) <> 0) AS sets,
+	 LATERAL versioned_upsert('wide', jsonb_build_object('id', 1, 'ver', m) || sets.cols) AS r;
+-- each column holds the last message that named it
+SELECT c1, c2, c3, c4, c5, c6, c7, ver FROM wide;
+DROP FUNCTION wide_statements();
+DROP TABLE wide;

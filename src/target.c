@@ -5,7 +5,10 @@
  *	  primary key, its version column and its columns by name, checked once
  *	  and cached per backend until the relcache says the table changed.
  *
- * Entries are rebuilt lazily after an invalidation.  The prepared statements
+ * Entries are rebuilt lazily after an invalidation: of the table or of its
+ * primary key index (renaming the index renames the constraint the upsert
+ * names), or of a schema, type or operator whose name its statements spell.
+ * The prepared statements
  * hanging off an entry may still be running in an outer call when a nested
  * call (from a trigger, say) sees the invalidation, so the old statements are
  * only freed once no call is running.
@@ -78,6 +81,19 @@ target_mark_stale(UpsertTarget *target)
 	target->valid = false;
 }
 
+/* Mark stale the entries whose primary key is this index. */
+static void
+target_invalidate_index(Oid indexid)
+{
+	HASH_SEQ_STATUS status;
+	TargetCacheEntry *entry;
+
+	hash_seq_init(&status, target_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->target && entry->target->pkey_index == indexid)
+			target_mark_stale(entry->target);
+}
+
 /* Mark the cached metadata of one table (or of all) as stale. */
 static void
 target_invalidate(Datum arg, Oid relid)
@@ -95,6 +111,8 @@ target_invalidate(Datum arg, Oid relid)
 			target_mark_stale(entry->target);
 		else if (entry)
 			build_invalidations++;
+		else
+			target_invalidate_index(relid);
 		return;
 	}
 
@@ -103,6 +121,34 @@ target_invalidate(Datum arg, Oid relid)
 	while ((entry = hash_seq_search(&status)) != NULL)
 		if (entry->target)
 			target_mark_stale(entry->target);
+}
+
+/*
+ * A schema, type or operator changed (hashvalue 0: all of them): mark stale
+ * the entries whose statements spell its name.  An entry being built may
+ * not have recorded it yet.
+ */
+static void
+target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS status;
+	TargetCacheEntry *entry;
+
+	if (target_cache == NULL)
+		return;
+	build_invalidations++;
+	hash_seq_init(&status, target_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		UpsertTarget *target = entry->target;
+
+		if (target == NULL)
+			continue;
+		for (int i = 0; i < target->nname_deps; i++)
+			if (target->name_deps[i].cacheid == cacheid &&
+				(hashvalue == 0 || target->name_deps[i].hashvalue == hashvalue))
+				target_mark_stale(target);
+	}
 }
 
 /*
@@ -121,6 +167,9 @@ TargetInitCache(void)
 {
 	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
 	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, target_invalidate_names, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, target_invalidate_names, (Datum) 0);
+	CacheRegisterSyscacheCallback(OPEROID, target_invalidate_names, (Datum) 0);
 }
 
 /* Set an entry's target aside until no call can be using it (target_free_retired). */
@@ -237,6 +286,51 @@ target_read_input(TargetColumn *col)
 	col->json_kind = RowJsonKindOf(col->basetype);
 }
 
+/*
+ * Remember that the target's statements spell the name of this catalog row.
+ * Renaming it (a schema, a type, an operator) invalidates no relcache entry
+ * of the table, while the plan cache parses the statements' text again.
+ */
+static void
+target_depends_on_name(UpsertTarget *target, int cacheid, Oid oid)
+{
+	TargetNameDep *dep;
+
+	if (target->nname_deps == target->name_deps_size)
+	{
+		target->name_deps_size = Max(8, target->name_deps_size * 2);
+		if (target->name_deps)
+			target->name_deps = repalloc(target->name_deps,
+										 sizeof(TargetNameDep) * target->name_deps_size);
+		else
+			target->name_deps = palloc(sizeof(TargetNameDep) * target->name_deps_size);
+	}
+	dep = &target->name_deps[target->nname_deps++];
+	dep->cacheid = cacheid;
+	dep->hashvalue = GetSysCacheHashValue1(cacheid, ObjectIdGetDatum(oid));
+}
+
+/* A type spelled by format_type_extended(): its name and its schema's, or its element's. */
+static void
+target_depends_on_type(UpsertTarget *target, Oid typid)
+{
+	Oid			elemtype = get_element_type(typid);
+	HeapTuple	tuple;
+
+	target_depends_on_name(target, TYPEOID, typid);
+	if (OidIsValid(elemtype))
+	{
+		typid = elemtype;
+		target_depends_on_name(target, TYPEOID, typid);
+	}
+	tuple = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for type %u", typid);
+	target_depends_on_name(target, NAMESPACEOID,
+						   ((Form_pg_type) GETSTRUCT(tuple))->typnamespace);
+	ReleaseSysCache(tuple);
+}
+
 /* Record the live columns and find the single rowseq column. */
 static void
 target_read_columns(UpsertTarget *target, Relation rel)
@@ -267,6 +361,8 @@ target_read_columns(UpsertTarget *target, Relation rel)
 											FORMAT_TYPE_TYPEMOD_GIVEN |
 											FORMAT_TYPE_FORCE_QUALIFY);
 		target_read_input(col);
+		if (col->structured)
+			target_depends_on_type(target, col->typid);
 
 		if (col->basetype == rowseq_oid)
 		{
@@ -295,7 +391,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 
 /* OPERATOR("schema".name): an operator spelled so search_path cannot redirect it. */
 static char *
-operator_sql(Oid oprid)
+operator_sql(UpsertTarget *target, Oid oprid)
 {
 	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(oprid));
 	Form_pg_operator form;
@@ -307,6 +403,8 @@ operator_sql(Oid oprid)
 	result = psprintf("OPERATOR(%s.%s)",
 					  quote_identifier(get_namespace_name(form->oprnamespace)),
 					  NameStr(form->oprname));
+	target_depends_on_name(target, OPEROID, oprid);
+	target_depends_on_name(target, NAMESPACEOID, form->oprnamespace);
 	ReleaseSysCache(tuple);
 	return result;
 }
@@ -388,7 +486,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 		if (!OidIsValid(eqop))
 			elog(ERROR, "missing equality operator for primary key column \"%s\"",
 				 col->name);
-		target->pkey_eqop[i] = operator_sql(eqop);
+		target->pkey_eqop[i] = operator_sql(target, eqop);
 		target->pkey_eqproc[i] = get_opcode(eqop);
 	}
 	index_close(index, AccessShareLock);
@@ -480,6 +578,7 @@ target_build(Oid relid)
 	target->generation = ++target_generations;
 	target->qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
 	target->displayname = psprintf("%s.%s", nspname, RelationGetRelationName(rel));
+	target_depends_on_name(target, NAMESPACEOID, RelationGetNamespace(rel));
 
 	target_check_kind(rel);
 	target_read_columns(target, rel);

@@ -54,6 +54,14 @@ typedef struct UpsertStatement
 } UpsertStatement;
 
 /*
+ * Upserts kept per target.  Messages may name any subset of the columns, and
+ * each subset has its own statement: without a bound, a sender of sparse
+ * messages could make a backend keep a plan for every subset of a wide
+ * table.  The least recently used one goes first.
+ */
+#define MAX_STATEMENTS_PER_TARGET	64
+
+/*
  * Parameters of the upsert statement: the message, its version, the token
  * of the call, the key values from $4, then the scalar columns in attribute
  * order.
@@ -465,21 +473,76 @@ SpiPrepareKept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* Free one kept upsert. */
+static void
+upsert_statement_free(UpsertStatement *stmt)
+{
+	SPI_freeplan(stmt->plan);
+	bms_free(stmt->scalars);
+	bms_free(stmt->structured);
+	pfree(stmt);
+}
+
+/*
+ * Find the kept upsert for the columns of this message, moving it to the
+ * front of the list; NULL if there is none.
+ */
+static UpsertStatement *
+upsert_statement_find(UpsertTarget *target, UpsertMessage *msg)
+{
+	UpsertStatement **link = &target->statements;
+
+	for (UpsertStatement *stmt = *link; stmt; link = &stmt->next, stmt = *link)
+	{
+		if (!bms_equal(stmt->scalars, msg->scalars) ||
+			!bms_equal(stmt->structured, msg->structured))
+			continue;
+		*link = stmt->next;
+		stmt->next = target->statements;
+		target->statements = stmt;
+		return stmt;
+	}
+	return NULL;
+}
+
+/*
+ * Keep at most MAX_STATEMENTS_PER_TARGET - 1 upserts, making room for one
+ * more.  Only the outermost call may free one: a call nested in a trigger
+ * may run while an outer call is executing any of them.
+ */
+static void
+upsert_statements_trim(UpsertTarget *target)
+{
+	UpsertStatement **link = &target->statements;
+	int			kept = 0;
+
+	if (UpsertCallDepth() > 1)
+		return;
+	while (*link && ++kept < MAX_STATEMENTS_PER_TARGET)
+		link = &(*link)->next;
+	while (*link)
+	{
+		UpsertStatement *stmt = *link;
+
+		*link = stmt->next;
+		upsert_statement_free(stmt);
+	}
+}
+
 /* The prepared upsert for the columns of this message, prepared on first use. */
 static SPIPlanPtr
 upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 {
-	UpsertStatement *stmt;
+	UpsertStatement *stmt = upsert_statement_find(target, msg);
+	SPIPlanPtr	plan;
 	MemoryContext oldcxt;
 	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
 	Oid		   *argtypes;
 	int			param = PARAM_FIRST_KEY + target->npkey;
 	int			attnum = -1;
 
-	for (stmt = target->statements; stmt; stmt = stmt->next)
-		if (bms_equal(stmt->scalars, msg->scalars) &&
-			bms_equal(stmt->structured, msg->structured))
-			return stmt->plan;
+	if (stmt)
+		return stmt->plan;
 
 	argtypes = palloc(sizeof(Oid) * nargs);
 	argtypes[PARAM_NEW_ROW] = JSONBOID;
@@ -491,17 +554,20 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 	while ((attnum = bms_next_member(msg->scalars, attnum)) >= 0)
 		argtypes[param++] = target->columns[attnum - 1].typid;
 
+	/* Prepared before anything goes into the target's memory: it may fail. */
+	plan = SpiPrepareKept(build_upsert_sql(target, msg->scalars, msg->structured),
+						  nargs, argtypes);
+	upsert_statements_trim(target);
+
 	oldcxt = MemoryContextSwitchTo(target->cxt);
 	stmt = palloc(sizeof(UpsertStatement));
 	stmt->scalars = bms_copy(msg->scalars);
 	stmt->structured = bms_copy(msg->structured);
 	MemoryContextSwitchTo(oldcxt);
-
-	stmt->plan = SpiPrepareKept(build_upsert_sql(target, msg->scalars, msg->structured),
-							  nargs, argtypes);
+	stmt->plan = plan;
 	stmt->next = target->statements;
 	target->statements = stmt;
-	return stmt->plan;
+	return plan;
 }
 
 /*

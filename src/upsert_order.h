@@ -81,10 +81,17 @@ typedef struct TargetColumn
 	RowJsonKind json_kind;
 } TargetColumn;
 
+/* A catalog row whose name a target's statements spell (target.c). */
+typedef struct TargetNameDep
+{
+	int			cacheid;		/* NAMESPACEOID, TYPEOID or OPEROID */
+	uint32		hashvalue;		/* of its OID in that cache */
+} TargetNameDep;
+
 typedef struct UpsertTarget
 {
 	Oid			relid;
-	bool		valid;			/* cleared by relcache invalidation */
+	bool		valid;			/* cleared by invalidation */
 	uint64		generation;		/* tells this build from earlier ones */
 	char	   *qualname;		/* quoted "schema"."table" */
 	char	   *displayname;	/* schema.table for messages */
@@ -105,6 +112,9 @@ typedef struct UpsertTarget
 	bool		row_json_direct;	/* every column's json_kind is known */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
+	TargetNameDep *name_deps;	/* renaming one of these rebuilds the entry */
+	int			nname_deps;
+	int			name_deps_size;
 } UpsertTarget;
 
 extern UpsertTarget *TargetLookup(Oid relid);
