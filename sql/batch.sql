@@ -118,11 +118,12 @@ SELECT id, ver, v FROM full_row ORDER BY id;
 
 -- A trigger on event_log (added by its owner) that logs messages of its own
 -- while the batch's insert into event_log is running: each gets its row.
+-- It runs with pg_catalog alone on the search_path, so it names the schema.
 CREATE TABLE audit_copy (id bigint PRIMARY KEY, ver rowseq NOT NULL);
 CREATE FUNCTION log_copy() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	IF NEW.target = 'batch.full_row'::regclass THEN
-		PERFORM versioned_upsert('batch.audit_copy',
+		PERFORM upsert_order.versioned_upsert('batch.audit_copy',
 								 jsonb_build_object('id', NEW.event_id, 'ver', 1));
 	END IF;
 	RETURN NULL;

@@ -106,6 +106,32 @@ RESET ROLE;
 SELECT * FROM hidden.t;
 DROP SCHEMA hidden CASCADE;
 
+-- Code the owner attaches to event_log runs as the owner, with pg_catalog
+-- alone on the search_path: a function of the same name that the caller put
+-- first on the caller's search_path is not the one it calls.
+CREATE FUNCTION log_outcome_lower() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.outcome := lower(NEW.outcome);	-- unqualified on purpose
+	RETURN NEW;
+END $$;
+CREATE TRIGGER outcome_lower BEFORE INSERT ON upsert_order.event_log
+	FOR EACH ROW EXECUTE FUNCTION log_outcome_lower();
+CREATE SCHEMA writer_own AUTHORIZATION upsert_writer;
+SET ROLE upsert_writer;
+CREATE FUNCTION writer_own.lower(text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'writer_own.lower() ran as %', current_user;
+END $$;
+SET search_path = writer_own, pg_catalog, privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 10, "balance": 30}');
+SELECT outcome FROM versioned_upsert('acct', '{"id": 50, "ver": 1, "balance": 40}');
+SET search_path = privileges, upsert_order;
+RESET ROLE;
+SELECT outcome, version FROM event_log ORDER BY event_id DESC LIMIT 2;
+DROP TRIGGER outcome_lower ON upsert_order.event_log;
+DROP FUNCTION log_outcome_lower();
+DROP SCHEMA writer_own CASCADE;
+
 -- Grants on the extension's objects: only the schema and the functions are public.
 SELECT c.relname, c.relacl IS NULL AS default_acl,
        has_table_privilege('upsert_nobody', c.oid, 'SELECT') AS nobody_select,

@@ -32,6 +32,7 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -89,6 +90,7 @@ typedef struct Appender
 	TupleTableSlot *slot;
 	bool		kept;			/* kept until the batch ends */
 	bool		busy;			/* an insert through it is running */
+	bool		runs_code;		/* an insert runs code the owner attached */
 } Appender;
 
 static Appender *kept_log = NULL;
@@ -193,6 +195,32 @@ event_log_tables(void)
 	tables.valid = true;
 }
 
+/*
+ * Does inserting into the table run code that can look names up?  The
+ * extension attaches none; its owner may have added a trigger, a CHECK
+ * constraint, a generated column or an index on an expression, with a
+ * predicate, or for an exclusion constraint.
+ */
+static bool
+appender_runs_code(Appender *ap)
+{
+	TupleConstr *constr = RelationGetDescr(ap->rel)->constr;
+
+	if (ap->rri->ri_TrigDesc != NULL)
+		return true;
+	if (constr && (constr->num_check > 0 || constr->has_generated_stored))
+		return true;
+	for (int i = 0; i < ap->rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *info = ap->rri->ri_IndexRelationInfo[i];
+
+		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL ||
+			info->ii_ExclusionOps != NULL)
+			return true;
+	}
+	return false;
+}
+
 /* Open one of the extension's tables for inserts, in memory of cxt. */
 static Appender *
 appender_open(Oid relid, MemoryContext cxt)
@@ -206,6 +234,7 @@ appender_open(Oid relid, MemoryContext cxt)
 	ExecOpenIndices(ap->rri, false);
 	ap->slot = ExecInitExtraTupleSlot(ap->estate, RelationGetDescr(ap->rel),
 									  &TTSOpsVirtual);
+	ap->runs_code = appender_runs_code(ap);
 	MemoryContextSwitchTo(oldcxt);
 	return ap;
 }
@@ -355,7 +384,25 @@ appender_set(Appender *ap, AttrNumber attnum, Datum value)
 static void
 appender_insert(Appender *ap)
 {
+	int			save_nestlevel = 0;
+
 	ap->estate->es_output_cid = GetCurrentCommandId(true);
+
+	/*
+	 * The caller (EventLogAppend) made the owner of the table the current
+	 * user.  Code the owner attached runs as the owner, and must not find
+	 * functions or operators the caller placed on the caller's search_path:
+	 * it gets pg_catalog alone.  An error needs no cleanup here: aborting
+	 * the (sub)transaction restores the setting.  Skipped when nothing can
+	 * look a name up: setting search_path would cost a good part of a call.
+	 */
+	if (ap->runs_code)
+	{
+		save_nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, pg_temp",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	}
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerBeginQuery();
 
@@ -368,6 +415,8 @@ appender_insert(Appender *ap)
 
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerEndQuery(ap->estate);
+	if (ap->runs_code)
+		AtEOXact_GUC(true, save_nestlevel);
 	ExecClearTuple(ap->slot);
 	ResetPerTupleExprContext(ap->estate);
 	if (!ap->kept)
