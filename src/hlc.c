@@ -7,9 +7,11 @@
  * A stamp is max(wall clock in rowseq layout, last stamp + 1), so stamps are
  * unique and strictly increasing across all backends even when the wall
  * clock steps back, and never behind the wall clock.  The last stamp is saved
- * when the server stops and read back at start, so a restart does not go
- * back either; after a crash the clock resumes from the larger of the wall
- * clock and the last saved value.
+ * when the server stops, and when the postmaster resets shared memory after
+ * a backend crashed, and read back at start, so neither goes back either.
+ * When the server goes down without its postmaster saving it (the machine
+ * fails), the clock resumes from the larger of the wall clock and the last
+ * saved value.
  *
  *-------------------------------------------------------------------------
  */
@@ -87,10 +89,11 @@ hlc_load_state(void)
 
 /*
  * on_shmem_exit callback of the postmaster: save the last stamp so that the
- * next start continues above it.  Nothing is written when shared memory is
- * reset after a backend crashed (code != 0), since it may then not be
- * trustworthy; an immediate stop does save it, as the postmaster itself
- * exits normally.
+ * next start continues above it.  It runs when the server stops (in any
+ * mode) and when shared memory is reset after a backend crashed (code 1):
+ * the clock is a single atomic value that a crashing backend cannot leave
+ * half written, and without it the clock could restart below stamps
+ * already handed out when it runs ahead of the wall clock.
  */
 static void
 hlc_save_state(int code, Datum arg)
@@ -98,7 +101,7 @@ hlc_save_state(int code, Datum arg)
 	FILE	   *file;
 	uint64		last;
 
-	if (code != 0 || hlc == NULL)
+	if (hlc == NULL)
 		return;
 
 	last = pg_atomic_read_u64(&hlc->last);

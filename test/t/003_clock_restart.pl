@@ -39,9 +39,22 @@ my $wall = $node->safe_psql('postgres',
 	q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())});
 is($wall, 't', 'after an immediate stop the clock is not behind the wall clock');
 
-# A backend killed with SIGKILL makes the postmaster reset shared memory
-# without saving the clock: it resumes from the last saved value or the
-# wall clock, whichever is greater.
+# A backend killed with SIGKILL makes the postmaster reset shared memory,
+# saving the clock first: it does not go back even while it runs ahead of
+# the wall clock, as it does after the wall clock was set back.  A clock
+# saved an hour ahead makes it run ahead here.
+$node->stop;
+my $ahead = (int(time() * 1000) + 3_600_000) << 16;
+open my $af, '>:raw', $state_file or die "could not write $state_file: $!";
+print $af pack('Q', $ahead);
+close $af;
+$node->start;
+$node->safe_psql('postgres',
+	'SELECT upsert_order.max(upsert_order.rowseq_now()) FROM generate_series(1, 1000)');
+my $before_crash = $node->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
+is( $node->safe_psql('postgres',
+		"SELECT '$before_crash'::upsert_order.rowseq OPERATOR(upsert_order.>) upsert_order.rowseq(now() + interval '30 minutes')"),
+	't', 'the clock runs ahead of the wall clock');
 my $sleeper = IPC::Run::start(
 	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'SELECT pg_sleep(60)' ],
 	'>', \my $sleeper_out, '2>', \my $sleeper_err);
@@ -55,9 +68,10 @@ $sleeper->finish;
 $node->poll_query_until('postgres', 'SELECT true')
   or die 'the server did not come back after the crash';
 like(slurp_file($node->logfile), qr/terminated by signal 9/, 'a backend crashed');
+my $after_crash = $node->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
 is( $node->safe_psql('postgres',
-		q{SELECT upsert_order.rowseq_now() OPERATOR(upsert_order.>=) upsert_order.rowseq(now())}),
-	't', 'after a backend crash the clock is not behind the wall clock');
+		"SELECT '$after_crash'::upsert_order.rowseq OPERATOR(upsert_order.>) '$before_crash'::upsert_order.rowseq"),
+	't', "after a backend crash the clock continues above the last stamp ($before_crash < $after_crash)");
 
 # A saved clock that is not a rowseq is ignored, with a message, rather
 # than making every later stamp fail.
