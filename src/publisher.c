@@ -527,12 +527,14 @@ publish_batch(void)
 	keep_horizon = horizon_sample(outbox_relid);
 
 	/*
-	 * Listeners must never be told of a batch that a crash could take back,
-	 * so the commit is flushed to WAL even when synchronous_commit is off.
-	 * That also flushes the commits of the writers, which come before it.
+	 * Listeners must never be told of a batch that a crash or a failover
+	 * could take back, so the commit is flushed to WAL, and waits for the
+	 * synchronous standbys if there are any, even when synchronous_commit
+	 * is off or local.  That also flushes the commits of the writers, which
+	 * come before it.
 	 */
-	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
-		(void) set_config_option("synchronous_commit", "local",
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_REMOTE_WRITE)
+		(void) set_config_option("synchronous_commit", "on",
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 

@@ -52,6 +52,35 @@ ok( PublisherListener::query_until(
 is($standby->safe_psql('postgres', "SELECT worker_pid IS NULL FROM upsert_order.publisher_status"),
 	't', 'no publisher on the standby');
 
+# The worker's commits wait for the synchronous standby even where
+# synchronous_commit is off (the writers' commits then do not): with a
+# standby name that nobody answers to, nothing is notified; once the real
+# standby is the synchronous one again, its confirmation releases the batch.
+{
+	my $early = PublisherListener->new($primary, 'postgres', 'upsert_order');
+	$primary->safe_psql('postgres', "ALTER SYSTEM SET synchronous_commit = off");
+	$primary->safe_psql('postgres', "ALTER SYSTEM SET synchronous_standby_names = 'ghost'");
+	$primary->reload;
+	ok( $primary->poll_query_until(
+			'postgres', "SELECT sync_state = 'async' FROM pg_stat_replication"),
+		'no standby is synchronous');
+	# the worker rereads its settings before its next batch
+	usleep(500_000);
+	$primary->safe_psql('postgres',
+		"SELECT upsert_order.versioned_upsert('kv', '{\"id\": 1000, \"ver\": 1}')");
+	ok(!$early->wait_for_seq(1, 2), 'not notified while no synchronous standby has confirmed');
+	is($primary->safe_psql('postgres', "SELECT count(*) FROM upsert_order.publication"),
+		'0', 'and not visible as published');
+	$primary->safe_psql('postgres', "ALTER SYSTEM RESET synchronous_standby_names");
+	$primary->safe_psql('postgres', "ALTER SYSTEM RESET synchronous_commit");
+	$primary->reload;
+	ok($early->wait_for_seq(1), 'notified once the synchronous standby confirmed');
+	$early->stop;
+	ok( $primary->poll_query_until(
+			'postgres', "SELECT sync_state = 'sync' FROM pg_stat_replication"),
+		'the standby is synchronous again');
+}
+
 my $script = $primary->basedir . '/writers.sql';
 PostgreSQL::Test::Utils::append_to_file(
 	$script, q{
