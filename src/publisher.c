@@ -648,6 +648,9 @@ PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 		*last_event_id = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 3, &isnull));
 	else
 		*last_event_id = after_event_id;
+
+	/* purge_events() runs every batch in one SPI connection: free as we go */
+	SPI_freetuptable(SPI_tuptable);
 	return purged;
 }
 
