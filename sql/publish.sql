@@ -324,3 +324,27 @@ SELECT _forget_dropped_targets();
 REVOKE pg_monitor FROM publish_stranger;
 REVOKE EXECUTE ON FUNCTION configure(regclass, text) FROM publish_stranger;
 DROP ROLE publish_stranger;
+
+-- purge_events() frees each batch's result before the next batch: a trigger
+-- on event_log (it runs as the owner, with pg_catalog alone on the path)
+-- counts the SPI result tables alive in this backend at every batch.
+-- 5,000 stale events, never queued, make five batches of 1,000.
+CREATE TABLE purge_stats (tables int);
+CREATE TABLE purged_kind (id int PRIMARY KEY, ver rowseq NOT NULL);
+INSERT INTO purged_kind VALUES (1, 100);
+SELECT count(*) FILTER (WHERE outcome = 'stale') AS stale
+  FROM versioned_upsert_batch('purged_kind',
+		(SELECT jsonb_agg(jsonb_build_object('id', 1, 'ver', 1)) FROM generate_series(1, 5000)));
+CREATE FUNCTION count_result_tables() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO publish.purge_stats
+		SELECT count(*) FROM pg_catalog.pg_backend_memory_contexts WHERE name = 'SPI TupTable';
+	RETURN NULL;
+END $$;
+CREATE TRIGGER count_result_tables AFTER DELETE ON event_log
+	FOR EACH STATEMENT EXECUTE FUNCTION count_result_tables();
+SELECT purge_events('0 s') >= 5000 AS purged_all;
+SELECT count(*) >= 5 AS batches, max(tables) AS most_tables_alive FROM purge_stats;
+DROP TRIGGER count_result_tables ON event_log;
+DROP FUNCTION count_result_tables();
+DROP TABLE purge_stats, purged_kind;
