@@ -196,6 +196,24 @@ event_log_tables(void)
 }
 
 /*
+ * Reduce search_path to pg_catalog (pg_temp last) until AtEOXact_GUC(true,
+ * level) with the level returned.  For what runs as the owner of the
+ * extension's tables: it must not find functions or operators a caller
+ * placed on the caller's search_path.  An error needs no cleanup: aborting
+ * the (sub)transaction restores the setting.
+ */
+int
+OwnerSearchPathBegin(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
  * Does inserting into the table run code that can look names up?  The
  * extension attaches none; its owner may have added a trigger, a CHECK
  * constraint, a generated column or an index on an expression, with a
@@ -390,19 +408,12 @@ appender_insert(Appender *ap)
 
 	/*
 	 * The caller (EventLogAppend) made the owner of the table the current
-	 * user.  Code the owner attached runs as the owner, and must not find
-	 * functions or operators the caller placed on the caller's search_path:
-	 * it gets pg_catalog alone.  An error needs no cleanup here: aborting
-	 * the (sub)transaction restores the setting.  Skipped when nothing can
-	 * look a name up: setting search_path would cost a good part of a call.
+	 * user, so code the owner attached runs as the owner: it gets the
+	 * owner's search_path.  Skipped when nothing can look a name up: setting
+	 * search_path would cost a good part of a call.
 	 */
 	if (ap->runs_code)
-	{
-		save_nestlevel = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, pg_temp",
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-	}
+		save_nestlevel = OwnerSearchPathBegin();
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerBeginQuery();
 

@@ -80,10 +80,7 @@ owner_section_begin(Oid owner, OwnerSection *section)
 	SetUserIdAndSecContext(owner,
 						   section->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	section->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	section->save_nestlevel = OwnerSearchPathBegin();
 }
 
 static void

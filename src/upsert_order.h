@@ -144,6 +144,7 @@ extern void EventLogBatchBegin(void);
 extern void EventLogBatchEnd(void);
 extern void EventLogBatchAbort(void);
 extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
+extern int	OwnerSearchPathBegin(void);
 
 /*
  * The publisher: one background worker that notifies every committed applied
