@@ -250,8 +250,13 @@ extension_ready(void)
 /*
  * Record a (last event_id, next transaction ID) sample for the outbox
  * outbox_relid, starting afresh when the extension was created again or the
- * sequence went back.  Returns false when the sequence hands out more than
- * one value at a time, in which case no horizon is kept.
+ * sequence went back (setval): values handed out again may belong to
+ * transactions that began after a pending sample was taken, which that
+ * sample's completion says nothing about.  A sequence moved back and then
+ * past the newest sample between two batches goes unseen; moving it back
+ * breaks the order of event_ids anyway, and the README says not to.
+ * Returns false when the sequence hands out more than one value at a time,
+ * in which case no horizon is kept.
  */
 static bool
 horizon_sample(Oid outbox_relid)
@@ -282,7 +287,8 @@ horizon_sample(Oid outbox_relid)
 	sample.next_xid = ReadNextTransactionId();
 
 	if (outbox_relid != horizon_relid || cache != 1 ||
-		sample.last_event_id < consumed_horizon)
+		sample.last_event_id < consumed_horizon ||
+		(nsamples > 0 && sample.last_event_id < samples[nsamples - 1].last_event_id))
 	{
 		consumed_horizon = 0;
 		nsamples = 0;
