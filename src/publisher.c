@@ -267,6 +267,7 @@ horizon_sample(Oid outbox_relid)
 	int64		cache;
 	Datum		last;
 	HorizonSample sample;
+	int64		highest_seen;
 	LOCAL_FCINFO(fcinfo, 1);
 
 	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
@@ -286,9 +287,13 @@ horizon_sample(Oid outbox_relid)
 	sample.last_event_id = fcinfo->isnull ? 0 : DatumGetInt64(last);
 	sample.next_xid = ReadNextTransactionId();
 
+	/*
+	 * The highest last value seen: the newest sample's, or the horizon when
+	 * no sample is pending (every sample kept is at or above the horizon).
+	 */
+	highest_seen = nsamples > 0 ? samples[nsamples - 1].last_event_id : consumed_horizon;
 	if (outbox_relid != horizon_relid || cache != 1 ||
-		sample.last_event_id < consumed_horizon ||
-		(nsamples > 0 && sample.last_event_id < samples[nsamples - 1].last_event_id))
+		sample.last_event_id < highest_seen)
 	{
 		consumed_horizon = 0;
 		nsamples = 0;
