@@ -25,20 +25,12 @@ $node->safe_psql('postgres',
 	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int)');
 
 # $n committed events on keys from $first.
-sub write_events
-{
-	my ($first, $n) = @_;
-	$node->safe_psql('postgres', qq{
-SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', upsert_order.rowseq_now()))
-  FROM generate_series($first, $first + $n - 1) i});
-}
+sub write_events { UpsertOrderNode::write_events($node, @_) }
 
 sub wait_published
 {
 	my ($what) = @_;
-	ok( $node->poll_query_until('postgres',
-			'SELECT events_waiting = 0 FROM upsert_order.publisher_status'),
-		$what);
+	ok(UpsertOrderNode::all_published($node), $what);
 }
 
 write_events(1, 10);

@@ -47,4 +47,24 @@ sub start_writers
 	return ($handle, \$out);
 }
 
+# UpsertOrderNode::write_events($node, $first, $n): one committed event on
+# each of the keys $first .. $first + $n - 1 of table kv (id, ver), stamped
+# by the server clock, in one transaction.
+sub write_events
+{
+	my ($node, $first, $n) = @_;
+	$node->safe_psql('postgres', qq{
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', upsert_order.rowseq_now()))
+  FROM generate_series($first, $first + $n - 1) i});
+}
+
+# UpsertOrderNode::all_published($node): waits until no committed event
+# waits in the outbox; false if that does not happen within the timeout.
+sub all_published
+{
+	my ($node) = @_;
+	return $node->poll_query_until('postgres',
+		'SELECT events_waiting = 0 FROM upsert_order.publisher_status');
+}
+
 1;

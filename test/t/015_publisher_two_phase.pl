@@ -1,0 +1,113 @@
+# Events written by prepared transactions.  A prepared transaction keeps its
+# transaction ID, so the publisher's consumed horizon must stay behind its
+# events while newer ones are published; once COMMIT PREPARED runs (in
+# another session, possibly after a restart) its events are published
+# exactly once, after those that committed first; ROLLBACK PREPARED
+# publishes nothing.  COMMIT PREPARED does not wake the worker: its events
+# go out at the worker's next round.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use UpsertOrderNode;
+
+my $node = UpsertOrderNode::start(
+	'publisher_two_phase', q{
+max_prepared_transactions = 4
+upsert_order.publish_naptime = 100ms
+});
+
+$node->safe_psql('postgres',
+	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int)');
+
+# Upsert id at version ver in a transaction prepared as gid; returns the
+# event_id.
+sub prepare_upsert
+{
+	my ($gid, $id, $ver) = @_;
+	return $node->safe_psql('postgres', qq{
+BEGIN;
+SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": $id, "ver": $ver, "val": $ver}');
+PREPARE TRANSACTION '$gid';
+});
+}
+
+sub write_events { UpsertOrderNode::write_events($node, @_) }
+
+sub wait_published
+{
+	my ($what) = @_;
+	ok(UpsertOrderNode::all_published($node), $what);
+}
+
+sub times_published
+{
+	my ($event_id) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FROM upsert_order.publication WHERE event_id = $event_id");
+}
+
+sub last_published
+{
+	return $node->safe_psql('postgres',
+		'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1');
+}
+
+# p1 commits in another session while the worker runs; p2 is rolled back;
+# p3 stays prepared across a restart.
+my $p1 = prepare_upsert('p1', 1, 10);
+my $p2 = prepare_upsert('p2', 2, 10);
+my $p3 = prepare_upsert('p3', 3, 10);
+ok($p1 < $p2 && $p2 < $p3, 'the prepared transactions hold increasing event_ids');
+
+write_events(100, 20);
+wait_published('events logged after the prepared ones are published');
+is(times_published($p1) + times_published($p2) + times_published($p3),
+	0, 'no event of a prepared transaction is published');
+
+$node->safe_psql('postgres', "COMMIT PREPARED 'p1'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p1"),
+	'the event of a transaction committed as prepared is published');
+is(last_published(), $p1, 'after the events that committed before it');
+
+$node->safe_psql('postgres', "ROLLBACK PREPARED 'p2'");
+write_events(200, 5);
+wait_published('events after a rolled back prepared transaction are published');
+is(times_published($p2), 0, 'a rolled back prepared transaction publishes nothing');
+is( $node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHERE event_id = $p2"),
+	'0', 'and logs nothing');
+
+# The prepared transaction survives the restart; the worker starts with a
+# new horizon and must still wait for it.
+$node->restart;
+write_events(300, 5);
+wait_published('events written after the restart are published');
+is(times_published($p3), 0, 'the event still prepared is not published after the restart');
+
+$node->safe_psql('postgres', "COMMIT PREPARED 'p3'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p3"),
+	'a transaction prepared before the restart and committed after is published');
+is(last_published(), $p3, 'after every event that committed before it');
+
+write_events(400, 5);
+wait_published('later events are published');
+is( $node->safe_psql('postgres', q{
+SELECT count(*) = count(DISTINCT event_id) AND max(seq) = count(*)
+  FROM upsert_order.publication}),
+	't', 'every applied event was published once, with gapless seqs');
+is( $node->safe_psql('postgres', q{
+SELECT count(*) FROM upsert_order.event_log e
+ WHERE e.outcome IN ('inserted', 'updated')
+   AND NOT EXISTS (SELECT FROM upsert_order.publication p WHERE p.event_id = e.event_id)}),
+	'0', 'no applied event was left out');
+
+$node->stop;
+done_testing();
