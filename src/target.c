@@ -70,6 +70,13 @@ static List *retired_targets = NIL;
  */
 static uint64 build_invalidations = 0;
 
+/*
+ * The primary key index of the entry being built, once the build has found
+ * it: an invalidation of the index (a rename, committed by a session that
+ * need not lock the table) must reach that entry too.
+ */
+static Oid	building_pkey_index = InvalidOid;
+
 /* Entries marked stale since the last sweep (target_sweep). */
 static int	stale_entries = 0;
 
@@ -88,6 +95,8 @@ target_invalidate_index(Oid indexid)
 	HASH_SEQ_STATUS status;
 	TargetCacheEntry *entry;
 
+	if (indexid == building_pkey_index)
+		build_invalidations++;
 	hash_seq_init(&status, target_cache);
 	while ((entry = hash_seq_search(&status)) != NULL)
 		if (entry->target && entry->target->pkey_index == indexid)
@@ -453,6 +462,8 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 				 errdetail("versioned_upsert() identifies rows by their primary key."),
 				 errhint("Add a primary key to the table.")));
 
+	/* before reading its constraint's name, which a catalog read may change */
+	building_pkey_index = pkoid;
 	target->pkey_constraint =
 		pstrdup(quote_identifier(get_constraint_name(get_index_constraint(pkoid))));
 
@@ -639,12 +650,14 @@ target_build_entry(Oid relid)
 	}
 	PG_CATCH();
 	{
+		building_pkey_index = InvalidOid;
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(cxt);
 		hash_search(target_cache, &relid, HASH_REMOVE, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	building_pkey_index = InvalidOid;
 	MemoryContextSwitchTo(oldcxt);
 
 	MemoryContextSetIdentifier(cxt, target->displayname);
