@@ -247,8 +247,8 @@ SELECT wait_notified(15);
 SELECT channel, payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key FROM receive() ORDER BY n;
 SELECT last_seq, events_waiting, last_error FROM publisher_status;
 
--- purge_events() kept the newest publication row, which numbers what comes
--- next; everything before it went with its events.
+-- purge_events() kept the last event published, with its publication row,
+-- which numbers what comes next; everything before it went with its events.
 SELECT seq FROM publication ORDER BY seq;
 SELECT purge_events('-1 s');
 SELECT purge_events(NULL);

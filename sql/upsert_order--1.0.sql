@@ -423,7 +423,7 @@ CREATE FUNCTION @extschema@.purge_events(older_than interval)
 	RETURNS bigint
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE SECURITY INVOKER;
 COMMENT ON FUNCTION @extschema@.purge_events(interval) IS
-	'delete the events logged more than older_than ago that are not waiting to be published, and their publication rows; returns how many';
+	'delete the events logged more than older_than ago, and their publication rows, but not those waiting to be published, published less than older_than ago, or published last; returns how many';
 REVOKE ALL ON FUNCTION @extschema@.purge_events(interval) FROM PUBLIC;
 
 -- The worker's own state, from shared memory.  Internal: use publisher_status.

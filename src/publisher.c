@@ -78,8 +78,13 @@
 /* Seconds between two retention passes, at most. */
 #define RETENTION_INTERVAL_S	10
 
-/* Retention batches per round, before the worker looks for new events. */
+/*
+ * Retention batches per round, before the worker looks for new events: when
+ * the last publishing batch was not full, and when it was (under a steady
+ * load every batch is full, and retention must still make progress).
+ */
 #define RETENTION_BATCHES_PER_ROUND 10
+#define RETENTION_BATCHES_PER_BUSY_ROUND 1
 
 /* Seconds before an error that repeats is logged again. */
 #define ERROR_LOG_INTERVAL_S	60
@@ -129,17 +134,24 @@ static const char *const record_sql =
 
 /*
  * Delete, among the next $2 events after event_id $1, those logged before $3
- * that are not waiting in the outbox, with their publication rows; return
- * how many, how many events were looked at, the last event_id among them,
- * and how many of them were logged at or after $3.  event_log grows in
- * event_id order and logged_at follows it, so a caller walks from the oldest
- * event and stops at the first batch that reaches the cutoff: each batch
- * reads only the head of the log.
+ * that are neither waiting in the outbox nor published at or after $3, with
+ * their publication rows; return how many, how many events were looked at,
+ * the last event_id among them, and how many of them were logged at or
+ * after $3.  event_log grows in event_id order and logged_at follows it, so
+ * a caller walks from the oldest event and stops at the first batch that
+ * reaches the cutoff: each batch reads only the head of the log.
+ *
+ * Two published events stay although logged before $3: one published after
+ * it (it waited in the outbox, for a prepared transaction or a failing
+ * notification, and a listener catching up must find it as long after its
+ * notification as any other), and the last one published, whose seq numbers
+ * the next.  That one keeps its event too, not only its publication row, so
+ * that the row goes with the event once a later one is published: no
+ * publication row outlives its event.
  *
  * Every access goes by index whatever the sizes of the tables: the outbox
- * is read only within the event_ids of the batch, and deletions find their
- * rows in an array.  The newest publication row is never deleted: the next
- * seq is counted from it.
+ * is read only within the event_ids of the batch, publication by event_id,
+ * and deletions find their rows in an array.
  */
 static const char *const purge_sql =
 "WITH head AS ("
@@ -149,14 +161,18 @@ static const char *const purge_sql =
 "    SELECT o.event_id FROM upsert_order.outbox o"
 "     WHERE o.event_id >= (SELECT min(h.event_id) FROM head h)"
 "       AND o.event_id <= (SELECT max(h.event_id) FROM head h)"
+"), last_published AS ("
+"    SELECT p.event_id FROM upsert_order.publication p ORDER BY p.seq DESC LIMIT 1"
 "), expired AS ("
 "    SELECT array_agg(h.event_id) AS ids FROM head h"
+"      LEFT JOIN upsert_order.publication p ON p.event_id = h.event_id"
 "     WHERE h.logged_at < $3"
+"       AND (p.published_at IS NULL OR p.published_at < $3)"
 "       AND h.event_id NOT IN (SELECT w.event_id FROM waiting w)"
+"       AND h.event_id NOT IN (SELECT l.event_id FROM last_published l)"
 "), forgotten AS ("
 "    DELETE FROM upsert_order.publication p"
 "     WHERE p.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"
-"       AND p.seq < (SELECT max(q.seq) FROM upsert_order.publication q)"
 "), purged AS ("
 "    DELETE FROM upsert_order.event_log e"
 "     WHERE e.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"
@@ -773,13 +789,13 @@ back_off(void)
 }
 
 /*
- * Run up to a few batches of the retention pass, starting one when
+ * Run up to max_batches batches of the retention pass, starting one when
  * upsert_order.event_retention is set and the last one ended long enough
  * ago.  Returns false on error, true otherwise; *more says that the pass
  * has batches left.
  */
 static bool
-run_retention(bool *more)
+run_retention(int max_batches, bool *more)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		purged;
@@ -798,7 +814,7 @@ run_retention(bool *more)
 															  RETENTION_INTERVAL_S) * 1000);
 	}
 
-	for (int i = 0; i < RETENTION_BATCHES_PER_ROUND && retention_cutoff != 0; i++)
+	for (int i = 0; i < max_batches && retention_cutoff != 0; i++)
 	{
 		if (!run_in_transaction(retention_batch, "deleting expired upsert_order events", &purged))
 			return false;
@@ -875,18 +891,16 @@ PublisherMain(Datum main_arg)
 			horizon_advance(batch_horizon);
 		PublisherReportSuccess(published_relid, published_seq);
 
-		/* a full batch: more may be waiting, go on without sleeping */
-		if (published >= 0 && batch_full)
-			continue;
-
 		if (published >= 0)
 		{
-			if (!run_retention(&more_retention))
+			if (!run_retention(batch_full ? RETENTION_BATCHES_PER_BUSY_ROUND :
+							   RETENTION_BATCHES_PER_ROUND, &more_retention))
 			{
 				back_off();
 				continue;
 			}
-			if (more_retention)
+			/* a full batch: more may be waiting, go on without sleeping */
+			if (batch_full || more_retention)
 				continue;
 		}
 

@@ -109,5 +109,40 @@ SELECT count(*) FROM upsert_order.event_log e
    AND NOT EXISTS (SELECT FROM upsert_order.publication p WHERE p.event_id = e.event_id)}),
 	'0', 'no applied event was left out');
 
+# Purging by age.  An event that waited (here, prepared) keeps its
+# publication row as long after its notification as any other: a cutoff
+# between its logging and its publication keeps it.
+my $p4 = prepare_upsert('p4', 4, 10);
+my $prepared_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+$node->poll_query_until('postgres',
+	"SELECT clock_timestamp() > '$prepared_at'::timestamptz + interval '1 s'")
+  or die 'the clock does not move';
+$node->safe_psql('postgres', "COMMIT PREPARED 'p4'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p4"),
+	'an event that waited a second is published');
+$node->safe_psql('postgres', qq{
+SELECT upsert_order.purge_events(now() - (SELECT e.logged_at + (p.published_at - e.logged_at) / 2
+                                            FROM upsert_order.event_log e
+                                            JOIN upsert_order.publication p USING (event_id)
+                                           WHERE e.event_id = $p4))});
+is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHERE event_id = $p4"),
+	'1', 'purging what was logged before its publication keeps the event');
+is(times_published($p4), 1, 'and its publication row');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM upsert_order.event_log WHERE event_id < $p4"),
+	'0', 'while the events published before are gone');
+
+# Purging everything keeps the last event published, with its publication
+# row, and nothing else: what earlier purges kept goes too.
+write_events(500, 2);
+wait_published('events after the purge are published');
+$node->safe_psql('postgres', "SELECT upsert_order.purge_events('0 s')");
+my $last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_order.publication');
+is($node->safe_psql('postgres', 'SELECT string_agg(event_id::text, \',\') FROM upsert_order.event_log'),
+	$last, 'purging everything keeps the last event published alone');
+is($node->safe_psql('postgres', 'SELECT string_agg(event_id::text, \',\') FROM upsert_order.publication'),
+	$last, 'and its publication row alone');
+
 $node->stop;
 done_testing();

@@ -1,0 +1,55 @@
+# upsert_order.event_retention while the worker is busy: every publishing
+# batch comes back full (batches of one event, a backlog of thousands), and
+# the retention pass must still run between them instead of waiting for the
+# backlog to be drained.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use UpsertOrderNode;
+
+my $node = UpsertOrderNode::start(
+	'publisher_retention_busy', q{
+upsert_order.publish_naptime = 100ms
+upsert_order.publish_batch_size = 1
+});
+
+$node->safe_psql('postgres',
+	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, val int)');
+
+UpsertOrderNode::write_events($node, 1, 10);
+ok(UpsertOrderNode::all_published($node), 'the first events are published');
+my $old_last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_order.event_log');
+
+# Let them age past the retention to come, queue a backlog that takes the
+# worker thousands of full batches, and only then set the retention.
+my $written_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+$node->poll_query_until('postgres',
+	"SELECT clock_timestamp() > '$written_at'::timestamptz + interval '1.5 s'")
+  or die 'the clock does not move';
+UpsertOrderNode::write_events($node, 1000, 20000);
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET upsert_order.event_retention = '1s';
+SELECT pg_reload_conf();
+});
+
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM upsert_order.event_log WHERE event_id <= $old_last"),
+	'the events older than the retention are deleted');
+cmp_ok($node->safe_psql('postgres', 'SELECT events_waiting FROM upsert_order.publisher_status'),
+	'>', 0, 'while the backlog is still being published');
+
+ok(UpsertOrderNode::all_published($node), 'the backlog is published');
+is( $node->safe_psql('postgres', q{
+SELECT count(*) = count(DISTINCT event_id) AND max(seq) - min(seq) + 1 = count(*)
+  FROM upsert_order.publication}),
+	't', 'what is left of the publication rows is gapless, one per event');
+
+$node->stop;
+done_testing();
