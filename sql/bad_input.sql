@@ -39,6 +39,12 @@ SELECT versioned_upsert('some_seq', '{"id": 1, "ver": 11}');
 SELECT versioned_upsert('pg_class', '{"oid": 1}');
 SELECT versioned_upsert('pg_catalog.pg_proc', '{"oid": 1}');
 SELECT versioned_upsert('upsert_order.event_log', '{"event_id": 1, "version": 1}');
+-- A table logical decoding reads as a catalog: ON CONFLICT refuses it, and
+-- so does every message, full (the direct path) or partial.
+CREATE TABLE user_catalog (id int PRIMARY KEY, ver rowseq NOT NULL, val text)
+	WITH (user_catalog_table = true);
+SELECT versioned_upsert('user_catalog', '{"id": 1, "ver": 1, "val": "a"}');
+SELECT versioned_upsert('user_catalog', '{"id": 1, "ver": 1}');
 -- A dropped table (the regclass outlives it).
 CREATE TABLE doomed (id int PRIMARY KEY, ver rowseq);
 SELECT 'doomed'::regclass::oid AS doomed_oid \gset
@@ -50,6 +56,7 @@ SELECT versioned_upsert('no_such_table', '{"id": 1, "ver": 1}');
 SELECT versioned_upsert('no_pk', '{"id": 1, "ver": 1}');
 SELECT versioned_upsert('two_versions', '{"id": 1, "v1": 1}');
 SELECT versioned_upsert('good_view', '{"id": 1, "ver": 11}');
+SELECT versioned_upsert('user_catalog', '{"id": 1, "ver": 2, "val": "b"}');
 SELECT versioned_upsert(:doomed_oid, '{"id": 1, "ver": 1}');
 \set VERBOSITY default
 
@@ -102,6 +109,11 @@ SELECT outcome FROM versioned_upsert('good', '{"id": 1, "ver": 11, "val": "fine"
 SELECT count(*) AS events FROM event_log;
 
 -- A table that changes shape is re-read: the cache follows ALTER TABLE.
+ALTER TABLE user_catalog RESET (user_catalog_table);
+SELECT outcome FROM versioned_upsert('user_catalog', '{"id": 1, "ver": 1, "val": "a"}');
+ALTER TABLE user_catalog SET (user_catalog_table = true);
+SELECT versioned_upsert('user_catalog', '{"id": 1, "ver": 2, "val": "b"}');
+SELECT * FROM user_catalog;
 SELECT outcome FROM versioned_upsert('good', '{"id": 2, "ver": 1, "val": "v"}');
 ALTER TABLE good ADD COLUMN extra int;
 SELECT outcome FROM versioned_upsert('good', '{"id": 2, "ver": 2, "extra": 5}');

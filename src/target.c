@@ -266,6 +266,13 @@ target_check_kind(Relation rel)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot access temporary tables of other sessions")));
 
+	/* the statement refuses it; the direct path must not take it either */
+	if (RelationIsUsedAsCatalogTable(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" is used as a catalog table", name),
+				 errdetail("INSERT ... ON CONFLICT, which versioned_upsert() runs, is not supported on a table with user_catalog_table set.")));
+
 	if (get_namespace_oid(UPSERT_ORDER_SCHEMA, true) == RelationGetNamespace(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
