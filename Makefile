@@ -30,7 +30,7 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(
 
 # Isolation specs live in test/specs with their expected output in test/expected.
 ISOLATION = concurrent_same_key concurrent_new_key concurrent_batch repeatable_read concurrent_temp_table \
-	concurrent_writer event_log_altered
+	concurrent_writer event_log_altered configure_locked_table
 # The database the publisher serves (test/upsert_order.conf), so that it
 # publishes while the specs run rather than failing to connect.
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/output_iso \

@@ -91,6 +91,26 @@ owner_section_end(OwnerSection *section)
 }
 
 /*
+ * Refuse a caller that does not own the table (nor belongs to the owning
+ * role).  A table that does not exist passes: the caller reports that.
+ */
+static void
+check_table_owner(Oid relid)
+{
+	char		relkind = get_rel_relkind(relid);
+
+	if (relkind == '\0')
+		return;
+#if PG_VERSION_NUM >= 160000
+	if (!object_ownercheck(RelationRelationId, relid, GetUserId()))
+#else
+	if (!pg_class_ownercheck(relid, GetUserId()))
+#endif
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(relkind),
+					   get_rel_name(relid));
+}
+
+/*
  * configure(target regclass, channel text): notify the applied events of
  * target on channel instead of upsert_order.channel; a null channel goes
  * back to upsert_order.channel.  Only the owner of target (or a member of
@@ -116,7 +136,10 @@ configure(PG_FUNCTION_ARGS)
 	/*
 	 * Locked, so that a concurrent DROP either went first (and the table is
 	 * gone) or waits for this setting, which its event trigger then deletes.
+	 * Ownership is checked before, so that nobody else can wait in the
+	 * table's lock queue through this function, and again once locked.
 	 */
+	check_table_owner(relid);
 	LockRelationOid(relid, AccessShareLock);
 	relkind = get_rel_relkind(relid);
 	if (relkind == '\0')
@@ -133,13 +156,7 @@ configure(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a permanent table", get_rel_name(relid)),
 				 errdetail("Only ordinary and partitioned tables that are not temporary have a channel of their own.")));
-#if PG_VERSION_NUM >= 160000
-	if (!object_ownercheck(RelationRelationId, relid, GetUserId()))
-#else
-	if (!pg_class_ownercheck(relid, GetUserId()))
-#endif
-		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(relkind),
-					   get_rel_name(relid));
+	check_table_owner(relid);
 
 	if (!PG_ARGISNULL(1))
 	{
