@@ -48,9 +48,7 @@ SELECT count(*) FROM generate_series(1, $events) i,
 COMMIT;
 });
 
-ok( $node->poll_query_until(
-		'postgres', 'SELECT events_waiting = 0 FROM upsert_order.publisher_status'),
-	'the batch of large rows is published');
+ok(UpsertOrderNode::all_published($node), 'the batch of large rows is published');
 
 is( $node->safe_psql(
 		'postgres', q{
