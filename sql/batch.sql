@@ -72,6 +72,13 @@ SELECT * FROM versioned_upsert_batch('item', NULL);
 -- Same checks on the target as the single call.
 CREATE VIEW item_view AS SELECT * FROM item;
 SELECT * FROM versioned_upsert_batch('item_view', '[{"id": 1, "ver": 1}]');
+-- An empty batch too, though it writes nothing.
+CREATE TABLE no_version (id int PRIMARY KEY);
+SELECT count(*) FROM versioned_upsert_batch('item_view', '[]');
+SELECT count(*) FROM versioned_upsert_batch('no_version', '[]');
+SELECT count(*) FROM versioned_upsert_batch('event_log', '[]');
+SELECT count(*) FROM versioned_upsert_batch('pg_class', '[]');
+SELECT count(*) FROM versioned_upsert_batch(2147483647::oid::regclass, '[]');
 
 -- Same privileges as the single call.
 SET client_min_messages = warning;
@@ -81,6 +88,17 @@ CREATE ROLE upsert_batch_reader;
 GRANT SELECT ON item TO upsert_batch_reader;
 SET ROLE upsert_batch_reader;
 SELECT * FROM versioned_upsert_batch('item', '[{"id": 9, "ver": 1}]');
+SELECT count(*) FROM versioned_upsert_batch('item', '[]');
+RESET ROLE;
+-- What every message needs is enough for an empty batch: INSERT on the key
+-- and the version, UPDATE on the version, SELECT on the row.
+GRANT INSERT (id, ver), UPDATE (ver) ON item TO upsert_batch_reader;
+SET ROLE upsert_batch_reader;
+SELECT count(*) FROM versioned_upsert_batch('item', '[]');
+RESET ROLE;
+REVOKE UPDATE (ver) ON item FROM upsert_batch_reader;
+SET ROLE upsert_batch_reader;
+SELECT count(*) FROM versioned_upsert_batch('item', '[]');
 RESET ROLE;
 DROP OWNED BY upsert_batch_reader;
 DROP ROLE upsert_batch_reader;

@@ -127,3 +127,21 @@ SELECT versioned_upsert('shape', '{"id": 1, "v": 2, "label": null}');
 SELECT versioned_upsert('shape', '{"id": 1, "v": 2, "origin": {"x": "one"}}');
 SELECT outcome FROM versioned_upsert('shape', '{"id": 1, "v": 2, "label": "named", "grid": null}');
 SELECT id, v, label, grid FROM shape;
+
+-- Key columns take the same forms: an array key from a JSON array or its
+-- text, a composite key from a JSON object or its text, on both the single
+-- and the batch call; a value of the wrong shape is refused as
+-- jsonb_populate_record() refuses it.
+CREATE TABLE route (stops int[] PRIMARY KEY, v rowseq, note text);
+SELECT outcome FROM versioned_upsert('route', '{"stops": [1, 2], "v": 1, "note": "a"}');
+SELECT outcome FROM versioned_upsert('route', '{"stops": "{1,2}", "v": 2, "note": "b"}');
+SELECT outcome FROM versioned_upsert_batch('route', '[{"stops": [1, 2], "v": 2}, {"stops": [[3], [4]], "v": 1}]');
+SELECT versioned_upsert('route', '{"stops": {"a": 1}, "v": 3}');
+SELECT versioned_upsert('route', '{"stops": [1, "x"], "v": 3}');
+SELECT * FROM route ORDER BY stops;
+CREATE TABLE located (at point3 PRIMARY KEY, v rowseq);
+SELECT outcome FROM versioned_upsert('located', '{"at": {"x": 1, "y": 2, "z": 3}, "v": 1}');
+SELECT outcome FROM versioned_upsert('located', '{"at": "(1,2,3)", "v": 1}');
+SELECT versioned_upsert('located', '{"at": [1, 2, 3], "v": 2}');
+SELECT * FROM located;
+SELECT key, version, outcome FROM event_log WHERE target IN ('route'::regclass, 'located'::regclass) ORDER BY event_id;

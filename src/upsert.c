@@ -27,14 +27,19 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/sysattr.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
+#include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -276,6 +281,52 @@ parse_version(JsonbValue *value)
 	return RowseqFromText(json_value_to_cstring(value, TEXTOID));
 }
 
+/*
+ * The value of an array or composite key column, converted the way
+ * jsonb_populate_record() converts a field (from a JSON array or object, or
+ * from the type's text form), so that a key takes the same forms as any
+ * other column: the value goes through a one-column record of the column's
+ * type.  Such keys are rare enough that doing this per message is fine.
+ */
+static Datum
+parse_structured_key_value(TargetColumn *col, JsonbValue *value)
+{
+	TupleDesc	desc = CreateTemplateTupleDesc(1);
+	Datum		field = (Datum) 0;
+	bool		isnull = true;
+	JsonbParseState *state = NULL;
+	JsonbValue	name;
+	Jsonb	   *object;
+	FmgrInfo	populate;
+	HeapTupleHeader record;
+
+	TupleDescInitEntry(desc, 1, col->name, col->typid, col->typmod, 0);
+	desc = BlessTupleDesc(desc);
+
+	name.type = jbvString;
+	name.val.string.val = col->name;
+	name.val.string.len = strlen(col->name);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_KEY, &name);
+	pushJsonbValue(&state, WJB_VALUE, value);
+	object = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+
+	/* jsonb_populate_record() reads its first argument's type from the call. */
+	fmgr_info(F_JSONB_POPULATE_RECORD, &populate);
+	populate.fn_expr = (Node *)
+		makeFuncExpr(F_JSONB_POPULATE_RECORD, RECORDOID,
+					 list_make2(makeNullConst(RECORDOID, -1, InvalidOid),
+								makeNullConst(JSONBOID, -1, InvalidOid)),
+					 InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	record = DatumGetHeapTupleHeader(
+		FunctionCall2(&populate,
+					  heap_copy_tuple_as_datum(heap_form_tuple(desc, &field, &isnull), desc),
+					  JsonbPGetDatum(object)));
+	field = GetAttributeByNum(record, 1, &isnull);
+	Assert(!isnull);
+	return field;
+}
+
 /* The value of a primary key column, which must not be null. */
 static Datum
 parse_key_value(TargetColumn *col, JsonbValue *value)
@@ -285,6 +336,8 @@ parse_key_value(TargetColumn *col, JsonbValue *value)
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("primary key column \"%s\" is null in new_row", col->name),
 				 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
+	if (col->structured)
+		return parse_structured_key_value(col, value);
 	return InputFunctionCall(&col->input, json_value_to_cstring(value, col->basetype),
 							 col->ioparam, col->typmod);
 }
@@ -871,6 +924,54 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
 }
 
 /*
+ * An empty batch writes nothing, but is refused wherever a message would
+ * be: the table is locked and checked as a target, and the caller needs
+ * what every message needs, as the statement's executor would check it:
+ * INSERT on the key and the version, UPDATE on the version, SELECT on the
+ * whole row.
+ */
+static void
+check_empty_batch(Oid relid)
+{
+	UpsertTarget *target = TargetLookup(relid);
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	Bitmapset  *written = NULL;
+	Bitmapset  *version;
+	Bitmapset  *whole_row;
+
+	for (int i = 0; i < target->npkey; i++)
+		written = bms_add_member(written, target->pkey[i] - FirstLowInvalidHeapAttributeNumber);
+	version = bms_make_singleton(target->version_attnum - FirstLowInvalidHeapAttributeNumber);
+	written = bms_add_members(written, version);
+	whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = get_rel_relkind(relid);
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	{
+		RTEPermissionInfo *perm = makeNode(RTEPermissionInfo);
+
+		perm->relid = relid;
+		perm->inh = true;
+		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+		perm->insertedCols = written;
+		perm->updatedCols = version;
+		perm->selectedCols = whole_row;
+		rte->perminfoindex = 1;
+		(void) ExecCheckPermissions(list_make1(rte), list_make1(perm), true);
+	}
+#else
+	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+	rte->insertedCols = written;
+	rte->updatedCols = version;
+	rte->selectedCols = whole_row;
+	(void) ExecCheckRTPerms(list_make1(rte), true);
+#endif
+}
+
+/*
  * versioned_upsert_batch(target regclass, rows jsonb) RETURNS SETOF upsert_result
  *
  * Each element is applied exactly as a versioned_upsert() call would be, in
@@ -901,6 +1002,9 @@ versioned_upsert_batch(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("rows must be a JSON array"),
 				 errdetail("versioned_upsert_batch() takes an array of row objects.")));
+
+	if (JB_ROOT_COUNT(rows) == 0)
+		check_empty_batch(relid);
 
 	InitMaterializedSRF(fcinfo, 0);
 
