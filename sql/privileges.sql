@@ -42,6 +42,8 @@ TRUNCATE event_log;
 SELECT nextval('upsert_order.event_log_event_id_seq');
 -- Calling the internal WHERE-clause helper directly changes nothing.
 SELECT _conflict_check('1', '2', 0);
+-- Nor does the one that takes an event_id for the running call.
+SELECT _event_id(0), _event_id(1);
 RESET ROLE;
 
 -- A reader granted SELECT sees everything the writer logged, and nothing more.

@@ -94,6 +94,7 @@ SELECT ver FROM doc WHERE id = 1;
 DROP TRIGGER refuse ON doc;
 
 -- A trigger on one target may call versioned_upsert() on another (nested calls).
+SELECT max(event_id) AS last_event FROM event_log \gset
 CREATE TABLE audit_copy (id int PRIMARY KEY, ver rowseq, title text);
 CREATE FUNCTION copy_doc() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -106,7 +107,7 @@ SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{
 SELECT applied, outcome, version, stored_version FROM versioned_upsert('doc', '{"id": 1, "ver": 29, "title": "Stale"}');
 SELECT * FROM audit_copy;
 SELECT target, key, version, outcome FROM event_log
-WHERE event_id > :events_before ORDER BY event_id;
+WHERE event_id > :last_event ORDER BY event_id;
 
 -- A call nested in the parsing of a message (a domain's CHECK calling
 -- versioned_upsert() on another table, after ANALYZE invalidated the outer
@@ -147,3 +148,27 @@ SELECT outcome, stored_version FROM versioned_upsert('forger', '{"id": 1, "ver":
 SELECT outcome, stored_version FROM versioned_upsert('forger', '{"id": 2, "ver": 10, "skip": true}');
 SELECT outcome, stored_version FROM versioned_upsert('forger', '{"id": 1, "ver": 11, "skip": false}');
 SELECT key, version, outcome FROM event_log WHERE target = 'forger'::regclass ORDER BY event_id;
+
+-- An AFTER trigger that sends a newer version of the same key: the call's
+-- own event is logged before the trigger's, so applied versions increase in
+-- event_id order (and the publisher, which follows event_id, publishes the
+-- older one first), on the single and the batch call alike.
+CREATE TABLE bumped (id int PRIMARY KEY, ver rowseq NOT NULL, note text);
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.note = 'bump' THEN
+		PERFORM upsert_order.versioned_upsert('bumped',
+			jsonb_build_object('id', NEW.id, 'ver', NEW.ver::bigint + 10, 'note', 'bumped'));
+	END IF;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER bump AFTER INSERT OR UPDATE ON bumped FOR EACH ROW EXECUTE FUNCTION bump();
+SELECT outcome, version FROM versioned_upsert('bumped', '{"id": 1, "ver": 5, "note": "bump"}');
+SELECT outcome, version FROM versioned_upsert_batch('bumped',
+	'[{"id": 1, "ver": 20, "note": "bump"}, {"id": 2, "ver": 1, "note": "bump"}]');
+SELECT * FROM bumped ORDER BY id;
+SELECT key, version, outcome FROM event_log WHERE target = 'bumped'::regclass ORDER BY event_id;
+SELECT count(*) AS out_of_order
+FROM (SELECT version < lag(version) OVER (PARTITION BY key ORDER BY event_id) AS backwards
+	  FROM event_log WHERE target = 'bumped'::regclass AND outcome IN ('inserted', 'updated')) e
+WHERE backwards;

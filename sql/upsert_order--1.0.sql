@@ -313,6 +313,14 @@ CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming 
 	RETURNS boolean
 	AS 'MODULE_PATHNAME', 'conflict_check' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+-- In the RETURNING list of that statement: takes the event_id of the call's
+-- event once its row is written, before the statement's AFTER triggers run,
+-- so that a call those triggers make logs its event after this one.  Given
+-- anything but the running call's token it returns NULL and takes nothing.
+CREATE FUNCTION @extschema@._event_id(token bigint)
+	RETURNS bigint
+	AS 'MODULE_PATHNAME', 'event_id_for_statement' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
 CREATE FUNCTION @extschema@.versioned_upsert(target regclass, new_row jsonb)
 	RETURNS @extschema@.upsert_result
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;

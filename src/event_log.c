@@ -454,11 +454,25 @@ appender_for(Appender **kept, Oid *relid)
 	return ap;
 }
 
+/*
+ * The event_id of an event about to be logged, taken ahead of the row when
+ * the row must be logged after something that runs in between (upsert.c).
+ * The transaction's ID comes first, as for any event the publisher may see.
+ */
+int64
+EventLogTakeId(void)
+{
+	event_log_tables();
+	(void) GetTopTransactionId();
+	return nextval_internal(tables.seq_relid, false);
+}
+
 /* Write the event_log row; returns its event_id. */
 static int64
 append_event(const LoggedEvent *event)
 {
-	int64		event_id = nextval_internal(tables.seq_relid, false);
+	int64		event_id = event->event_id ? event->event_id :
+		nextval_internal(tables.seq_relid, false);
 	Appender   *ap = appender_for(&kept_log, &tables.log_relid);
 
 #define SET_COLUMN(col, value) appender_set(ap, tables.log_attnum[col], (value))

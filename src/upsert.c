@@ -91,6 +91,7 @@ typedef struct ConflictNote
 	rowseq		stored;
 	bool		incoming_isnull;
 	rowseq		incoming;
+	int64		event_id;		/* taken by _event_id(), or 0 */
 } ConflictNote;
 
 static ConflictNote conflict_note;
@@ -99,6 +100,7 @@ static int	call_depth = 0;
 PG_FUNCTION_INFO_V1(versioned_upsert);
 PG_FUNCTION_INFO_V1(versioned_upsert_batch);
 PG_FUNCTION_INFO_V1(conflict_check);
+PG_FUNCTION_INFO_V1(event_id_for_statement);
 
 int
 UpsertCallDepth(void)
@@ -168,6 +170,26 @@ conflict_check(PG_FUNCTION_ARGS)
 	if (stored_isnull)
 		PG_RETURN_BOOL(true);
 	PG_RETURN_BOOL(!incoming_isnull && stored < incoming);
+}
+
+/*
+ * _event_id(token): in the statement's RETURNING list, which the executor
+ * evaluates as soon as the row is written, before the statement's AFTER
+ * triggers run.  The call's event takes its event_id there, so that a
+ * versioned_upsert() those triggers make, on the same key perhaps, logs
+ * after it: a newer version then never precedes an older one in event_id
+ * order.  Row locks order the event_ids of concurrent calls as before: the
+ * row is locked when this runs.
+ */
+Datum
+event_id_for_statement(PG_FUNCTION_ARGS)
+{
+	if (conflict_note.token == 0 || PG_ARGISNULL(0) ||
+		(uint64) PG_GETARG_INT64(0) != conflict_note.token ||
+		conflict_note.event_id != 0)
+		PG_RETURN_NULL();
+	conflict_note.event_id = EventLogTakeId();
+	PG_RETURN_INT64(conflict_note.event_id);
 }
 
 /* The text an input function of (base) type basetype reads for a JSON value. */
@@ -506,8 +528,10 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured
 					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
 					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d)"
 					 " RETURNING upsert_order_target.%s,"
-					 " pg_catalog.to_jsonb(upsert_order_target.*)",
-					 target->pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1, ver);
+					 " pg_catalog.to_jsonb(upsert_order_target.*),"
+					 " upsert_order._event_id($%d)",
+					 target->pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1, ver,
+					 PARAM_TOKEN + 1);
 	return sql.data;
 }
 
@@ -759,6 +783,7 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 											   SPI_tuptable->tupdesc, 1, stored_isnull));
 		event->data = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		event->data_isnull = isnull;
+		event->event_id = note.event_id;
 		event->outcome = note.seen ? "updated" : "inserted";
 		return;
 	}
@@ -818,6 +843,8 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	PG_TRY();
 	{
 		parse_message(target, new_row, &msg);
+
+		event.event_id = 0;
 
 		result->stored_isnull = false;
 		result->stored = 0;

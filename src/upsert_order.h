@@ -136,8 +136,10 @@ typedef struct LoggedEvent
 	Jsonb	   *payload;
 	Datum		data;			/* jsonb of the stored row, or 0 */
 	bool		data_isnull;
+	int64		event_id;		/* taken by EventLogTakeId(), or 0 */
 } LoggedEvent;
 
+extern int64 EventLogTakeId(void);
 extern int64 EventLogAppend(const LoggedEvent *event);
 extern void EventLogInitCache(void);
 extern void EventLogBatchBegin(void);
