@@ -828,6 +828,39 @@ run_retention(int max_batches, bool *more)
 	return true;
 }
 
+/*
+ * Settings the worker needs whatever the database or the role it connects
+ * as set (ALTER DATABASE ... SET applies to it as to any session).
+ */
+static void
+override_settings(void)
+{
+	/* the worker runs as a superuser: resolve every name in pg_catalog only */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Its batches write, may wait for a lock (configure() or a purge holding
+	 * publication), and must not be cut short: a batch that fails is retried
+	 * whole, so a timeout shorter than a batch would stall it for good.
+	 * Autovacuum forces the same for its own work.
+	 */
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Plan the statements once, and by index.  Every row they touch is found
+	 * by key or at the head of an index, and statistics taken while a table
+	 * was small (an empty outbox) must not yield a plan that scans it whole
+	 * once it has grown.  Replanning the publishing statement for each batch
+	 * also cost more than the rest of a small batch.
+	 */
+	SetConfigOption("plan_cache_mode", "force_generic_plan", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Entry point of the worker. */
 void
 PublisherMain(Datum main_arg)
@@ -846,18 +879,7 @@ PublisherMain(Datum main_arg)
 	PublisherAttach();
 	pgstat_report_appname("upsert_order publisher");
 
-	/* the worker runs as a superuser: resolve every name in pg_catalog only */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
-	 * Plan the statements once, and by index.  Every row they touch is found
-	 * by key or at the head of an index, and statistics taken while a table
-	 * was small (an empty outbox) must not yield a plan that scans it whole
-	 * once it has grown.  Replanning the publishing statement for each batch
-	 * also cost more than the rest of a small batch.
-	 */
-	SetConfigOption("plan_cache_mode", "force_generic_plan", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	override_settings();
 
 	ereport(LOG,
 			(errmsg("upsert_order publisher started for database \"%s\"", publisher_database)));

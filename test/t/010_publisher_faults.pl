@@ -246,6 +246,29 @@ ok($last > $before, 'more was published after the restart');
 	ok($listener->count_notified > 0, 'the new listener was notified');
 }
 
+# 6. Settings of the database the worker connects to (which apply to it as
+# to any session) do not stop it: here, read-only transactions by default.
+# The writer sets its own.
+{
+	$node->safe_psql('postgres', 'ALTER DATABASE postgres SET default_transaction_read_only = on');
+	my $pid = worker_pid();
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	ok( PublisherListener::query_until(
+			$node, 'postgres',
+			"SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM upsert_order.publisher_status"),
+		'the worker is restarted under the database settings');
+	$node->safe_psql('postgres', q{
+SET default_transaction_read_only = off;
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', upsert_order.rowseq_now()))
+  FROM generate_series(3000, 3199) i});
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'under read-only database settings');
+	is($last, $before + 200, 'the worker publishes whatever the database sets');
+	$node->safe_psql('postgres', q{
+SET default_transaction_read_only = off;
+ALTER DATABASE postgres RESET default_transaction_read_only});
+}
+
 $listener->stop;
 $node->stop;
 done_testing();
