@@ -89,6 +89,17 @@
 /* Seconds before an error that repeats is logged again. */
 #define ERROR_LOG_INTERVAL_S	60
 
+/*
+ * Bytes of notifications (payload as jsonb plus its text) per batch, at
+ * most: a batch ends early when the next event would pass it.  A payload's
+ * text stays under NOTIFY's 8000 bytes, but as jsonb it can be several times
+ * that (a small number takes 3 bytes of text and 12 of jsonb), and a batch
+ * of publish_batch_size such payloads could pass the 1 GB an array may hold:
+ * the batch would fail at every retry.  This keeps a batch's arrays and its
+ * pending notifications far below that.
+ */
+#define PUBLISH_BATCH_BYTES		(64 * 1024 * 1024)
+
 /* One unit of work, run in its own transaction by run_in_transaction(). */
 typedef int64 (*PublisherStep) (void);
 
@@ -416,7 +427,9 @@ batch_target(HTAB *targets, Oid target)
 
 /*
  * Number the events (rows of events_sql) after the highest seq published so
- * far, and describe each as its notification.
+ * far, and describe each as its notification, until PUBLISH_BATCH_BYTES
+ * would be passed (the first event is always taken): batch->n tells how
+ * many were.
  */
 static void
 describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
@@ -428,6 +441,7 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 	HTAB	   *targets;
 	bool		isnull;
 	int64		last_seq;
+	Size		bytes = 0;
 
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = sizeof(BatchTarget);
@@ -435,7 +449,7 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 	targets = hash_create("upsert_order publisher targets", 16, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	batch->n = n;
+	batch->n = 0;
 	batch->seqs = palloc(sizeof(Datum) * n);
 	batch->event_ids = palloc(sizeof(Datum) * n);
 	batch->channels = palloc(sizeof(char *) * n);
@@ -474,6 +488,10 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 		payload = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT, &payload_text);
 
 		MemoryContextSwitchTo(batch_cxt);
+		bytes += VARSIZE(payload) + strlen(payload_text) + 1;
+		if (i > 0 && bytes > PUBLISH_BATCH_BYTES)
+			break;
+		batch->n = i + 1;
 		batch->seqs[i] = Int64GetDatum(event.seq);
 		batch->event_ids[i] = Int64GetDatum(event.event_id);
 		batch->channels[i] = target->channel;
@@ -491,6 +509,23 @@ array_of(Datum *values, int n, Oid elemtype, int elemlen, bool elembyval, char e
 	if (n == 0)
 		return PointerGetDatum(construct_empty_array(elemtype));
 	return PointerGetDatum(construct_array(values, n, elemtype, elemlen, elembyval, elemalign));
+}
+
+/* The event_ids of taken (in order, ntaken of them) up to last. */
+static Datum
+taken_up_to(ArrayType *taken, int ntaken, int64 last)
+{
+	int64	   *ids = (int64 *) ARR_DATA_PTR(taken);
+	Datum	   *kept = palloc(sizeof(Datum) * ntaken);
+	int			n = 0;
+
+	Assert(!ARR_HASNULL(taken) && ARR_ELEMTYPE(taken) == INT8OID);
+	while (n < ntaken && ids[n] <= last)
+	{
+		kept[n] = Int64GetDatum(ids[n]);
+		n++;
+	}
+	return array_of(kept, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 /* Record the batch's notifications, and empty the outbox of the events taken. */
@@ -538,6 +573,7 @@ publish_batch(void)
 	int64		last_taken;
 	ArrayType  *taken_array;
 	int			ntaken;
+	int			nevents;
 	int			ret;
 	BatchNotifications batch;
 
@@ -589,8 +625,19 @@ publish_batch(void)
 	ret = SPI_execute_plan(events_plan, &taken, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the events to publish: %s", SPI_result_code_string(ret));
-	/* the statements that follow leave this result alone until SPI_finish() */
-	describe_events(SPI_tuptable, (int) SPI_processed, &batch);
+	/*
+	 * The statements that follow leave this result alone until SPI_finish(),
+	 * but not SPI_processed.
+	 */
+	nevents = (int) SPI_processed;
+	describe_events(SPI_tuptable, nevents, &batch);
+	if (batch.n < nevents)
+	{
+		/* cut short by size: the events after the last described wait */
+		last_taken = DatumGetInt64(batch.event_ids[batch.n - 1]);
+		taken = taken_up_to(taken_array, ntaken, last_taken);
+		batch_full = true;
+	}
 	record_notifications(&batch, taken);
 
 	/*

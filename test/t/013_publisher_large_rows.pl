@@ -1,6 +1,7 @@
 # The publisher with rows far larger than a notification: a batch of them is
 # published (without "data", as the payload limit requires), and the worker
-# holds one event's row at a time, not the whole batch's.
+# holds one event's row at a time, not the whole batch's.  Then payloads
+# that are small as text but large as jsonb: batches are cut by size.
 
 use strict;
 use warnings;
@@ -71,6 +72,39 @@ close($status);
 ok(defined $peak_kb, 'the worker\'s peak memory is known');
 cmp_ok($peak_kb * 1024, '<', $events * $row_bytes / 2,
 	'the worker never held the batch\'s rows at once');
+
+# Payloads under the limit whose jsonb is much larger than their text (an
+# array of small numbers: 3 bytes of text, 12 of jsonb each), with a batch
+# size that would gather them all: the worker cuts the batch by bytes (64 MB
+# of notifications), and publishes the rest in the next ones.  Without the
+# cut a large enough batch of them would pass the 1 GB an array can hold
+# and fail at every retry.
+my $big = 4000;
+$node->safe_psql(
+	'postgres', qq{
+ALTER SYSTEM SET upsert_order.publish_batch_size = 100000;
+SELECT pg_reload_conf();
+CREATE TABLE arr (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, a int[]);
+});
+$node->safe_psql(
+	'postgres', qq{
+BEGIN;
+SELECT count(*) FROM generate_series(1, $big) i,
+	LATERAL upsert_order.versioned_upsert('arr',
+		jsonb_build_object('id', i, 'ver', 1, 'a', array_fill(1, ARRAY[2500])));
+COMMIT;
+});
+ok(UpsertOrderNode::all_published($node), 'the events with large jsonb payloads are published');
+my ($count, $distinct, $first, $last, $with_data, $batches) = split /\|/,
+  $node->safe_psql(
+	'postgres', q{
+SELECT count(*), count(DISTINCT p.seq), min(p.seq), max(p.seq),
+       count(*) FILTER (WHERE p.payload ? 'data'), count(DISTINCT p.xmin::text)
+  FROM upsert_order.publication p JOIN upsert_order.event_log e USING (event_id)
+ WHERE e.target = 'arr'::regclass});
+is("$count|$distinct|$with_data", "$big|$big|$big", 'each published once, with its row');
+is($last - $first + 1, $big, 'in consecutive seqs');
+cmp_ok($batches, '>=', 3, 'in batches cut by size');
 
 $node->stop;
 done_testing();
