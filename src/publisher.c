@@ -411,6 +411,16 @@ batch_target(HTAB *targets, Oid target)
 	nspname = relname ? get_namespace_name(get_rel_namespace(target)) : NULL;
 	entry->name = nspname ? psprintf("%s.%s", nspname, relname) : NULL;
 
+	/*
+	 * A dropped table's events go on the default channel, even while the
+	 * batch's snapshot still shows its settings (it was dropped since).
+	 */
+	if (entry->name == NULL)
+	{
+		entry->channel = publisher_channel;
+		return entry;
+	}
+
 	if (channel_plan == NULL)
 	{
 		Oid			argtypes[1] = {REGCLASSOID};

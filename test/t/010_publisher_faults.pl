@@ -269,6 +269,37 @@ SET default_transaction_read_only = off;
 ALTER DATABASE postgres RESET default_transaction_read_only});
 }
 
+# 7. A table dropped while the worker is in the middle of a batch that
+# holds its event: the event goes out on the default channel with "table":
+# null, as for any event whose table is gone, although the batch's
+# snapshot still shows the table's own channel.  The worker is held inside
+# the batch by a lock on publication, which it reads after taking its
+# snapshot.
+{
+	$node->safe_psql('postgres', q{
+CREATE TABLE short_lived (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL);
+SELECT upsert_order.configure('short_lived', 'short_lived_events')});
+	my $pid = worker_pid();    # publisher_status reads publication: before the lock
+	my $holder = $node->background_psql('postgres');
+	$holder->query_safe('BEGIN');
+	$holder->query_safe('LOCK upsert_order.publication IN ACCESS EXCLUSIVE MODE');
+	$node->safe_psql('postgres',
+		"SELECT upsert_order.versioned_upsert('short_lived', '{\"id\": 1, \"ver\": 1}')");
+	ok( $node->poll_query_until('postgres',
+			"SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)"),
+		'the worker waits inside its batch');
+	$node->safe_psql('postgres', 'DROP TABLE short_lived');
+	$holder->query_safe('COMMIT');
+	$holder->quit;
+	ok(UpsertOrderNode::all_published($node), 'the event of the dropped table is published');
+	is( $node->safe_psql(
+			'postgres', q{
+SELECT p.channel = current_setting('upsert_order.channel'), p.payload->'table' = 'null'
+  FROM upsert_order.publication p
+ WHERE p.seq = (SELECT max(seq) FROM upsert_order.publication)}),
+		"t|t", 'on the default channel, with "table": null');
+}
+
 $listener->stop;
 $node->stop;
 done_testing();
