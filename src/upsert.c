@@ -345,7 +345,8 @@ parse_structured_key_value(TargetColumn *col, JsonbValue *value)
 					  heap_copy_tuple_as_datum(heap_form_tuple(desc, &field, &isnull), desc),
 					  JsonbPGetDatum(object)));
 	field = GetAttributeByNum(record, 1, &isnull);
-	Assert(!isnull);
+	if (isnull)					/* not from a JSON value that is not null */
+		elog(ERROR, "jsonb_populate_record() made a null key value");
 	return field;
 }
 
