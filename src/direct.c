@@ -121,48 +121,6 @@ direct_written_columns(UpsertTarget *target, Bitmapset **inserted, Bitmapset **u
 }
 
 /*
- * Name the privileges INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.*
- * needs in the state's range table entry, which already names the written
- * columns (SimpleExecStateCreate): INSERT on every column, UPDATE on the
- * columns it sets (all but the key), SELECT on the whole row.
- */
-static void
-direct_require_privileges(DirectState *ds)
-{
-	RangeTblEntry *rte = exec_rt_fetch(1, ds->estate);
-	/* the whole row: RETURNING t.* reads every column */
-	Bitmapset  *whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
-
-#if PG_VERSION_NUM >= 160000
-	{
-		RTEPermissionInfo *perm = getRTEPermissionInfo(ds->estate->es_rteperminfos, rte);
-
-		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-		perm->selectedCols = whole_row;
-	}
-#else
-	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-	rte->selectedCols = whole_row;
-#endif
-}
-
-/*
- * Check those privileges, for the current user, as the statement checks
- * them at every execution: in a batch, a function a constraint calls may
- * have changed the user since the last row.
- */
-static void
-direct_check_privileges(DirectState *ds)
-{
-#if PG_VERSION_NUM >= 160000
-	(void) ExecCheckPermissions(ds->estate->es_range_table,
-								ds->estate->es_rteperminfos, true);
-#else
-	(void) ExecCheckRTPerms(ds->estate->es_range_table, true);
-#endif
-}
-
-/*
  * Set up the direct path for a target, in memory of cxt.  TargetLookup()
  * holds RowExclusiveLock on the table.
  */
@@ -183,8 +141,8 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 	ds->estate = SimpleExecStateCreate(ds->rel, inserted, updated, &ds->rri);
 	bms_free(inserted);
 	bms_free(updated);
+	SimpleExecStateRequireUpsertPrivileges(ds->estate);
 	MemoryContextSwitchTo(ds->estate->es_query_cxt);
-	direct_require_privileges(ds);
 	ds->proposed = ExecInitExtraTupleSlot(ds->estate, RelationGetDescr(ds->rel),
 										  &TTSOpsVirtual);
 	ds->stored = table_slot_create(ds->rel, &ds->estate->es_tupleTable);
@@ -708,11 +666,13 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 
 	/*
 	 * The statement's first checks: a read-only transaction (which may still
-	 * write temporary tables), then privileges.
+	 * write temporary tables), then privileges, checked as the statement
+	 * checks them at every execution: in a batch, a function a constraint
+	 * calls may have changed the user since the last row.
 	 */
 	if (ds->rel->rd_rel->relpersistence != RELPERSISTENCE_TEMP)
 		PreventCommandIfReadOnly("INSERT");
-	direct_check_privileges(ds);
+	SimpleExecStateCheckPrivileges(ds->estate);
 
 	/*
 	 * ON CONFLICT DO UPDATE needs a replica identity on a published table,

@@ -3,12 +3,14 @@
  * exec_state.c
  *	  The executor state for writing rows of one relation without a plan,
  *	  the way logical replication applies rows: what the direct path
- *	  (direct.c) and the event log writer (event_log.c) both set up.
+ *	  (direct.c) and the event log writer (event_log.c) both set up, and
+ *	  the privilege check of an upsert on it (direct.c, upsert.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/sysattr.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #if PG_VERSION_NUM >= 160000
@@ -63,6 +65,48 @@ SimpleExecStateCreate(Relation rel, Bitmapset *insertedCols,
 
 	MemoryContextSwitchTo(oldcxt);
 	return estate;
+}
+
+/*
+ * Require, in the state's range table entry, the privileges that
+ * INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.* needs: INSERT on the
+ * columns it inserts and UPDATE on those it sets (the columns given to
+ * SimpleExecStateCreate), SELECT on the whole row, which RETURNING t.*
+ * reads.  Allocated in the state's memory.
+ */
+void
+SimpleExecStateRequireUpsertPrivileges(EState *estate)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
+	RangeTblEntry *rte = exec_rt_fetch(1, estate);
+	Bitmapset  *whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
+
+#if PG_VERSION_NUM >= 160000
+	{
+		RTEPermissionInfo *perm = getRTEPermissionInfo(estate->es_rteperminfos, rte);
+
+		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+		perm->selectedCols = whole_row;
+	}
+#else
+	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+	rte->selectedCols = whole_row;
+#endif
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Check the privileges the state's range table requires, for the current
+ * user, as the executor checks a statement's; an error if one is missing.
+ */
+void
+SimpleExecStateCheckPrivileges(EState *estate)
+{
+#if PG_VERSION_NUM >= 160000
+	(void) ExecCheckPermissions(estate->es_range_table, estate->es_rteperminfos, true);
+#else
+	(void) ExecCheckRTPerms(estate->es_range_table, true);
+#endif
 }
 
 /*

@@ -29,6 +29,7 @@
 
 #include "access/htup_details.h"
 #include "access/sysattr.h"
+#include "access/table.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "executor/executor.h"
@@ -142,6 +143,14 @@ conflict_token(void)
 	return token;
 }
 
+/* Is argument argno the running statement's token? */
+static bool
+has_running_token(FunctionCallInfo fcinfo, int argno)
+{
+	return conflict_note.token != 0 && !PG_ARGISNULL(argno) &&
+		(uint64) PG_GETARG_INT64(argno) == conflict_note.token;
+}
+
 /*
  * _conflict_check(stored, incoming, token): the WHERE clause of ON CONFLICT
  * DO UPDATE.  It runs once the conflicting row is locked, on its newest
@@ -157,8 +166,7 @@ conflict_check(PG_FUNCTION_ARGS)
 	bool		incoming_isnull = PG_ARGISNULL(1);
 	rowseq		incoming = incoming_isnull ? 0 : PG_GETARG_ROWSEQ(1);
 
-	if (conflict_note.token != 0 && !PG_ARGISNULL(2) &&
-		(uint64) PG_GETARG_INT64(2) == conflict_note.token)
+	if (has_running_token(fcinfo, 2))
 	{
 		conflict_note.seen = true;
 		conflict_note.stored_isnull = stored_isnull;
@@ -184,9 +192,7 @@ conflict_check(PG_FUNCTION_ARGS)
 Datum
 event_id_for_statement(PG_FUNCTION_ARGS)
 {
-	if (conflict_note.token == 0 || PG_ARGISNULL(0) ||
-		(uint64) PG_GETARG_INT64(0) != conflict_note.token ||
-		conflict_note.event_id != 0)
+	if (!has_running_token(fcinfo, 0) || conflict_note.event_id != 0)
 		PG_RETURN_NULL();
 	conflict_note.event_id = EventLogTakeId();
 	PG_RETURN_INT64(conflict_note.event_id);
@@ -954,49 +960,27 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
 /*
  * An empty batch writes nothing, but is refused wherever a message would
  * be: the table is locked and checked as a target, and the caller needs
- * what every message needs, as the statement's executor would check it:
- * INSERT on the key and the version, UPDATE on the version, SELECT on the
- * whole row.
+ * the privileges every message needs, checked as the direct path checks
+ * them: INSERT on the key and the version, UPDATE on the version, SELECT on
+ * the whole row.
  */
 static void
 check_empty_batch(Oid relid)
 {
 	UpsertTarget *target = TargetLookup(relid);
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	Bitmapset  *written = NULL;
-	Bitmapset  *version;
-	Bitmapset  *whole_row;
+	Relation	rel = table_open(relid, NoLock);	/* TargetLookup() locked it */
+	Bitmapset  *version = bms_make_singleton(target->version_attnum - FirstLowInvalidHeapAttributeNumber);
+	Bitmapset  *written = bms_copy(version);
+	ResultRelInfo *rri;
+	EState	   *estate;
 
 	for (int i = 0; i < target->npkey; i++)
 		written = bms_add_member(written, target->pkey[i] - FirstLowInvalidHeapAttributeNumber);
-	version = bms_make_singleton(target->version_attnum - FirstLowInvalidHeapAttributeNumber);
-	written = bms_add_members(written, version);
-	whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
-
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = get_rel_relkind(relid);
-	rte->rellockmode = RowExclusiveLock;
-#if PG_VERSION_NUM >= 160000
-	{
-		RTEPermissionInfo *perm = makeNode(RTEPermissionInfo);
-
-		perm->relid = relid;
-		perm->inh = true;
-		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-		perm->insertedCols = written;
-		perm->updatedCols = version;
-		perm->selectedCols = whole_row;
-		rte->perminfoindex = 1;
-		(void) ExecCheckPermissions(list_make1(rte), list_make1(perm), true);
-	}
-#else
-	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-	rte->insertedCols = written;
-	rte->updatedCols = version;
-	rte->selectedCols = whole_row;
-	(void) ExecCheckRTPerms(list_make1(rte), true);
-#endif
+	estate = SimpleExecStateCreate(rel, written, version, &rri);
+	SimpleExecStateRequireUpsertPrivileges(estate);
+	SimpleExecStateCheckPrivileges(estate);
+	SimpleExecStateFree(estate);
+	table_close(rel, NoLock);
 }
 
 /*

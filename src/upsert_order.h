@@ -224,6 +224,8 @@ struct ResultRelInfo;
 extern struct EState *SimpleExecStateCreate(Relation rel, Bitmapset *insertedCols,
 											 Bitmapset *updatedCols,
 											 struct ResultRelInfo **rri);
+extern void SimpleExecStateRequireUpsertPrivileges(struct EState *estate);
+extern void SimpleExecStateCheckPrivileges(struct EState *estate);
 extern void SimpleExecStateFree(struct EState *estate);
 
 /* direct.c: the path below SQL for full-row messages on plain tables */
