@@ -104,6 +104,14 @@ sub worker_pid
 	return $node->safe_psql('postgres', "SELECT worker_pid FROM upsert_order.publisher_status");
 }
 
+# Whether a worker other than $pid runs, waiting for it until the timeout.
+sub worker_replaced
+{
+	my ($pid) = @_;
+	return PublisherListener::query_until($node, 'postgres',
+		"SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM upsert_order.publisher_status");
+}
+
 my $listener = PublisherListener->new($node, 'postgres', 'upsert_order', 'other_events');
 
 # 1. SIGKILL the worker, twice, while the writers run.  Every backend is
@@ -148,10 +156,7 @@ ok($last > $before, 'more was published after the restart');
 	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 	$node->safe_psql('postgres',
 		"SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 1000, 'ver', upsert_order.rowseq_now()))");
-	ok( PublisherListener::query_until(
-			$node, 'postgres',
-			"SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM upsert_order.publisher_status"),
-		'the worker is restarted after SIGTERM');
+	ok(worker_replaced($pid), 'the worker is restarted after SIGTERM');
 	$before = $last;
 	$last = PublisherListener::check_published($node, $listener, 'after SIGTERM');
 	is($last, $before + 1, 'the event written while the worker was away is published');
@@ -253,10 +258,7 @@ ok($last > $before, 'more was published after the restart');
 	$node->safe_psql('postgres', 'ALTER DATABASE postgres SET default_transaction_read_only = on');
 	my $pid = worker_pid();
 	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
-	ok( PublisherListener::query_until(
-			$node, 'postgres',
-			"SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM upsert_order.publisher_status"),
-		'the worker is restarted under the database settings');
+	ok(worker_replaced($pid), 'the worker is restarted under the database settings');
 	$node->safe_psql('postgres', q{
 SET default_transaction_read_only = off;
 SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', upsert_order.rowseq_now()))
