@@ -79,6 +79,28 @@ SELECT count(*) FROM versioned_upsert_batch('no_version', '[]');
 SELECT count(*) FROM versioned_upsert_batch('event_log', '[]');
 SELECT count(*) FROM versioned_upsert_batch('pg_class', '[]');
 SELECT count(*) FROM versioned_upsert_batch(2147483647::oid::regclass, '[]');
+-- Refused in a read-only transaction, as every message is; allowed on a
+-- temporary table, which such a transaction may write (no event is logged).
+BEGIN READ ONLY;
+SELECT count(*) FROM versioned_upsert_batch('item', '[]');
+ROLLBACK;
+CREATE TEMP TABLE tmp_item (id int PRIMARY KEY, ver rowseq NOT NULL);
+BEGIN READ ONLY;
+SELECT count(*) FROM versioned_upsert_batch('tmp_item', '[]');
+ROLLBACK;
+DROP TABLE tmp_item;
+-- Refused on a published table without a replica identity, as every
+-- message is.
+CREATE TABLE no_identity (id int PRIMARY KEY, ver rowseq NOT NULL);
+ALTER TABLE no_identity REPLICA IDENTITY NOTHING;
+SET client_min_messages = error;
+CREATE PUBLICATION batch_pub FOR TABLE no_identity;
+RESET client_min_messages;
+SELECT * FROM versioned_upsert_batch('no_identity', '[{"id": 1, "ver": 1}]');
+SELECT count(*) FROM versioned_upsert_batch('no_identity', '[]');
+DROP PUBLICATION batch_pub;
+SELECT count(*) FROM versioned_upsert_batch('no_identity', '[]');
+DROP TABLE no_identity;
 
 -- Same privileges as the single call.
 SET client_min_messages = warning;

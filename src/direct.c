@@ -60,7 +60,6 @@
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
-#include "tcop/utility.h"
 #include "utils/datum.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -664,22 +663,8 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 {
 	UpsertTarget *target = ds->target;
 
-	/*
-	 * The statement's first checks: a read-only transaction (which may still
-	 * write temporary tables), then privileges, checked as the statement
-	 * checks them at every execution: in a batch, a function a constraint
-	 * calls may have changed the user since the last row.
-	 */
-	if (ds->rel->rd_rel->relpersistence != RELPERSISTENCE_TEMP)
-		PreventCommandIfReadOnly("INSERT");
-	SimpleExecStateCheckPrivileges(ds->estate);
-
-	/*
-	 * ON CONFLICT DO UPDATE needs a replica identity on a published table,
-	 * whatever the outcome, as UPDATE does; publications can change during
-	 * a batch.
-	 */
-	CheckCmdReplicaIdentity(ds->rel, CMD_UPDATE);
+	/* The statement's first checks: read-only, privileges, replica identity */
+	SimpleExecStateCheckUpsert(ds->estate, ds->rel);
 
 	/* ON CONFLICT checks the proposed row before it looks for a conflict */
 	if (RelationGetDescr(ds->rel)->constr)

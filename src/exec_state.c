@@ -12,6 +12,7 @@
 
 #include "access/sysattr.h"
 #include "executor/executor.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #if PG_VERSION_NUM >= 160000
 #include "parser/parse_relation.h"
@@ -96,17 +97,25 @@ SimpleExecStateRequireUpsertPrivileges(EState *estate)
 }
 
 /*
- * Check the privileges the state's range table requires, for the current
- * user, as the executor checks a statement's; an error if one is missing.
+ * The checks INSERT ... ON CONFLICT DO UPDATE makes when it starts, before
+ * it reads a single row, in its order: a read-only transaction (which may
+ * still write temporary tables); the privileges the state's range table
+ * requires, for the current user; a replica identity on a published table,
+ * which its UPDATE needs whatever the outcome.  Made again for every row of
+ * a batch: a function a constraint calls may change the user, and
+ * publications may change, between two rows.
  */
 void
-SimpleExecStateCheckPrivileges(EState *estate)
+SimpleExecStateCheckUpsert(EState *estate, Relation rel)
 {
+	if (rel->rd_rel->relpersistence != RELPERSISTENCE_TEMP)
+		PreventCommandIfReadOnly("INSERT");
 #if PG_VERSION_NUM >= 160000
 	(void) ExecCheckPermissions(estate->es_range_table, estate->es_rteperminfos, true);
 #else
 	(void) ExecCheckRTPerms(estate->es_range_table, true);
 #endif
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
 }
 
 /*

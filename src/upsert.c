@@ -958,11 +958,12 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
 }
 
 /*
- * An empty batch writes nothing, but is refused wherever a message would
- * be: the table is locked and checked as a target, and the caller needs
- * the privileges every message needs, checked as the direct path checks
- * them: INSERT on the key and the version, UPDATE on the version, SELECT on
- * the whole row.
+ * An empty batch writes nothing, but is refused where the statement of any
+ * message would be, before it reads a row: the table is locked and checked
+ * as a target, the transaction must not be read-only (unless the table is
+ * temporary: no event is logged), the caller needs the privileges every
+ * message needs (INSERT on the key and the version, UPDATE on the version,
+ * SELECT on the whole row), and a published table needs a replica identity.
  */
 static void
 check_empty_batch(Oid relid)
@@ -978,7 +979,7 @@ check_empty_batch(Oid relid)
 		written = bms_add_member(written, target->pkey[i] - FirstLowInvalidHeapAttributeNumber);
 	estate = SimpleExecStateCreate(rel, written, version, &rri);
 	SimpleExecStateRequireUpsertPrivileges(estate);
-	SimpleExecStateCheckPrivileges(estate);
+	SimpleExecStateCheckUpsert(estate, rel);
 	SimpleExecStateFree(estate);
 	table_close(rel, NoLock);
 }

@@ -225,7 +225,7 @@ extern struct EState *SimpleExecStateCreate(Relation rel, Bitmapset *insertedCol
 											 Bitmapset *updatedCols,
 											 struct ResultRelInfo **rri);
 extern void SimpleExecStateRequireUpsertPrivileges(struct EState *estate);
-extern void SimpleExecStateCheckPrivileges(struct EState *estate);
+extern void SimpleExecStateCheckUpsert(struct EState *estate, Relation rel);
 extern void SimpleExecStateFree(struct EState *estate);
 
 /* direct.c: the path below SQL for full-row messages on plain tables */
