@@ -131,6 +131,35 @@ SELECT outcome FROM versioned_upsert('nest_outer', '{"id": 1, "ver": 2, "v": 8}'
 SELECT * FROM nest_outer;
 SELECT id, note FROM nest_log ORDER BY id;
 
+-- Nor can such a function change the table under the call: ALTER TABLE,
+-- DROP TABLE and TRUNCATE fail with 55006, as in the middle of an INSERT,
+-- on the direct path (every column) and the statement path alike, and
+-- nothing is stored or logged.
+CREATE FUNCTION reshape(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	CASE v
+		WHEN 1 THEN ALTER TABLE triggers_constraints.reshaped ALTER COLUMN b TYPE text;
+		WHEN 2 THEN DROP TABLE triggers_constraints.reshaped;
+		WHEN 3 THEN TRUNCATE triggers_constraints.reshaped;
+		ELSE NULL;
+	END CASE;
+	RETURN true;
+END $$;
+CREATE DOMAIN reshaping AS int CHECK (reshape(VALUE));
+CREATE TABLE reshaped (id int PRIMARY KEY, ver rowseq NOT NULL, v reshaping, b int);
+\set VERBOSITY terse
+SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 1, "b": 2}');
+SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 1}');
+SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 2, "b": 2}');
+SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 2}');
+SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 3, "b": 2}');
+SELECT outcome FROM versioned_upsert_batch('reshaped', '[{"id": 1, "ver": 1, "v": 0, "b": 2}, {"id": 2, "ver": 1, "v": 1, "b": 2}]');
+\set VERBOSITY default
+SELECT count(*) AS rows_stored FROM reshaped;
+SELECT count(*) AS events FROM event_log WHERE target = 'reshaped'::regclass;
+SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 0, "b": 2}');
+SELECT id, ver, v, b, pg_typeof(b) FROM reshaped;
+
 -- A trigger that calls _conflict_check() during the statement, whatever
 -- token it tries, changes neither the outcome reported nor the one logged:
 -- a new key is still "inserted", a row the trigger skips still "skipped".

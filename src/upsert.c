@@ -836,10 +836,21 @@ static void
 upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 {
 	UpsertTarget *target = TargetLookup(relid);
+	Relation	rel;
 	UpsertMessage msg;
 	LoggedEvent event;
 	ConflictNote outer_note = conflict_note;
 	bool		spi_connected = false;
+
+	/*
+	 * The table stays open until the call ends, as a statement's target
+	 * does: a function that converting the message runs (a domain's CHECK
+	 * may call anything) cannot ALTER, DROP or TRUNCATE it under the call,
+	 * whose metadata would no longer describe it; that DDL fails with
+	 * 55006, as it does in the middle of an INSERT.  After an error the
+	 * abort releases it.
+	 */
+	rel = table_open(relid, NoLock);	/* TargetLookup() locked it */
 
 	/*
 	 * The call counts as running from here: parsing runs the columns' input
@@ -874,6 +885,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 
 	if (spi_connected)
 		SPI_finish();
+	table_close(rel, NoLock);
 
 	result->outcome = event.outcome;
 	result->version = msg.version;
