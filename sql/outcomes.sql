@@ -88,6 +88,20 @@ SELECT outcome FROM versioned_upsert('pair', '{"b": 1, "a": "x", "v": 2}');
 SELECT * FROM pair ORDER BY b;
 SELECT key, outcome FROM event_log WHERE target = 'pair'::regclass ORDER BY event_id;
 
+-- Keys are logged as to_jsonb() writes their values, whatever form the
+-- sender used and whatever the session's DateStyle: a date in ISO form, a
+-- float as a number, on the direct path (every column) and the statement path.
+CREATE TABLE daily (day date, rate float8, v rowseq, note text, PRIMARY KEY (day, rate));
+SELECT outcome FROM versioned_upsert('daily', '{"day": "2026-01-31", "rate": 1.5, "v": 1, "note": "a"}');
+SET DateStyle = 'SQL, DMY';
+SELECT outcome FROM versioned_upsert('daily', '{"day": "31/01/2026", "rate": "1.50", "v": 2, "note": "b"}');
+SELECT outcome FROM versioned_upsert('daily', '{"day": "2026-01-31", "rate": 1.5, "v": 3}');
+SELECT outcome FROM versioned_upsert_batch('daily', '[{"day": "2026-02-01", "rate": 2, "v": 1}]');
+SELECT key, version, outcome, key = to_jsonb(d) - 'v' - 'note' AS as_to_jsonb
+FROM event_log e JOIN daily d ON d.day = (e.key->>'day')::date AND d.rate = (e.key->>'rate')::float8
+WHERE target = 'daily'::regclass ORDER BY event_id;
+RESET DateStyle;
+
 -- A version column that allows NULL: a stored NULL is older than any version.
 CREATE TABLE loose (id int PRIMARY KEY, v rowseq, x int);
 INSERT INTO loose VALUES (1, NULL, 0);

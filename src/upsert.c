@@ -226,39 +226,34 @@ json_value_to_cstring(JsonbValue *value, Oid basetype)
 }
 
 /*
- * A typed key value as a JSON value, the way to_jsonb() writes it: numbers
- * as numbers, booleans as booleans, JSON as itself, everything else as its
- * text.  Keys in event_log then look the same whatever form the sender used.
+ * A typed key value as a JSON value.  The usual types as to_jsonb() writes
+ * them, and as event_log.data holds them: numbers as numbers (NaN and
+ * infinities as strings), booleans as booleans, dates and times in ISO
+ * form whatever the session's DateStyle, text, uuid and rowseq as strings.
+ * Keys in event_log then look the same whatever form the sender used and
+ * whatever the session's settings.  jsonb is itself; any other type (an
+ * array, a composite) is its output function's text.
  */
 static void
 push_key_value(JsonbParseState **state, Datum value, TargetColumn *col)
 {
 	JsonbValue	jv;
 
-	switch (col->json_kind)
+	if (col->json_kind != ROW_JSON_OTHER)
+		RowJsonValue(&jv, col, value);
+	else if (col->basetype == JSONBOID)
 	{
-		case ROW_JSON_BOOL:
-		case ROW_JSON_INT2:
-		case ROW_JSON_INT4:
-		case ROW_JSON_INT8:
-		case ROW_JSON_NUMERIC:
-			/* as in event_log.data (NaN and infinity as strings) */
-			RowJsonValue(&jv, col, value);
-			break;
-		default:
-			if (col->basetype == JSONBOID)
-			{
-				Jsonb	   *jb = DatumGetJsonbP(value);
+		Jsonb	   *jb = DatumGetJsonbP(value);
 
-				jv.type = jbvBinary;
-				jv.val.binary.data = &jb->root;
-				jv.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-				break;
-			}
-			jv.type = jbvString;
-			jv.val.string.val = OutputFunctionCall(&col->output, value);
-			jv.val.string.len = strlen(jv.val.string.val);
-			break;
+		jv.type = jbvBinary;
+		jv.val.binary.data = &jb->root;
+		jv.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	}
+	else
+	{
+		jv.type = jbvString;
+		jv.val.string.val = OutputFunctionCall(&col->output, value);
+		jv.val.string.len = strlen(jv.val.string.val);
 	}
 	pushJsonbValue(state, WJB_VALUE, &jv);
 }
