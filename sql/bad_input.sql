@@ -200,3 +200,13 @@ FROM generate_series(1, 126) AS m,
 SELECT c1, c2, c3, c4, c5, c6, c7, ver FROM wide;
 DROP FUNCTION wide_statements();
 DROP TABLE wide;
+
+-- A JSON number stands for its value, whatever its spelling: 1e2 and 100.0
+-- are the version 100, 1.01e2 is 101; a fraction is refused, and so is the
+-- string "100.0", which is not decimal digits.
+CREATE TABLE numbered (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT version, outcome FROM versioned_upsert('numbered', '{"id": 1, "ver": 1e2}');
+SELECT version, outcome FROM versioned_upsert('numbered', '{"id": 1, "ver": 100.0}');
+SELECT version, outcome FROM versioned_upsert('numbered', '{"id": 1, "ver": 1.01e2}');
+SELECT versioned_upsert('numbered', '{"id": 1, "ver": 1e-1}');
+SELECT versioned_upsert('numbered', '{"id": 1, "ver": "100.0"}');

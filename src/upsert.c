@@ -301,6 +301,21 @@ parse_version(JsonbValue *value)
 				 errmsg("invalid input syntax for type rowseq: \"%s\"",
 						json_value_to_cstring(value, JSONBOID)),
 				 errdetail("A rowseq is written as decimal digits only.")));
+
+	/*
+	 * jsonb keeps a number's scale, so 100.0 would read as "100.0": a number
+	 * with no fractional part stands for its integer, as 1e2 does.
+	 */
+	if (value->type == jbvNumeric &&
+		DatumGetInt32(DirectFunctionCall1(numeric_scale,
+										  NumericGetDatum(value->val.numeric))) > 0)
+	{
+		Datum		number = NumericGetDatum(value->val.numeric);
+		Datum		whole = DirectFunctionCall2(numeric_trunc, number, Int32GetDatum(0));
+
+		if (DatumGetBool(DirectFunctionCall2(numeric_eq, number, whole)))
+			return RowseqFromText(DatumGetCString(DirectFunctionCall1(numeric_out, whole)));
+	}
 	return RowseqFromText(json_value_to_cstring(value, TEXTOID));
 }
 
