@@ -144,6 +144,27 @@ ORDER BY c.relname;
 -- event_log is an extension configuration table, so pg_dump keeps its rows.
 SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'upsert_order' ORDER BY 1;
 
+-- A column whose type lives in a schema the writer may not use: INSERT
+-- needs nothing on that schema, and neither does the call, on a message
+-- that sets it (an array and a composite) or not, before and after the
+-- owner used the same statement.
+CREATE SCHEMA hidden_types;
+CREATE TYPE hidden_types.pt AS (a int, b int);
+CREATE TABLE shaped (id int PRIMARY KEY, ver rowseq NOT NULL, p hidden_types.pt, ps hidden_types.pt[]);
+GRANT SELECT, INSERT, UPDATE ON shaped TO upsert_writer;
+SET ROLE upsert_writer;
+INSERT INTO shaped VALUES (1, '1', '(1,2)', '{"(3,4)"}');
+SELECT outcome FROM versioned_upsert('shaped', '{"id": 2, "ver": 1, "p": {"a": 1, "b": 2}}');
+SELECT outcome FROM versioned_upsert('shaped', '{"id": 2, "ver": 2, "p": "(5,6)", "ps": [{"a": 7}]}');
+RESET ROLE;
+SELECT outcome FROM versioned_upsert('shaped', '{"id": 3, "ver": 1, "p": {"a": 1, "b": 2}}');
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert('shaped', '{"id": 3, "ver": 2, "p": {"a": 3, "b": 4}}');
+RESET ROLE;
+SELECT * FROM shaped ORDER BY id;
+DROP TABLE shaped;
+DROP SCHEMA hidden_types CASCADE;
+
 DROP TABLE acct;
 DROP OWNED BY upsert_writer, upsert_reader, upsert_nobody;
 DROP ROLE upsert_writer;

@@ -91,7 +91,7 @@ DirectApplies(UpsertTarget *target, UpsertMessage *msg)
 	return target->direct_ok &&
 		!IsolationUsesXactSnapshot() &&
 		msg->structured == NULL &&
-		target->npkey + 1 + bms_num_members(msg->scalars) == target->nlive;
+		target->npkey + 1 + bms_num_members(msg->others) == target->nlive;
 }
 
 /*

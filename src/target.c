@@ -7,7 +7,7 @@
  *
  * Entries are rebuilt lazily after an invalidation: of the table or of its
  * primary key index (renaming the index renames the constraint the upsert
- * names), or of a schema, type or operator whose name its statements spell.
+ * names), or of a schema or operator whose name its statements spell.
  * The prepared statements
  * hanging off an entry may still be running in an outer call when a nested
  * call (from a trigger, say) sees the invalidation, so the old statements are
@@ -177,7 +177,6 @@ TargetInitCache(void)
 	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
 	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, target_invalidate_names, (Datum) 0);
-	CacheRegisterSyscacheCallback(TYPEOID, target_invalidate_names, (Datum) 0);
 	CacheRegisterSyscacheCallback(OPEROID, target_invalidate_names, (Datum) 0);
 }
 
@@ -283,8 +282,8 @@ target_check_kind(Relation rel)
 /*
  * How a column reads a JSON value.  Scalars (domains over them included) go
  * through the type's input function, as jsonb_populate_record() does for
- * them; arrays and composites are left to jsonb_to_record() itself, which
- * builds them from JSON arrays and objects.
+ * them; arrays and composites through jsonb_populate_record() itself, which
+ * builds them from JSON arrays and objects (see upsert.c).
  */
 static void
 target_read_input(TargetColumn *col)
@@ -326,27 +325,6 @@ target_depends_on_name(UpsertTarget *target, int cacheid, Oid oid)
 	dep->hashvalue = GetSysCacheHashValue1(cacheid, ObjectIdGetDatum(oid));
 }
 
-/* A type spelled by format_type_extended(): its name and its schema's, or its element's. */
-static void
-target_depends_on_type(UpsertTarget *target, Oid typid)
-{
-	Oid			elemtype = get_element_type(typid);
-	HeapTuple	tuple;
-
-	target_depends_on_name(target, TYPEOID, typid);
-	if (OidIsValid(elemtype))
-	{
-		typid = elemtype;
-		target_depends_on_name(target, TYPEOID, typid);
-	}
-	tuple = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for type %u", typid);
-	target_depends_on_name(target, NAMESPACEOID,
-						   ((Form_pg_type) GETSTRUCT(tuple))->typnamespace);
-	ReleaseSysCache(tuple);
-}
-
 /* Record the live columns and find the single rowseq column. */
 static void
 target_read_columns(UpsertTarget *target, Relation rel)
@@ -373,12 +351,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 		col->name = pstrdup(NameStr(att->attname));
 		col->typid = att->atttypid;
 		col->typmod = att->atttypmod;
-		col->typname = format_type_extended(att->atttypid, att->atttypmod,
-											FORMAT_TYPE_TYPEMOD_GIVEN |
-											FORMAT_TYPE_FORCE_QUALIFY);
 		target_read_input(col);
-		if (col->structured)
-			target_depends_on_type(target, col->typid);
 
 		if (col->basetype == rowseq_oid)
 		{

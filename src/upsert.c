@@ -13,11 +13,11 @@
  * insert from an update, and a duplicate from a stale message, atomically
  * and without reading the row a second time.
  *
- * Values of scalar columns are converted here, by each column's input
- * function, and passed as parameters; arrays and composites, which JSON
- * spells as arrays and objects, are read by jsonb_to_record() in the
- * statement itself.  Statements are prepared once per target and set of
- * columns and kept until the table changes (see target.c).
+ * Every value is converted here and passed as a parameter of its column's
+ * type: scalars by their column's input function, arrays and composites
+ * (which JSON spells as arrays and objects) by jsonb_populate_record().
+ * Statements are prepared once per target and set of columns and kept until
+ * the table changes (see target.c).
  *
  * Where nothing but the row itself could tell the difference (a full-row
  * message for a plain table), the same decision is made below SQL by the
@@ -53,8 +53,7 @@
 /* A prepared upsert for one set of non-key columns. */
 typedef struct UpsertStatement
 {
-	Bitmapset  *scalars;		/* other columns it sets, passed as parameters */
-	Bitmapset  *structured;		/* other columns it sets, read by jsonb_to_record */
+	Bitmapset  *others;			/* other columns it sets, passed as parameters */
 	SPIPlanPtr	plan;
 	struct UpsertStatement *next;
 } UpsertStatement;
@@ -68,14 +67,15 @@ typedef struct UpsertStatement
 #define MAX_STATEMENTS_PER_TARGET	64
 
 /*
- * Parameters of the upsert statement: the message, its version, the token
- * of the call, the key values from $4, then the scalar columns in attribute
- * order.
+ * Parameters of the upsert statement: the message's version, the token of
+ * the call, the key values from $3, then the other columns in attribute
+ * order.  Every parameter has its column's type: the statement spells no
+ * type name, so it needs no privilege on a type's schema, which INSERT does
+ * not need either.
  */
-#define PARAM_NEW_ROW	0
-#define PARAM_VERSION	1
-#define PARAM_TOKEN		2
-#define PARAM_FIRST_KEY	3
+#define PARAM_VERSION	0
+#define PARAM_TOKEN		1
+#define PARAM_FIRST_KEY	2
 
 /*
  * What _conflict_check() saw during the statement that is running.  The
@@ -320,18 +320,18 @@ parse_version(JsonbValue *value)
 }
 
 /*
- * The value of an array or composite key column, converted the way
+ * The value of an array or composite column, converted the way
  * jsonb_populate_record() converts a field (from a JSON array or object, or
- * from the type's text form), so that a key takes the same forms as any
- * other column: the value goes through a one-column record of the column's
- * type.  Such keys are rare enough that doing this per message is fine.
+ * from the type's text form; a JSON null meets a domain's NOT NULL): the
+ * value goes through a one-column record of the column's type.  Such
+ * columns are rare enough that doing this per message is fine.
  */
 static Datum
-parse_structured_key_value(TargetColumn *col, JsonbValue *value)
+parse_structured_value(TargetColumn *col, JsonbValue *value, bool *isnull)
 {
 	TupleDesc	desc = CreateTemplateTupleDesc(1);
 	Datum		field = (Datum) 0;
-	bool		isnull = true;
+	bool		field_isnull = true;
 	JsonbParseState *state = NULL;
 	JsonbValue	name;
 	Jsonb	   *object;
@@ -358,12 +358,9 @@ parse_structured_key_value(TargetColumn *col, JsonbValue *value)
 					 InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
 	record = DatumGetHeapTupleHeader(
 		FunctionCall2(&populate,
-					  heap_copy_tuple_as_datum(heap_form_tuple(desc, &field, &isnull), desc),
+					  heap_copy_tuple_as_datum(heap_form_tuple(desc, &field, &field_isnull), desc),
 					  JsonbPGetDatum(object)));
-	field = GetAttributeByNum(record, 1, &isnull);
-	if (isnull)					/* not from a JSON value that is not null */
-		elog(ERROR, "jsonb_populate_record() made a null key value");
-	return field;
+	return GetAttributeByNum(record, 1, isnull);
 }
 
 /* The value of a primary key column, which must not be null. */
@@ -376,24 +373,39 @@ parse_key_value(TargetColumn *col, JsonbValue *value)
 				 errmsg("primary key column \"%s\" is null in new_row", col->name),
 				 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
 	if (col->structured)
-		return parse_structured_key_value(col, value);
+	{
+		bool		isnull;
+		Datum		key = parse_structured_value(col, value, &isnull);
+
+		if (isnull)				/* not from a JSON value that is not null */
+			elog(ERROR, "jsonb_populate_record() made a null key value");
+		return key;
+	}
 	return InputFunctionCall(&col->input, json_value_to_cstring(value, col->basetype),
 							 col->ioparam, col->typmod);
 }
 
-/* The value of another scalar column, into msg->values and msg->nulls. */
+/* The value of another column, into msg->values and msg->nulls. */
 static void
-parse_scalar_value(UpsertMessage *msg, TargetColumn *col, AttrNumber attnum,
-				   JsonbValue *value)
+parse_other_value(UpsertMessage *msg, TargetColumn *col, AttrNumber attnum,
+				  JsonbValue *value)
 {
 	char	   *text = NULL;
 
-	/* A JSON null still goes through the input function: a domain may refuse it. */
-	if (value->type != jbvNull)
-		text = json_value_to_cstring(value, col->basetype);
-	msg->values[attnum - 1] = InputFunctionCall(&col->input, text, col->ioparam, col->typmod);
-	msg->nulls[attnum - 1] = (text == NULL);
-	msg->scalars = bms_add_member(msg->scalars, attnum);
+	if (col->structured)
+	{
+		msg->values[attnum - 1] = parse_structured_value(col, value, &msg->nulls[attnum - 1]);
+		msg->structured = bms_add_member(msg->structured, attnum);
+	}
+	else
+	{
+		/* A JSON null still goes through the input function: a domain may refuse it. */
+		if (value->type != jbvNull)
+			text = json_value_to_cstring(value, col->basetype);
+		msg->values[attnum - 1] = InputFunctionCall(&col->input, text, col->ioparam, col->typmod);
+		msg->nulls[attnum - 1] = (text == NULL);
+	}
+	msg->others = bms_add_member(msg->others, attnum);
 }
 
 /* The column a key of new_row names, which must exist. */
@@ -436,7 +448,7 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 
 	msg->new_row = new_row;
 	msg->key_values = palloc0(sizeof(Datum) * target->npkey);
-	msg->scalars = NULL;
+	msg->others = NULL;
 	msg->structured = NULL;
 	msg->values = palloc(sizeof(Datum) * target->ncolumns);
 	msg->nulls = palloc(sizeof(bool) * target->ncolumns);
@@ -468,10 +480,8 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 			msg->key_values[keypos] = parse_key_value(col, &value);
 			key_seen[keypos] = true;
 		}
-		else if (col->structured)
-			msg->structured = bms_add_member(msg->structured, attnum);
 		else
-			parse_scalar_value(msg, col, attnum, &value);
+			parse_other_value(msg, col, attnum, &value);
 	}
 
 	for (int i = 0; i < target->npkey; i++)
@@ -489,11 +499,10 @@ parse_message(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 
 /* The SQL text of the upsert for one set of other columns. */
 static char *
-build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured)
+build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 {
 	StringInfoData sql;
 	StringInfoData select;
-	StringInfoData coldefs;
 	StringInfoData sets;
 	const char *ver = quote_identifier(target->columns[target->version_attnum - 1].name);
 	int			param = PARAM_FIRST_KEY + target->npkey;
@@ -501,7 +510,6 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured
 
 	initStringInfo(&sql);
 	initStringInfo(&select);
-	initStringInfo(&coldefs);
 	initStringInfo(&sets);
 
 	appendStringInfo(&sql, "INSERT INTO %s AS upsert_order_target (", target->qualname);
@@ -515,7 +523,7 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured
 	appendStringInfo(&select, "$%d", PARAM_VERSION + 1);
 	appendStringInfo(&sets, "%s = EXCLUDED.%s", ver, ver);
 
-	while ((attnum = bms_next_member(scalars, attnum)) >= 0)
+	while ((attnum = bms_next_member(others, attnum)) >= 0)
 	{
 		const char *name = quote_identifier(target->columns[attnum - 1].name);
 
@@ -524,23 +532,7 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *scalars, Bitmapset *structured
 		appendStringInfo(&sets, ", %s = EXCLUDED.%s", name, name);
 	}
 
-	attnum = -1;
-	while ((attnum = bms_next_member(structured, attnum)) >= 0)
-	{
-		TargetColumn *col = &target->columns[attnum - 1];
-		const char *name = quote_identifier(col->name);
-
-		appendStringInfo(&sql, ", %s", name);
-		appendStringInfo(&select, ", upsert_order_row.%s", name);
-		appendStringInfo(&coldefs, "%s%s %s", coldefs.len ? ", " : "", name, col->typname);
-		appendStringInfo(&sets, ", %s = EXCLUDED.%s", name, name);
-	}
-
 	appendStringInfo(&sql, ") SELECT %s", select.data);
-	if (coldefs.len > 0)
-		appendStringInfo(&sql,
-						 " FROM pg_catalog.jsonb_to_record($%d) AS upsert_order_row(%s)",
-						 PARAM_NEW_ROW + 1, coldefs.data);
 	appendStringInfo(&sql,
 					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
 					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d)"
@@ -572,8 +564,7 @@ static void
 upsert_statement_free(UpsertStatement *stmt)
 {
 	SPI_freeplan(stmt->plan);
-	bms_free(stmt->scalars);
-	bms_free(stmt->structured);
+	bms_free(stmt->others);
 	pfree(stmt);
 }
 
@@ -588,8 +579,7 @@ upsert_statement_find(UpsertTarget *target, UpsertMessage *msg)
 
 	for (UpsertStatement *stmt = *link; stmt; link = &stmt->next, stmt = *link)
 	{
-		if (!bms_equal(stmt->scalars, msg->scalars) ||
-			!bms_equal(stmt->structured, msg->structured))
+		if (!bms_equal(stmt->others, msg->others))
 			continue;
 		*link = stmt->next;
 		stmt->next = target->statements;
@@ -630,7 +620,7 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 	UpsertStatement *stmt = upsert_statement_find(target, msg);
 	SPIPlanPtr	plan;
 	MemoryContext oldcxt;
-	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
+	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->others);
 	Oid		   *argtypes;
 	int			param = PARAM_FIRST_KEY + target->npkey;
 	int			attnum = -1;
@@ -639,24 +629,21 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 		return stmt->plan;
 
 	argtypes = palloc(sizeof(Oid) * nargs);
-	argtypes[PARAM_NEW_ROW] = JSONBOID;
 	/* The base type, so that a domain's constraints are checked on assignment. */
 	argtypes[PARAM_VERSION] = getBaseType(target->columns[target->version_attnum - 1].typid);
 	argtypes[PARAM_TOKEN] = INT8OID;
 	for (int i = 0; i < target->npkey; i++)
 		argtypes[PARAM_FIRST_KEY + i] = target->columns[target->pkey[i] - 1].typid;
-	while ((attnum = bms_next_member(msg->scalars, attnum)) >= 0)
+	while ((attnum = bms_next_member(msg->others, attnum)) >= 0)
 		argtypes[param++] = target->columns[attnum - 1].typid;
 
 	/* Prepared before anything goes into the target's memory: it may fail. */
-	plan = SpiPrepareKept(build_upsert_sql(target, msg->scalars, msg->structured),
-						  nargs, argtypes);
+	plan = SpiPrepareKept(build_upsert_sql(target, msg->others), nargs, argtypes);
 	upsert_statements_trim(target);
 
 	oldcxt = MemoryContextSwitchTo(target->cxt);
 	stmt = palloc(sizeof(UpsertStatement));
-	stmt->scalars = bms_copy(msg->scalars);
-	stmt->structured = bms_copy(msg->structured);
+	stmt->others = bms_copy(msg->others);
 	MemoryContextSwitchTo(oldcxt);
 	stmt->plan = plan;
 	stmt->next = target->statements;
@@ -749,7 +736,7 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 			  bool *spi_connected)
 {
 	SPIPlanPtr	plan;
-	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->scalars);
+	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->others);
 	Datum	   *values = palloc(sizeof(Datum) * nargs);
 	char	   *nulls = palloc(nargs);
 	int			param = PARAM_FIRST_KEY + target->npkey;
@@ -771,10 +758,9 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 
 	plan = upsert_statement(target, msg);
 	memset(nulls, ' ', nargs);
-	values[PARAM_NEW_ROW] = JsonbPGetDatum(msg->new_row);
 	values[PARAM_VERSION] = RowseqGetDatum(msg->version);
 	memcpy(&values[PARAM_FIRST_KEY], msg->key_values, sizeof(Datum) * target->npkey);
-	while ((attnum = bms_next_member(msg->scalars, attnum)) >= 0)
+	while ((attnum = bms_next_member(msg->others, attnum)) >= 0)
 	{
 		values[param] = msg->values[attnum - 1];
 		nulls[param] = msg->nulls[attnum - 1] ? 'n' : ' ';

@@ -72,12 +72,11 @@ typedef struct TargetColumn
 	char	   *name;			/* column name, unquoted */
 	Oid			typid;
 	int32		typmod;
-	char	   *typname;		/* format_type_extended(), qualified and quoted */
 	Oid			basetype;		/* the type, or the base type of its domain */
 	FmgrInfo	input;			/* the type's input function */
 	Oid			ioparam;
 	FmgrInfo	output;			/* the type's output function */
-	bool		structured;		/* array or composite: read by jsonb_to_record */
+	bool		structured;		/* array or composite: built from JSON arrays and objects */
 	RowJsonKind json_kind;
 } TargetColumn;
 
@@ -206,9 +205,9 @@ typedef struct UpsertMessage
 	rowseq		version;
 	Datum	   *key_values;		/* typed primary key values, in key order */
 	Jsonb	   *key;			/* the same as a JSON object */
-	Bitmapset  *scalars;		/* other columns present, converted here */
-	Bitmapset  *structured;		/* other columns present, arrays and composites */
-	Datum	   *values;			/* values of the scalar columns, by attnum - 1 */
+	Bitmapset  *others;			/* other columns present, converted here */
+	Bitmapset  *structured;		/* those of them that are arrays or composites */
+	Datum	   *values;			/* values of the other columns, by attnum - 1 */
 	bool	   *nulls;
 } UpsertMessage;
 
