@@ -48,6 +48,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
@@ -483,6 +484,8 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 		Jsonb	   *payload;
 		char	   *payload_text;
 
+		CHECK_FOR_INTERRUPTS();
+
 		/* first: running SPI makes the procedure's context (batch_cxt) current */
 		target = batch_target(targets, DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
 
@@ -764,7 +767,17 @@ run_in_transaction(PublisherStep step, const char *activity, int64 *result)
 
 		SPI_finish();
 		PopActiveSnapshot();
+
+		/*
+		 * A cancel that came in the batch aborts it here.  One that comes
+		 * during the commit is ignored: it would only cut short the wait for
+		 * the synchronous standbys, after which listeners would be told of a
+		 * batch no standby holds, and which a failover would number again.
+		 */
+		CHECK_FOR_INTERRUPTS();
+		pqsignal(SIGINT, SIG_IGN);
 		CommitTransactionCommand();
+		pqsignal(SIGINT, StatementCancelHandler);
 #if PG_VERSION_NUM < 150000
 		/* before 15, the sender signals the listeners itself */
 		ProcessCompletedNotifies();
@@ -775,6 +788,7 @@ run_in_transaction(PublisherStep step, const char *activity, int64 *result)
 		ErrorData  *edata;
 		TimestampTz now = GetCurrentTimestamp();
 
+		pqsignal(SIGINT, StatementCancelHandler);	/* if the commit failed */
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		if (strncmp(edata->message, last_logged_error, sizeof(last_logged_error) - 1) != 0 ||
@@ -892,6 +906,20 @@ run_retention(int max_batches, bool *more)
 static void
 override_settings(void)
 {
+	/*
+	 * It runs as the bootstrap superuser it connected as: the owner of the
+	 * database may set role or session_authorization for it, which would
+	 * make it a role that cannot write the extension's tables.  The role's
+	 * name takes a catalog lookup, so a transaction.
+	 */
+	StartTransactionCommand();
+	SetConfigOption("session_authorization", GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	if (!superuser())
+		elog(FATAL, "upsert_order publisher does not run as a superuser");
+	CommitTransactionCommand();
+
 	/* the worker runs as a superuser: resolve every name in pg_catalog only */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
@@ -949,9 +977,15 @@ PublisherMain(Datum main_arg)
 	{
 		int64		published;
 		bool		more_retention;
+		uint64		commits_before;
 
-		/* reset first: a commit from now on makes the next wait return at once */
+		/*
+		 * Reset first: a commit from now on makes the next wait return at
+		 * once, or, if a wait in the batch consumed its wake-up, moves the
+		 * count.
+		 */
 		ResetLatch(MyLatch);
+		commits_before = PublisherCommitCount();
 		MemoryContextReset(loop_cxt);
 		serve_interrupts();
 
@@ -983,6 +1017,9 @@ PublisherMain(Datum main_arg)
 				continue;
 		}
 
+		/* a commit during the batch: its events may not be in it */
+		if (PublisherCommitCount() != commits_before)
+			continue;
 		wait_for_work(publisher_naptime);
 	}
 }

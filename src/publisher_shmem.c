@@ -6,10 +6,13 @@
  *	  publisher_status view.
  *
  * A backend that queued an event in the outbox sets a flag; at commit a
- * transaction callback sets the worker's latch.  The callback runs after the
- * commit is visible to other transactions (the worker must see the outbox
- * row once it wakes), and it must not fail, so it only reads a pointer under
- * a spinlock and sets a latch.
+ * transaction callback counts the commit and sets the worker's latch.  The
+ * callback runs after the commit is visible to other transactions (the
+ * worker must see the outbox row once it wakes), and it must not fail, so
+ * it only touches a counter and a pointer under a spinlock and sets a latch.
+ * The count is for the wake-ups the latch loses: any wait inside a batch (a
+ * lock, the commit's wait for a synchronous standby) uses and resets the
+ * worker's latch too.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +41,7 @@ typedef struct PublisherShared
 	slock_t		mutex;			/* protects everything below */
 	pid_t		pid;			/* the worker's, 0 when it is not running */
 	Latch	   *latch;			/* the worker's latch, NULL when not running */
+	uint64		commits;		/* commits that queued events, ever */
 	Oid			database;		/* the database the worker is connected to */
 	Oid			publication_relid;	/* the table last_seq refers to */
 	int64		last_seq;		/* last seq notified since the worker started */
@@ -98,6 +102,23 @@ PublisherServesThisDatabase(void)
 	return serves == 1;
 }
 
+/*
+ * How many commits queued events so far.  The worker reads it before a
+ * batch, and does not sleep after the batch if it moved: a commit whose
+ * wake-up a wait inside the batch consumed may have queued events the
+ * batch did not see.
+ */
+uint64
+PublisherCommitCount(void)
+{
+	uint64		commits;
+
+	SpinLockAcquire(&publisher->mutex);
+	commits = publisher->commits;
+	SpinLockRelease(&publisher->mutex);
+	return commits;
+}
+
 /* Called by the event log once it queued an event in this transaction. */
 void
 PublisherWakeAtCommit(void)
@@ -124,6 +145,7 @@ publisher_xact_callback(XactEvent event, void *arg)
 			if (publisher == NULL)
 				break;
 			SpinLockAcquire(&publisher->mutex);
+			publisher->commits++;
 			latch = publisher->latch;
 			SpinLockRelease(&publisher->mutex);
 			if (latch != NULL)

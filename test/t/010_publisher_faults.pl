@@ -114,6 +114,24 @@ sub worker_replaced
 
 my $listener = PublisherListener->new($node, 'postgres', 'upsert_order', 'other_events');
 
+# Hold the worker inside a batch that holds the event of a message (key $id
+# of $table): a session locks publication, which the batch reads after
+# taking its snapshot.  Returns that session; its COMMIT lets the batch go.
+sub hold_in_batch
+{
+	my ($table, $id) = @_;
+	my $pid = worker_pid();    # publisher_status reads publication: before the lock
+	my $holder = $node->background_psql('postgres');
+	$holder->query_safe('BEGIN');
+	$holder->query_safe('LOCK upsert_order.publication IN ACCESS EXCLUSIVE MODE');
+	$node->safe_psql('postgres',
+		"SELECT upsert_order.versioned_upsert('$table', '{\"id\": $id, \"ver\": 1}')");
+	ok( $node->poll_query_until('postgres',
+			"SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)"),
+		'the worker waits inside its batch');
+	return $holder;
+}
+
 # 1. SIGKILL the worker, twice, while the writers run.  Every backend is
 # killed with it; pgbench's clients abort, so a second run carries on.
 my $kills = 0;
@@ -252,44 +270,44 @@ ok($last > $before, 'more was published after the restart');
 }
 
 # 6. Settings of the database the worker connects to (which apply to it as
-# to any session) do not stop it: here, read-only transactions by default.
-# The writer sets its own.
+# to any session) do not stop it: here, read-only transactions by default,
+# and a role (and session user) with no right to the extension's tables,
+# which the owner of a database may set.  The test's own sessions set
+# theirs when they connect.
 {
-	$node->safe_psql('postgres', 'ALTER DATABASE postgres SET default_transaction_read_only = on');
+	my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
+	local $ENV{PGOPTIONS} =
+	  "-c session_authorization=$superuser -c role=none -c default_transaction_read_only=off";
+	$node->safe_psql('postgres', q{
+CREATE ROLE nobody_special NOLOGIN;
+ALTER DATABASE postgres SET default_transaction_read_only = on;
+ALTER DATABASE postgres SET session_authorization = 'nobody_special';
+ALTER DATABASE postgres SET role = 'nobody_special'});
 	my $pid = worker_pid();
 	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 	ok(worker_replaced($pid), 'the worker is restarted under the database settings');
 	$node->safe_psql('postgres', q{
-SET default_transaction_read_only = off;
 SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', upsert_order.rowseq_now()))
   FROM generate_series(3000, 3199) i});
 	$before = $last;
-	$last = PublisherListener::check_published($node, $listener, 'under read-only database settings');
+	$last = PublisherListener::check_published($node, $listener, 'under the database settings');
 	is($last, $before + 200, 'the worker publishes whatever the database sets');
 	$node->safe_psql('postgres', q{
-SET default_transaction_read_only = off;
-ALTER DATABASE postgres RESET default_transaction_read_only});
+ALTER DATABASE postgres RESET default_transaction_read_only;
+ALTER DATABASE postgres RESET session_authorization;
+ALTER DATABASE postgres RESET role;
+DROP ROLE nobody_special});
 }
 
 # 7. A table dropped while the worker is in the middle of a batch that
 # holds its event: the event goes out on the default channel with "table":
 # null, as for any event whose table is gone, although the batch's
-# snapshot still shows the table's own channel.  The worker is held inside
-# the batch by a lock on publication, which it reads after taking its
-# snapshot.
+# snapshot still shows the table's own channel.
 {
 	$node->safe_psql('postgres', q{
 CREATE TABLE short_lived (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL);
 SELECT upsert_order.configure('short_lived', 'short_lived_events')});
-	my $pid = worker_pid();    # publisher_status reads publication: before the lock
-	my $holder = $node->background_psql('postgres');
-	$holder->query_safe('BEGIN');
-	$holder->query_safe('LOCK upsert_order.publication IN ACCESS EXCLUSIVE MODE');
-	$node->safe_psql('postgres',
-		"SELECT upsert_order.versioned_upsert('short_lived', '{\"id\": 1, \"ver\": 1}')");
-	ok( $node->poll_query_until('postgres',
-			"SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)"),
-		'the worker waits inside its batch');
+	my $holder = hold_in_batch('short_lived', 1);
 	$node->safe_psql('postgres', 'DROP TABLE short_lived');
 	$holder->query_safe('COMMIT');
 	$holder->quit;
@@ -300,6 +318,30 @@ SELECT p.channel = current_setting('upsert_order.channel'), p.payload->'table' =
   FROM upsert_order.publication p
  WHERE p.seq = (SELECT max(seq) FROM upsert_order.publication)}),
 		"t|t", 'on the default channel, with "table": null');
+}
+
+# 8. A commit whose wake-up the worker loses: the worker waits for a lock
+# inside a batch, and that wait consumes the wake-up of a writer that
+# commits meanwhile.  Its event is not in the batch (the batch's snapshot
+# is older); the worker must publish it at once, not after publish_naptime
+# (here a minute).
+{
+	$node->safe_psql('postgres', q{
+ALTER SYSTEM SET upsert_order.publish_naptime = '60s';
+SELECT pg_reload_conf()});
+	ok(UpsertOrderNode::all_published($node), 'nothing waits before the test');
+	my $holder = hold_in_batch('kv', 4000);
+	$node->safe_psql('postgres',
+		"SELECT upsert_order.versioned_upsert('kv', '{\"id\": 4001, \"ver\": 1}')");
+	$holder->query_safe('COMMIT');
+	$holder->quit;
+	ok( PublisherListener::query_until(
+			$node, 'postgres',
+			'SELECT events_waiting = 0 FROM upsert_order.publisher_status', 20),
+		'the event committed during the batch is published without waiting for the naptime');
+	$node->safe_psql('postgres', q{
+ALTER SYSTEM RESET upsert_order.publish_naptime;
+SELECT pg_reload_conf()});
 }
 
 $listener->stop;

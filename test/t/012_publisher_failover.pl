@@ -54,8 +54,10 @@ is($standby->safe_psql('postgres', "SELECT worker_pid IS NULL FROM upsert_order.
 
 # The worker's commits wait for the synchronous standby even where
 # synchronous_commit is off (the writers' commits then do not): with a
-# standby name that nobody answers to, nothing is notified; once the real
-# standby is the synchronous one again, its confirmation releases the batch.
+# standby name that nobody answers to, nothing is notified, even when the
+# worker's wait is sent query cancels (which would end it for any other
+# session); once the real standby is the synchronous one again, its
+# confirmation releases the batch.
 {
 	my $early = PublisherListener->new($primary, 'postgres', 'upsert_order');
 	$primary->safe_psql('postgres', "ALTER SYSTEM SET synchronous_commit = off");
@@ -69,12 +71,22 @@ is($standby->safe_psql('postgres', "SELECT worker_pid IS NULL FROM upsert_order.
 	$primary->safe_psql('postgres',
 		"SELECT upsert_order.versioned_upsert('kv', '{\"id\": 1000, \"ver\": 1}')");
 	ok(!$early->wait_for_seq(1, 2), 'not notified while no synchronous standby has confirmed');
+	my $pid = $primary->safe_psql('postgres', 'SELECT worker_pid FROM upsert_order.publisher_status');
+	ok( $primary->poll_query_until(
+			'postgres', "SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = $pid"),
+		'the worker waits for the synchronous standby');
+	$primary->safe_psql('postgres', "SELECT pg_cancel_backend($pid)") for 1 .. 3;
+	ok(!$early->wait_for_seq(1, 2), 'a query cancel does not end that wait');
+	is($primary->safe_psql('postgres', "SELECT wait_event FROM pg_stat_activity WHERE pid = $pid"),
+		'SyncRep', 'the worker still waits');
 	is($primary->safe_psql('postgres', "SELECT count(*) FROM upsert_order.publication"),
 		'0', 'and not visible as published');
 	$primary->safe_psql('postgres', "ALTER SYSTEM RESET synchronous_standby_names");
 	$primary->safe_psql('postgres', "ALTER SYSTEM RESET synchronous_commit");
 	$primary->reload;
 	ok($early->wait_for_seq(1), 'notified once the synchronous standby confirmed');
+	is($primary->safe_psql('postgres', 'SELECT worker_pid FROM upsert_order.publisher_status'),
+		$pid, 'by the same worker');
 	$early->stop;
 	ok( $primary->poll_query_until(
 			'postgres', "SELECT sync_state = 'sync' FROM pg_stat_replication"),
