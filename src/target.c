@@ -133,7 +133,7 @@ target_invalidate(Datum arg, Oid relid)
 }
 
 /*
- * A schema, type or operator changed (hashvalue 0: all of them): mark stale
+ * A schema or operator changed (hashvalue 0: all of them): mark stale
  * the entries whose statements spell its name.  An entry being built may
  * not have recorded it yet.
  */
@@ -303,7 +303,7 @@ target_read_input(TargetColumn *col)
 
 /*
  * Remember that the target's statements spell the name of this catalog row.
- * Renaming it (a schema, a type, an operator) invalidates no relcache entry
+ * Renaming it (a schema, an operator) invalidates no relcache entry
  * of the table, while the plan cache parses the statements' text again.
  */
 static void

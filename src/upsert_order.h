@@ -83,7 +83,7 @@ typedef struct TargetColumn
 /* A catalog row whose name a target's statements spell (target.c). */
 typedef struct TargetNameDep
 {
-	int			cacheid;		/* NAMESPACEOID, TYPEOID or OPEROID */
+	int			cacheid;		/* NAMESPACEOID or OPEROID */
 	uint32		hashvalue;		/* of its OID in that cache */
 } TargetNameDep;
 
