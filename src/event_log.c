@@ -455,14 +455,21 @@ appender_for(Appender **kept, Oid *relid)
 }
 
 /*
- * The event_id of an event about to be logged, taken ahead of the row when
- * the row must be logged after something that runs in between (upsert.c).
- * The transaction's ID comes first, as for any event the publisher may see.
+ * The event_id of an event about to be logged: taken as the row is
+ * written, or ahead of it when the row must be logged after something that
+ * runs in between (upsert.c).
  */
 int64
 EventLogTakeId(void)
 {
 	event_log_tables();
+
+	/*
+	 * The publisher relies on a transaction having its ID before it takes
+	 * the event_id of an event it queues (see the top of publisher.c).
+	 * Writing the target row has usually assigned it already, and writing
+	 * the event assigns it anyway.
+	 */
 	(void) GetTopTransactionId();
 	return nextval_internal(tables.seq_relid, false);
 }
@@ -471,8 +478,7 @@ EventLogTakeId(void)
 static int64
 append_event(const LoggedEvent *event)
 {
-	int64		event_id = event->event_id ? event->event_id :
-		nextval_internal(tables.seq_relid, false);
+	int64		event_id = event->event_id ? event->event_id : EventLogTakeId();
 	Appender   *ap = appender_for(&kept_log, &tables.log_relid);
 
 #define SET_COLUMN(col, value) appender_set(ap, tables.log_attnum[col], (value))
@@ -520,14 +526,6 @@ EventLogAppend(const LoggedEvent *event)
 	publish = (strcmp(event->outcome, "inserted") == 0 ||
 			   strcmp(event->outcome, "updated") == 0) &&
 		PublisherServesThisDatabase();
-
-	/*
-	 * The publisher relies on a transaction having its ID before it takes
-	 * the event_id of an event it queues (see the top of publisher.c).
-	 * Writing the target row has usually assigned it already.
-	 */
-	if (publish)
-		(void) GetTopTransactionId();
 
 	/*
 	 * Write as the owner of event_log.  An error needs no cleanup here:
