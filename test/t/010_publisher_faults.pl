@@ -324,15 +324,20 @@ SELECT p.channel = current_setting('upsert_order.channel'), p.payload->'table' =
 # inside a batch, and that wait consumes the wake-up of a writer that
 # commits meanwhile.  Its event is not in the batch (the batch's snapshot
 # is older); the worker must publish it at once, not after publish_naptime
-# (here a minute).
+# (here a minute).  A lock wait arms the deadlock timer, and a timer that
+# fires after the wait still sets the latch, which would hide the lost
+# wake-up: the lock is held past deadlock_timeout, so that it fires inside
+# the wait.
 {
 	$node->safe_psql('postgres', q{
 ALTER SYSTEM SET upsert_order.publish_naptime = '60s';
+ALTER SYSTEM SET deadlock_timeout = '100ms';
 SELECT pg_reload_conf()});
 	ok(UpsertOrderNode::all_published($node), 'nothing waits before the test');
 	my $holder = hold_in_batch('kv', 4000);
 	$node->safe_psql('postgres',
 		"SELECT upsert_order.versioned_upsert('kv', '{\"id\": 4001, \"ver\": 1}')");
+	usleep(500_000);
 	$holder->query_safe('COMMIT');
 	$holder->quit;
 	ok( PublisherListener::query_until(
@@ -341,6 +346,7 @@ SELECT pg_reload_conf()});
 		'the event committed during the batch is published without waiting for the naptime');
 	$node->safe_psql('postgres', q{
 ALTER SYSTEM RESET upsert_order.publish_naptime;
+ALTER SYSTEM RESET deadlock_timeout;
 SELECT pg_reload_conf()});
 }
 
