@@ -428,7 +428,12 @@ batch_target(HTAB *targets, Oid target)
 
 		channel_plan = SpiPrepareKept(channel_sql, 1, argtypes);
 	}
-	ret = SPI_execute_plan(channel_plan, &arg, NULL, true, 1);
+	/*
+	 * Not read-only: with a snapshot of its own, newer than the one the
+	 * events were read with.  The batch's first snapshot may predate a
+	 * channel set before one of its events committed.
+	 */
+	ret = SPI_execute_plan(channel_plan, &arg, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read target_settings: %s", SPI_result_code_string(ret));
 	entry->channel = SPI_processed > 0 ?

@@ -320,6 +320,38 @@ SELECT p.channel = current_setting('upsert_order.channel'), p.payload->'table' =
 		"t|t", 'on the default channel, with "table": null');
 }
 
+# 7a. A channel configured while the worker waits inside a batch, which
+# took its first snapshot before: an event that commits after the channel
+# was set, and that the batch then publishes, goes out on that channel.  A
+# writer's uncommitted event keeps a session's LOCK of the outbox waiting,
+# and the batch's read of the outbox waits behind that LOCK.
+{
+	$node->safe_psql('postgres',
+		'CREATE TABLE rerouted (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL)');
+	my $pid = worker_pid();
+	my $writer = $node->background_psql('postgres');
+	$writer->query_safe('BEGIN');
+	my $event_id = $writer->query_safe(
+		q{SELECT event_id FROM upsert_order.versioned_upsert('rerouted', '{"id": 1, "ver": 1}')});
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_until(qr/locking/,
+		"\\echo locking\nLOCK upsert_order.outbox IN ACCESS EXCLUSIVE MODE;\n");
+	ok( $node->poll_query_until(
+			'postgres', qq{
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)
+   AND (SELECT query FROM pg_stat_activity WHERE pid = $pid) = 'publishing upsert_order events'}),
+		'the worker waits inside its batch');
+	$node->safe_psql('postgres', "SELECT upsert_order.configure('rerouted', 'rerouted_events')");
+	$writer->query_safe('COMMIT');
+	$writer->quit;
+	$locker->query_safe('COMMIT');    # once its LOCK is granted
+	$locker->quit;
+	ok(UpsertOrderNode::all_published($node), 'the event is published');
+	is($node->safe_psql('postgres', "SELECT channel FROM upsert_order.publication WHERE event_id = $event_id"),
+		'rerouted_events', 'on the channel set before it committed');
+}
+
 # 8. A commit whose wake-up the worker loses: the worker waits for a lock
 # inside a batch, and that wait consumes the wake-up of a writer that
 # commits meanwhile.  Its event is not in the batch (the batch's snapshot
