@@ -778,9 +778,12 @@ run_in_transaction(PublisherStep step, const char *activity, int64 *result)
 		 * during the commit is ignored: it would only cut short the wait for
 		 * the synchronous standbys, after which listeners would be told of a
 		 * batch no standby holds, and which a failover would number again.
+		 * One that came between the check and the signal being ignored is
+		 * dropped with them.
 		 */
 		CHECK_FOR_INTERRUPTS();
 		pqsignal(SIGINT, SIG_IGN);
+		QueryCancelPending = false;
 		CommitTransactionCommand();
 		pqsignal(SIGINT, StatementCancelHandler);
 #if PG_VERSION_NUM < 150000
