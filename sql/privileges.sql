@@ -165,6 +165,36 @@ SELECT * FROM shaped ORDER BY id;
 DROP TABLE shaped;
 DROP SCHEMA hidden_types CASCADE;
 
+-- A domain's CHECK calls a function only some roles may execute: each call
+-- checks EXECUTE for the role making it, as each INSERT does, whichever
+-- role called first in the session, and sees a REVOKE made since.
+CREATE FUNCTION small_enough(v int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RETURN v < 1000; END $$;
+REVOKE EXECUTE ON FUNCTION small_enough(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION small_enough(int) TO upsert_writer;
+CREATE DOMAIN small AS int CHECK (small_enough(VALUE));
+CREATE TABLE measured (id int PRIMARY KEY, ver rowseq NOT NULL, q small);
+CREATE TABLE measured_twin (LIKE measured INCLUDING ALL);
+-- the twin takes the statement path: a trigger keeps it off the direct one
+CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON measured_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+GRANT SELECT, INSERT, UPDATE ON measured, measured_twin TO upsert_writer, upsert_nobody;
+SET ROLE upsert_writer;
+SELECT t, outcome FROM unnest(ARRAY['measured', 'measured_twin']) t,
+	LATERAL versioned_upsert(t::regclass, '{"id": 1, "ver": 1, "q": 5}');
+SET ROLE upsert_nobody;
+SELECT outcome FROM versioned_upsert('measured', '{"id": 2, "ver": 1, "q": 5}');
+SELECT outcome FROM versioned_upsert('measured_twin', '{"id": 2, "ver": 1, "q": 5}');
+SELECT outcome FROM versioned_upsert_batch('measured', '[{"id": 3, "ver": 1, "q": 5}]');
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION small_enough(int) FROM upsert_writer;
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert('measured', '{"id": 1, "ver": 2, "q": 6}');
+RESET ROLE;
+SELECT 'measured' AS t, * FROM measured UNION ALL SELECT 'measured_twin', * FROM measured_twin ORDER BY 1, 2;
+DROP TABLE measured, measured_twin;
+DROP DOMAIN small;
+DROP FUNCTION small_enough(int), nothing();
+
 DROP TABLE acct;
 DROP OWNED BY upsert_writer, upsert_reader, upsert_nobody;
 DROP ROLE upsert_writer;

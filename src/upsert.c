@@ -363,6 +363,24 @@ parse_structured_value(TargetColumn *col, JsonbValue *value, bool *isnull)
 	return GetAttributeByNum(record, 1, isnull);
 }
 
+/*
+ * A scalar column's value from its text form.  A domain's input function
+ * keeps the domain's constraints, compiled, in fn_extra, and whether the
+ * caller may execute the functions they call is checked when they are
+ * compiled: so they are compiled again for every message, as every
+ * statement compiles them, under the role running it.
+ */
+static Datum
+column_input(TargetColumn *col, char *text)
+{
+	FmgrInfo	input;
+
+	if (col->typid == col->basetype)
+		return InputFunctionCall(&col->input, text, col->ioparam, col->typmod);
+	fmgr_info_copy(&input, &col->input, CurrentMemoryContext);	/* fn_extra unset */
+	return InputFunctionCall(&input, text, col->ioparam, col->typmod);
+}
+
 /* The value of a primary key column, which must not be null. */
 static Datum
 parse_key_value(TargetColumn *col, JsonbValue *value)
@@ -381,8 +399,7 @@ parse_key_value(TargetColumn *col, JsonbValue *value)
 			elog(ERROR, "jsonb_populate_record() made a null key value");
 		return key;
 	}
-	return InputFunctionCall(&col->input, json_value_to_cstring(value, col->basetype),
-							 col->ioparam, col->typmod);
+	return column_input(col, json_value_to_cstring(value, col->basetype));
 }
 
 /* The value of another column, into msg->values and msg->nulls. */
@@ -402,7 +419,7 @@ parse_other_value(UpsertMessage *msg, TargetColumn *col, AttrNumber attnum,
 		/* A JSON null still goes through the input function: a domain may refuse it. */
 		if (value->type != jbvNull)
 			text = json_value_to_cstring(value, col->basetype);
-		msg->values[attnum - 1] = InputFunctionCall(&col->input, text, col->ioparam, col->typmod);
+		msg->values[attnum - 1] = column_input(col, text);
 		msg->nulls[attnum - 1] = (text == NULL);
 	}
 	msg->others = bms_add_member(msg->others, attnum);
