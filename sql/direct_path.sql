@@ -309,7 +309,24 @@ SELECT * FROM versioned_upsert_batch('roled_twin',
 SELECT current_user = session_user AS role_restored, count(*) AS rows
 FROM (SELECT id FROM roled UNION ALL SELECT id FROM roled_twin) r;
 DROP TABLE roled, roled_twin;
+-- So is EXECUTE on the functions the table's constraints call: here the
+-- role may write the table, but not call allowed().
+CREATE FUNCTION allowed(q int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RETURN true; END $$;
+REVOKE EXECUTE ON FUNCTION allowed(int) FROM PUBLIC;
+CREATE TABLE roled (id int PRIMARY KEY, ver rowseq, r text, q int,
+	CONSTRAINT a_become CHECK (become(r)), CONSTRAINT b_allowed CHECK (allowed(q)));
+CREATE TABLE roled_twin (LIKE roled INCLUDING ALL);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON roled_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+GRANT SELECT, INSERT, UPDATE ON roled, roled_twin TO upsert_direct_nobody;
+SELECT * FROM versioned_upsert_batch('roled',
+	'[{"id": 1, "ver": 1, "r": "upsert_direct_nobody", "q": 1}, {"id": 2, "ver": 1, "r": null, "q": 2}]');
+SELECT * FROM versioned_upsert_batch('roled_twin',
+	'[{"id": 1, "ver": 1, "r": "upsert_direct_nobody", "q": 1}, {"id": 2, "ver": 1, "r": null, "q": 2}]');
+SELECT current_user = session_user AS role_restored, count(*) AS rows
+FROM (SELECT id FROM roled UNION ALL SELECT id FROM roled_twin) r;
+DROP TABLE roled, roled_twin;
 DROP FUNCTION become(text);
+DROP FUNCTION allowed(int);
 DROP ROLE upsert_direct_nobody;
 
 -- An update keeps the stored key, as the statement's SET does, when the

@@ -74,6 +74,7 @@ struct DirectState
 {
 	UpsertTarget *target;
 	uint64		generation;		/* target->generation when opened */
+	Oid			userid;			/* the role its expressions were compiled for */
 	Relation	rel;
 	Relation	pkey;			/* its primary key index */
 	EState	   *estate;
@@ -133,6 +134,7 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 
 	ds->target = target;
 	ds->generation = target->generation;
+	ds->userid = GetUserId();
 	ds->rel = table_open(target->relid, NoLock);
 	ds->pkey = index_open(target->pkey_index, AccessShareLock);
 
@@ -150,11 +152,17 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 	return ds;
 }
 
-/* Was ds opened for this (still valid) metadata of its target? */
+/*
+ * Was ds opened for this (still valid) metadata of its target, and for the
+ * current role?  Whether the role may execute the functions that the
+ * table's constraints and index expressions call is checked when they are
+ * compiled, and a function one of them calls may change the role in the
+ * middle of a batch.
+ */
 bool
 DirectStateMatches(DirectState *ds, UpsertTarget *target)
 {
-	return ds->generation == target->generation;
+	return ds->generation == target->generation && ds->userid == GetUserId();
 }
 
 void
