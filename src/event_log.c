@@ -31,6 +31,7 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -465,12 +466,14 @@ EventLogTakeId(void)
 	event_log_tables();
 
 	/*
-	 * The publisher relies on a transaction having its ID before it takes
-	 * the event_id of an event it queues (see the top of publisher.c).
-	 * Writing the target row has usually assigned it already, and writing
-	 * the event assigns it anyway.
+	 * The publisher relies on a transaction having its ID, and holding the
+	 * lock that writing event_log takes, before it takes the event_id of an
+	 * event it queues (see the top of publisher.c).  Writing the target row
+	 * has usually assigned the ID already, and writing the event takes both
+	 * anyway.
 	 */
 	(void) GetTopTransactionId();
+	LockRelationOid(tables.log_relid, RowExclusiveLock);
 	return nextval_internal(tables.seq_relid, false);
 }
 

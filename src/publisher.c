@@ -37,6 +37,14 @@
  * values one at a time (CACHE 1, its default); otherwise the horizon stays
  * at zero.
  *
+ * Any transaction that has a transaction ID holds X back, one that will
+ * never write an event included; while it lasts the horizon stays, and the
+ * scan steps over every event published since.  So a sample also records,
+ * after V, the transactions holding the lock that writing event_log takes:
+ * a writer takes that lock before its event_id (event_log.c again), so
+ * every transaction that may still commit an event_id up to V is among
+ * them, and once all of them have ended the sample is complete as well.
+ *
  * Only one process publishes a database (this worker), and nothing it does
  * is lost on failure; if a batch fails (a bad channel name, a full
  * notification queue) the worker records the error for publisher_status,
@@ -47,6 +55,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
@@ -61,6 +70,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -218,6 +228,8 @@ typedef struct HorizonSample
 {
 	int64		last_event_id;	/* the sequence's last value, read first */
 	TransactionId next_xid;		/* then the next transaction ID */
+	int			nwriters;		/* then event_log's writers, -1 if unknown; */
+	VirtualTransactionId *writers;	/* those not seen ended yet */
 } HorizonSample;
 
 static int64 consumed_horizon = 0;
@@ -275,6 +287,61 @@ extension_ready(void)
 	return get_extension_oid("upsert_order", true) == extoid;
 }
 
+/* Drop samples[from ..] and what they hold. */
+static void
+horizon_forget_samples(int from)
+{
+	for (int i = from; i < nsamples; i++)
+		if (samples[i].writers)
+			pfree(samples[i].writers);
+	nsamples = Min(nsamples, from);
+}
+
+/*
+ * The transactions (but this one) that hold a lock on event_log that writing
+ * it conflicts with: its writers, among others.  Kept in the worker's
+ * memory.  Unknown during recovery, where no event is written anyway.
+ */
+static void
+horizon_read_writers(HorizonSample *sample)
+{
+	Oid			owner;
+	LOCKTAG		tag;
+	VirtualTransactionId *found;
+
+	sample->nwriters = -1;
+	sample->writers = NULL;
+	if (RecoveryInProgress())
+		return;
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, ExtensionTableLookup("event_log", &owner));
+	found = GetLockConflicts(&tag, ShareLock, &sample->nwriters);
+	sample->writers = MemoryContextAlloc(TopMemoryContext,
+										 sizeof(VirtualTransactionId) * Max(sample->nwriters, 1));
+	memcpy(sample->writers, found, sizeof(VirtualTransactionId) * sample->nwriters);
+	pfree(found);
+}
+
+/*
+ * Forget, in every pending sample, the writers that have ended: a sample
+ * with none left is complete.  Called before the batch reads the outbox,
+ * whose snapshot then sees their commits.
+ */
+static void
+horizon_check_writers(void)
+{
+	for (int i = 0; i < nsamples; i++)
+	{
+		HorizonSample *sample = &samples[i];
+		int			keep = 0;
+
+		for (int j = 0; j < sample->nwriters; j++)
+			if (!VirtualXactLock(sample->writers[j], false))
+				sample->writers[keep++] = sample->writers[j];
+		if (sample->nwriters >= 0)
+			sample->nwriters = keep;
+	}
+}
+
 /*
  * Record a (last event_id, next transaction ID) sample for the outbox
  * outbox_relid, starting afresh when the extension was created again or the
@@ -324,7 +391,7 @@ horizon_sample(Oid outbox_relid)
 		sample.last_event_id < highest_seen)
 	{
 		consumed_horizon = 0;
-		nsamples = 0;
+		horizon_forget_samples(0);
 		horizon_relid = outbox_relid;
 	}
 	if (cache != 1)
@@ -333,15 +400,17 @@ horizon_sample(Oid outbox_relid)
 	if (nsamples > 0 && samples[nsamples - 1].last_event_id >= sample.last_event_id)
 		return true;			/* nothing new was handed out */
 	if (nsamples == HORIZON_SAMPLES)
-		nsamples--;				/* replace the newest */
+		horizon_forget_samples(nsamples - 1);	/* replace the newest */
+	horizon_read_writers(&sample);
 	samples[nsamples++] = sample;
 	return true;
 }
 
 /*
  * The horizon reached once this batch commits: the last event_id of the
- * newest sample completed in the snapshot of xmin, or, when the batch was
- * full, only up to the last event it took (last_taken).
+ * newest sample completed in the snapshot of xmin or by its writers' ends,
+ * or, when the batch was full, only up to the last event it took
+ * (last_taken).
  */
 static int64
 horizon_reached(TransactionId xmin, bool full, int64 last_taken)
@@ -352,7 +421,8 @@ horizon_reached(TransactionId xmin, bool full, int64 last_taken)
 	{
 		int64		upto;
 
-		if (!TransactionIdPrecedesOrEquals(samples[i].next_xid, xmin))
+		if (!TransactionIdPrecedesOrEquals(samples[i].next_xid, xmin) &&
+			samples[i].nwriters != 0)
 			break;
 		upto = full ? Min(samples[i].last_event_id, last_taken) : samples[i].last_event_id;
 		reached = Max(reached, upto);
@@ -368,8 +438,12 @@ horizon_advance(int64 reached)
 
 	consumed_horizon = Max(consumed_horizon, reached);
 	for (int i = 0; i < nsamples; i++)
+	{
 		if (samples[i].last_event_id > consumed_horizon)
 			samples[keep++] = samples[i];
+		else if (samples[i].writers)
+			pfree(samples[i].writers);
+	}
 	nsamples = keep;
 }
 
@@ -606,6 +680,8 @@ publish_batch(void)
 	xmin = GetActiveSnapshot()->xmin;
 	outbox_relid = ExtensionTableLookup("outbox", &owner);
 	keep_horizon = horizon_sample(outbox_relid);
+	if (keep_horizon)
+		horizon_check_writers();
 
 	/*
 	 * Listeners must never be told of a batch that a crash or a failover

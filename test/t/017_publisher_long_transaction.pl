@@ -1,0 +1,103 @@
+# The publisher while a long transaction stays open.  One that has a
+# transaction ID but writes no event must not hold back where the worker's
+# scan of the outbox starts: otherwise every batch steps over the index
+# entries of all the events published since it began, and publishing slows
+# down as it lasts.  One that does write an event is published when it
+# commits, after the events published meanwhile, exactly once.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use UpsertOrderNode;
+
+my $node = UpsertOrderNode::start(
+	'publisher_long_transaction', q{
+upsert_order.publish_naptime = 100ms
+autovacuum = off
+});
+
+$node->safe_psql('postgres',
+	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL)');
+
+# Events on keys $first .. $first + $n - 1, each committed on its own, the
+# next written once the worker has published the one before: a batch each.
+sub publish_one_by_one
+{
+	my ($first, $n) = @_;
+	$node->safe_psql('postgres', qq{
+DO \$\$
+BEGIN
+	FOR i IN $first .. $first + $n - 1 LOOP
+		PERFORM upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', 1));
+		COMMIT;
+		WHILE EXISTS (SELECT 1 FROM upsert_order.outbox) LOOP
+			PERFORM pg_sleep(0.001);
+		END LOOP;
+	END LOOP;
+END \$\$});
+}
+
+# Index entries the worker's scans of the outbox have read so far.  The
+# worker reports its statistics at most once a second, after a round.
+sub outbox_index_reads
+{
+	usleep(1_500_000);
+	return $node->safe_psql('postgres', q{
+SELECT idx_tup_read FROM pg_stat_all_indexes
+ WHERE indexrelid = 'upsert_order.outbox_pkey'::regclass});
+}
+
+# The events published once each, gapless from seq 1, and nothing else.
+sub check_exactly_once
+{
+	my ($label) = @_;
+	ok(UpsertOrderNode::all_published($node), "$label: everything published");
+	is( $node->safe_psql(
+			'postgres', q{
+SELECT (SELECT count(*) FROM upsert_order.event_log WHERE outcome IN ('inserted', 'updated'))
+	 = (SELECT count(DISTINCT event_id) FROM upsert_order.publication),
+	   (SELECT count(*) = max(seq) FROM upsert_order.publication)}),
+		't|t', "$label: every applied event once, seq without a gap");
+}
+
+# 1. A transaction with an ID and no event stays open while 1,100 events
+# are published one batch each.  Over the last 100 batches, the scans read
+# a few entries each: they start after what was published before, not where
+# the open transaction began (which would be 1,000 and more each).
+my $idle = $node->background_psql('postgres');
+$idle->query_safe('BEGIN');
+$idle->query_safe('SELECT txid_current()');
+publish_one_by_one(1, 1000);
+my $before = outbox_index_reads();
+publish_one_by_one(1001, 100);
+my $reads = outbox_index_reads() - $before;
+cmp_ok($reads, '<', 1000,
+	"100 batches read $reads index entries while a transaction without events is open");
+$idle->query_safe('COMMIT');
+$idle->quit;
+check_exactly_once('beside a transaction without events');
+
+# 2. A transaction that wrote an event stays open while others are
+# published; its event goes out once it commits, after them.
+my $late = $node->background_psql('postgres');
+$late->query_safe('BEGIN');
+my $late_event = $late->query_safe(
+	q{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": 5000, "ver": 1}')});
+publish_one_by_one(2001, 50);
+is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.publication WHERE event_id = $late_event"),
+	'0', 'the open transaction\'s event is not published');
+$late->query_safe('COMMIT');
+$late->quit;
+check_exactly_once('after a late commit');
+is($node->safe_psql('postgres', 'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1'),
+	$late_event, 'the late event is published last');
+
+$node->stop;
+done_testing();
