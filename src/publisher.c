@@ -314,6 +314,7 @@ horizon_read_writers(HorizonSample *sample)
 	if (RecoveryInProgress())
 		return;
 	SET_LOCKTAG_RELATION(tag, MyDatabaseId, ExtensionTableLookup("event_log", &owner));
+	/* palloc'd, outside recovery (during it, a static array) */
 	found = GetLockConflicts(&tag, ShareLock, &sample->nwriters);
 	sample->writers = MemoryContextAlloc(TopMemoryContext,
 										 sizeof(VirtualTransactionId) * Max(sample->nwriters, 1));
@@ -322,9 +323,12 @@ horizon_read_writers(HorizonSample *sample)
 }
 
 /*
- * Forget, in every pending sample, the writers that have ended: a sample
+ * Forget, in the pending samples, the writers that have ended: a sample
  * with none left is complete.  Called before the batch reads the outbox,
- * whose snapshot then sees their commits.
+ * whose snapshot then sees their commits.  A writer still running was
+ * running, holding the lock, when every later sample was taken, and is in
+ * them too (unless the subtransaction that took the lock was rolled back):
+ * the first sample left with writers ends the checks.
  */
 static void
 horizon_check_writers(void)
@@ -334,11 +338,14 @@ horizon_check_writers(void)
 		HorizonSample *sample = &samples[i];
 		int			keep = 0;
 
+		if (sample->nwriters < 0)
+			continue;			/* unknown */
 		for (int j = 0; j < sample->nwriters; j++)
 			if (!VirtualXactLock(sample->writers[j], false))
 				sample->writers[keep++] = sample->writers[j];
-		if (sample->nwriters >= 0)
-			sample->nwriters = keep;
+		sample->nwriters = keep;
+		if (keep > 0)
+			break;
 	}
 }
 
