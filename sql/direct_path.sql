@@ -378,7 +378,7 @@ BEGIN READ ONLY;
 SELECT outcome FROM versioned_upsert('twin', '{"id": 1, "ver": 99, "name": "r", "code": "R", "qty": 1, "price": 1}');
 ROLLBACK;
 -- A temporary table may be written in a read-only transaction: the call
--- fails only when it logs the event, on either path.
+-- fails only when it logs the event, on either path, and leaves no row.
 CREATE TEMP TABLE tmp_plain (id int PRIMARY KEY, ver rowseq, v text);
 CREATE TEMP TABLE tmp_twin (LIKE tmp_plain INCLUDING ALL);
 CREATE TRIGGER keep_on_statement AFTER UPDATE ON tmp_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
@@ -388,6 +388,7 @@ ROLLBACK;
 BEGIN READ ONLY;
 SELECT outcome FROM versioned_upsert('tmp_twin', '{"id": 1, "ver": 1, "v": "a"}');
 ROLLBACK;
+SELECT (SELECT count(*) FROM tmp_plain) AS plain_rows, (SELECT count(*) FROM tmp_twin) AS twin_rows;
 DROP TABLE tmp_plain, tmp_twin;
 
 -- event_log.data on the direct path is what to_jsonb() makes of the row, to

@@ -463,6 +463,17 @@ appender_for(Appender **kept, Oid *relid)
 int64
 EventLogTakeId(void)
 {
+	/*
+	 * A read-only transaction may write a temporary target, but not the log;
+	 * say so in the call's terms before nextval() refuses in its own.
+	 */
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot log an event in a read-only transaction"),
+				 errdetail("Every message is logged in %s.event_log, even one for a temporary table.",
+						   UPSERT_ORDER_SCHEMA)));
+
 	event_log_tables();
 
 	/*
