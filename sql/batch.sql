@@ -80,7 +80,8 @@ SELECT count(*) FROM versioned_upsert_batch('event_log', '[]');
 SELECT count(*) FROM versioned_upsert_batch('pg_class', '[]');
 SELECT count(*) FROM versioned_upsert_batch(2147483647::oid::regclass, '[]');
 -- Refused in a read-only transaction, as every message is; allowed on a
--- temporary table, which such a transaction may write (no event is logged).
+-- temporary table, which such a transaction may write, as long as there is
+-- no event to log.
 BEGIN READ ONLY;
 SELECT count(*) FROM versioned_upsert_batch('item', '[]');
 ROLLBACK;
@@ -88,6 +89,10 @@ CREATE TEMP TABLE tmp_item (id int PRIMARY KEY, ver rowseq NOT NULL);
 BEGIN READ ONLY;
 SELECT count(*) FROM versioned_upsert_batch('tmp_item', '[]');
 ROLLBACK;
+BEGIN READ ONLY;
+SELECT count(*) FROM versioned_upsert_batch('tmp_item', '[{"id": 1, "ver": 1}]');
+ROLLBACK;
+SELECT count(*) FROM tmp_item;
 DROP TABLE tmp_item;
 -- Refused on a published table without a replica identity, as every
 -- message is.
