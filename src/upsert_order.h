@@ -152,8 +152,11 @@ extern int	OwnerSearchPathBegin(void);
  * event, in order, exactly once (see publisher.c).
  */
 
-/* NOTIFY refuses payloads of this many bytes or more. */
-#define PUBLISHER_PAYLOAD_LIMIT		8000
+/*
+ * NOTIFY refuses payloads of this many bytes or more: its own limit, which
+ * commands/async.h does not export.  8000 with the default block size.
+ */
+#define PUBLISHER_PAYLOAD_LIMIT		(BLCKSZ - NAMEDATALEN - 128)
 
 /* Rows deleted per transaction by event retention and purge_events(). */
 #define PUBLISHER_PURGE_BATCH		1000
