@@ -54,10 +54,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/transam.h"
 #include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
@@ -68,6 +72,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -75,6 +80,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -1037,6 +1043,80 @@ override_settings(void)
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
+/*
+ * Can the worker connect to upsert_order.database: does it exist, and does
+ * it accept connections?  Read from pg_database, a shared catalog, which a
+ * process connected to no database can read, but only by a heap scan: the
+ * index on its names may not be in the shared relcache, and without a
+ * database it cannot be loaded from pg_class.
+ */
+static bool
+database_connectable(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		connectable = false;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(publisher_database));
+	scan = systable_beginscan(rel, DatabaseNameIndexId, false, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+
+		connectable = db->datallowconn;
+#ifdef DATCONNLIMIT_INVALID_DB
+		/* what an interrupted DROP DATABASE leaves (minor releases since 15.4) */
+		connectable = connectable && db->datconnlimit != DATCONNLIMIT_INVALID_DB;
+#endif
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return connectable;
+}
+
+/*
+ * The worker's last start failed to connect to upsert_order.database: it
+ * does not exist, or does not accept connections.  Connecting again would
+ * only fail again, with a FATAL in the log at every restart.  Instead, stay
+ * connected to no database, say once what the worker waits for, and look
+ * at pg_database every naptime.  Once the database can be connected to,
+ * exit to be started again: a process connects to a database only once.
+ */
+static void wait_for_database(void) pg_attribute_noreturn();
+
+static void
+wait_for_database(void)
+{
+	char	   *activity = psprintf("waiting for database \"%s\"", publisher_database);
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("upsert_order publisher");
+	pgstat_report_activity(STATE_IDLE, activity);
+	ereport(LOG,
+			(errmsg("upsert_order publisher is waiting for database \"%s\"", publisher_database),
+			 errdetail("The database does not exist or does not accept connections."),
+			 errhint("Create the database, or set upsert_order.database to another one and restart the server.")));
+
+	while (!database_connectable())
+	{
+		wait_for_work(publisher_naptime);
+		serve_interrupts();
+	}
+
+	PublisherNoteConnecting(false);
+	ereport(LOG,
+			(errmsg("upsert_order publisher found database \"%s\", and restarts to connect to it",
+					publisher_database)));
+	proc_exit(1);
+}
+
 /* Entry point of the worker. */
 void
 PublisherMain(Datum main_arg)
@@ -1051,7 +1131,16 @@ PublisherMain(Datum main_arg)
 	/* SIGINT keeps a backend's handler: see serve_interrupts() */
 	BackgroundWorkerUnblockSignals();
 
+	/*
+	 * Connecting to a database that does not exist ends the process with
+	 * FATAL, before it could note why: so note the attempt first, and clear
+	 * the note once connected.  A note left by the last start is that start's
+	 * failure.
+	 */
+	if (PublisherNoteConnecting(true))
+		wait_for_database();
 	BackgroundWorkerInitializeConnection(publisher_database, NULL, 0);
+	PublisherNoteConnecting(false);
 	PublisherAttach();
 	pgstat_report_appname("upsert_order publisher");
 

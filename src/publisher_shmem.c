@@ -3,7 +3,8 @@
  * publisher_shmem.c
  *	  What the publisher worker shares with the backends: its latch, so that
  *	  a committing writer can wake it, and its state for the
- *	  publisher_status view.
+ *	  publisher_status view; and what it tells its own next start: that
+ *	  connecting to its database failed.
  *
  * A backend that queued an event in the outbox sets a flag; at commit a
  * transaction callback counts the commit and sets the worker's latch.  The
@@ -43,6 +44,8 @@ typedef struct PublisherShared
 	Latch	   *latch;			/* the worker's latch, NULL when not running */
 	uint64		commits;		/* commits that queued events, ever */
 	Oid			database;		/* the database the worker is connected to */
+	bool		connecting;		/* the worker is connecting, or its last start
+								 * failed to */
 	Oid			publication_relid;	/* the table last_seq refers to */
 	int64		last_seq;		/* last seq notified since the worker started */
 	char		last_error[PUBLISHER_ERROR_LEN];	/* "" after a success */
@@ -179,6 +182,22 @@ publisher_detach(int code, Datum arg)
 	publisher->pid = 0;
 	publisher->latch = NULL;
 	SpinLockRelease(&publisher->mutex);
+}
+
+/*
+ * Note that the worker is (or is no longer) connecting to its database, and
+ * return the note as it was: true when the last start failed to connect.
+ */
+bool
+PublisherNoteConnecting(bool connecting)
+{
+	bool		was;
+
+	SpinLockAcquire(&publisher->mutex);
+	was = publisher->connecting;
+	publisher->connecting = connecting;
+	SpinLockRelease(&publisher->mutex);
+	return was;
 }
 
 /* Called by the worker once connected: publish its pid and latch. */

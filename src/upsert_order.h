@@ -195,6 +195,7 @@ extern void PublisherInitCallbacks(void);
 extern bool PublisherServesThisDatabase(void);
 extern void PublisherWakeAtCommit(void);
 extern uint64 PublisherCommitCount(void);
+extern bool PublisherNoteConnecting(bool connecting);
 extern void PublisherAttach(void);
 extern void PublisherReportSuccess(Oid publication_relid, int64 last_seq);
 extern void PublisherReportError(const char *message);
