@@ -3,7 +3,7 @@
 # the next one does not try again but waits for the database, connected to
 # no database, with one line in the log instead of a FATAL every restart.
 # Once the database is created it connects, and publishes once the
-# extension is created there.
+# extension is created there; dropped again, it is waited for again.
 
 use strict;
 use warnings;
@@ -66,6 +66,15 @@ ok( $node->poll_query_until(
 $log = slurp_file($node->logfile);
 @fatals = $log =~ /FATAL:  database "later" does not exist/g;
 is(scalar @fatals, 1, 'without failing to connect again');
+
+# Dropped under the worker (WITH (FORCE) ends its connection): its next
+# start fails to connect, and the one after waits again.
+my $offset = -s $node->logfile;
+$node->safe_psql('postgres', 'DROP DATABASE later WITH (FORCE)');
+ok($node->wait_for_log(qr/\Q$waiting\E/, $offset) > 0,
+	'a dropped database is waited for again');
+like($node->safe_psql('postgres', $worker_query),
+	qr/^\d+\|t\|waiting for database "later"$/, 'by a worker connected to no database');
 
 $node->stop;
 done_testing();
