@@ -102,7 +102,21 @@ EXPLAIN (COSTS OFF) SELECT v FROM seqs WHERE v > 15 AND v <= '30';
 SELECT v FROM seqs WHERE v > 15 AND v <= '30' ORDER BY v;
 SELECT v FROM seqs WHERE v = 20 OR 10 = v ORDER BY v;
 SELECT v FROM seqs WHERE v >= 20 AND v > 10::bigint AND v < 9223372036854775807 ORDER BY v;
+-- Arrays of integers too: the scan sorts them, or takes their least or
+-- greatest element, with the family's own bigint comparisons.
+EXPLAIN (COSTS OFF) SELECT v FROM seqs WHERE v = ANY (ARRAY[30, 10, 99, 10]);
+SELECT v FROM seqs WHERE v = ANY (ARRAY[30, 10, 99, 10]) ORDER BY v;
+SELECT v FROM seqs WHERE v = ANY ('{9223372036854775807,20}'::bigint[]) ORDER BY v;
+SELECT v FROM seqs WHERE v < ANY ('{15,25}'::bigint[]) ORDER BY v;
+SELECT v FROM seqs WHERE v >= ANY ('{25,9223372036854775807}'::bigint[]) ORDER BY v;
+SELECT v FROM seqs WHERE v > ANY ('{-1,25}'::bigint[]) ORDER BY v;
+SELECT v FROM seqs WHERE v > 15 AND v > 25::bigint AND v <= ANY ('{30,20}'::bigint[]) ORDER BY v;
 RESET enable_seqscan;
+-- The B-tree family is complete (every type ordered by itself and by the
+-- other), the hash family too: amvalidate() reports nothing.
+SELECT c.opcname, amvalidate(c.oid)
+  FROM pg_opclass c JOIN pg_namespace n ON n.oid = c.opcnamespace
+ WHERE n.nspname = 'upsert_order' ORDER BY 1;
 -- Equal rowseqs are equal bytes, so a B-tree index deduplicates them: it is
 -- as small as the same index on bigint.
 CREATE TABLE dedup (r rowseq, b bigint);

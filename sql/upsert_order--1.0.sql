@@ -97,9 +97,7 @@ CREATE OPERATOR @extschema@.>= (
 -- such a comparison finds no operator (the casts from integers apply on
 -- assignment only).  Same representation, so int8's functions again; they
 -- join the B-tree family so that an index on a rowseq column serves them.
--- bigint's own operators stay out of that family (in it, they would take
--- part in planning every bigint query), so amvalidate() calls the family
--- incomplete, and the cross-type = is not marked HASHES or MERGES.
+-- The cross-type = is not marked HASHES or MERGES.
 CREATE FUNCTION @extschema@.rowseq_int8_eq(@extschema@.rowseq, bigint) RETURNS boolean
 	AS 'int8eq' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;
 CREATE FUNCTION @extschema@.rowseq_int8_ne(@extschema@.rowseq, bigint) RETURNS boolean
@@ -189,6 +187,40 @@ CREATE OPERATOR @extschema@.>= (
 	NEGATOR = OPERATOR(@extschema@.<), RESTRICT = scalargesel, JOIN = scalargejoinsel
 );
 
+-- A B-tree family with cross-type operators must also order each of its
+-- types by itself: an index scan for ver = ANY ('{1,2}'::bigint[]) sorts the
+-- array with the family's bigint-to-bigint comparison, and one for
+-- ver < ANY (...) picks the array's greatest element with its > operator.
+-- bigint's own operators cannot be the family's: an operator in two B-tree
+-- families is planned with both, and equalities of bigints would no longer
+-- match those between bigint and integer.  These are the same comparisons
+-- under names of their own, as text_pattern_ops has ~<~ and ~>~.
+CREATE OPERATOR @extschema@.~<~ (
+	LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = pg_catalog.int8lt,
+	COMMUTATOR = OPERATOR(@extschema@.~>~), NEGATOR = OPERATOR(@extschema@.~>=~),
+	RESTRICT = scalarltsel, JOIN = scalarltjoinsel
+);
+CREATE OPERATOR @extschema@.~<=~ (
+	LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = pg_catalog.int8le,
+	COMMUTATOR = OPERATOR(@extschema@.~>=~), NEGATOR = OPERATOR(@extschema@.~>~),
+	RESTRICT = scalarlesel, JOIN = scalarlejoinsel
+);
+CREATE OPERATOR @extschema@.~=~ (
+	LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = pg_catalog.int8eq,
+	COMMUTATOR = OPERATOR(@extschema@.~=~),
+	RESTRICT = eqsel, JOIN = eqjoinsel
+);
+CREATE OPERATOR @extschema@.~>=~ (
+	LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = pg_catalog.int8ge,
+	COMMUTATOR = OPERATOR(@extschema@.~<=~), NEGATOR = OPERATOR(@extschema@.~<~),
+	RESTRICT = scalargesel, JOIN = scalargejoinsel
+);
+CREATE OPERATOR @extschema@.~>~ (
+	LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = pg_catalog.int8gt,
+	COMMUTATOR = OPERATOR(@extschema@.~<~), NEGATOR = OPERATOR(@extschema@.~<=~),
+	RESTRICT = scalargtsel, JOIN = scalargtjoinsel
+);
+
 CREATE OPERATOR CLASS @extschema@.rowseq_ops
 	DEFAULT FOR TYPE @extschema@.rowseq USING btree AS
 		OPERATOR 1 @extschema@.<,
@@ -213,7 +245,13 @@ ALTER OPERATOR FAMILY @extschema@.rowseq_ops USING btree ADD
 	OPERATOR 3 @extschema@.= (bigint, @extschema@.rowseq),
 	OPERATOR 4 @extschema@.>= (bigint, @extschema@.rowseq),
 	OPERATOR 5 @extschema@.> (bigint, @extschema@.rowseq),
-	FUNCTION 1 @extschema@.int8_rowseq_cmp(bigint, @extschema@.rowseq);
+	FUNCTION 1 @extschema@.int8_rowseq_cmp(bigint, @extschema@.rowseq),
+	OPERATOR 1 @extschema@.~<~ (bigint, bigint),
+	OPERATOR 2 @extschema@.~<=~ (bigint, bigint),
+	OPERATOR 3 @extschema@.~=~ (bigint, bigint),
+	OPERATOR 4 @extschema@.~>=~ (bigint, bigint),
+	OPERATOR 5 @extschema@.~>~ (bigint, bigint),
+	FUNCTION 1 pg_catalog.btint8cmp(bigint, bigint);
 
 CREATE OPERATOR CLASS @extschema@.rowseq_hash_ops
 	DEFAULT FOR TYPE @extschema@.rowseq USING hash AS
