@@ -252,6 +252,10 @@ SELECT last_seq, events_waiting, last_error FROM publisher_status;
 SELECT seq FROM publication ORDER BY seq;
 SELECT purge_events('-1 s');
 SELECT purge_events(NULL);
+-- It deletes, so not in a read-only transaction (nor on a standby).
+BEGIN READ ONLY;
+SELECT purge_events('0 s');
+ROLLBACK;
 
 -- A key too large for NOTIFY even without "data": both are left out, and the
 -- listener reads the event from event_log by its event_id.

@@ -103,6 +103,12 @@
 #define RETENTION_BATCHES_PER_ROUND 10
 #define RETENTION_BATCHES_PER_BUSY_ROUND 1
 
+/* What retention_batch() returns while purge_events() holds the purge lock */
+#define RETENTION_PURGE_BUSY	(-2)
+
+/* The sub-ID of the lock on the extension that the deleters of events take */
+#define PURGE_LOCK_SUBID		1
+
 /* Seconds before an error that repeats is logged again. */
 #define ERROR_LOG_INTERVAL_S	60
 
@@ -763,9 +769,34 @@ publish_batch(void)
 }
 
 /*
+ * Lock out the other deleter of expired events: purge_events() and the
+ * worker's retention pass delete the same rows, and one waits for the row
+ * locks of the other's deletions to the end of its transaction.  A
+ * purge_events() left in an open transaction would hold the worker there,
+ * and with it all publishing (the worker waits with no lock timeout).  So
+ * both take this lock first, on the extension with a sub-ID nothing else
+ * uses, to the end of the transaction: purge_events() waits for the
+ * worker's short transaction, and the worker, not waiting, leaves its pass
+ * for later.  Returns whether the lock is held.
+ */
+bool
+PublisherLockPurge(bool wait)
+{
+	Oid			extoid = get_extension_oid("upsert_order", false);
+
+	if (wait)
+	{
+		LockDatabaseObject(ExtensionRelationId, extoid, PURGE_LOCK_SUBID, ExclusiveLock);
+		return true;
+	}
+	return ConditionalLockDatabaseObject(ExtensionRelationId, extoid, PURGE_LOCK_SUBID,
+										 ExclusiveLock);
+}
+
+/*
  * One batch of PublisherPurgeBatch() for the worker's retention pass;
- * returns how many events it deleted, or -1 when the extension is not
- * installed.
+ * returns how many events it deleted, -1 when the extension is not
+ * installed, or RETENTION_PURGE_BUSY when purge_events() is running.
  */
 static int64
 retention_batch(void)
@@ -775,6 +806,8 @@ retention_batch(void)
 
 	if (!extension_ready())
 		return -1;
+	if (!PublisherLockPurge(false))
+		return RETENTION_PURGE_BUSY;
 
 	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
 								 &retention_after, &reached_cutoff);
@@ -986,6 +1019,11 @@ run_retention(int max_batches, bool *more)
 	{
 		if (!run_in_transaction(retention_batch, "deleting expired upsert_order events", &purged))
 			return false;
+		if (purged == RETENTION_PURGE_BUSY)
+		{
+			/* the pass goes on where it was, after the worker's next sleep */
+			return true;
+		}
 		if (purged < 0)
 		{
 			retention_cutoff = 0;	/* the extension is gone */

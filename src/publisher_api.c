@@ -28,6 +28,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -273,6 +274,9 @@ purge_events(PG_FUNCTION_ARGS)
 													 IntervalPGetDatum(older_than)));
 
 	(void) ExtensionTableLookup("event_log", &log_owner);
+	/* before the lock, which a standby would refuse with a less clear error */
+	PreventCommandIfReadOnly("purge_events()");
+	PublisherLockPurge(true);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -185,6 +185,7 @@ extern Jsonb *PublisherPayload(const PublishedEvent *event, int limit, char **te
 /* publisher.c: the worker */
 extern void PublisherRegisterWorker(void);
 extern PGDLLEXPORT void PublisherMain(Datum main_arg);
+extern bool PublisherLockPurge(bool wait);
 extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 								 int64 *last_event_id, bool *reached_cutoff);
 

@@ -1,0 +1,78 @@
+# purge_events() in a transaction that stays open, beside the worker's
+# retention pass (upsert_order.event_retention): both delete the same
+# expired events.  The worker must not wait for the row locks of the open
+# transaction's deletions, which would stop all publishing until it ends;
+# it leaves its pass for later, and takes it up once the purge is over.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use UpsertOrderNode;
+
+my $node = UpsertOrderNode::start(
+	'publisher_purge_open', q{
+upsert_order.publish_naptime = 100ms
+});
+
+$node->safe_psql('postgres',
+	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL)');
+
+# Ten events, published, then older than a second.
+UpsertOrderNode::write_events($node, 1, 10);
+ok(UpsertOrderNode::all_published($node), 'the first events are published');
+my $written_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+$node->poll_query_until('postgres',
+	"SELECT clock_timestamp() > '$written_at'::timestamptz + interval '1.5 s'")
+  or die 'the clock does not move';
+my $first_last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_order.event_log');
+
+# A purge that stays open: it keeps the last event published.
+my $purger = $node->background_psql('postgres');
+$purger->query_safe('BEGIN');
+is($purger->query_safe(q{SELECT upsert_order.purge_events('1 s')}),
+	'9', 'purge_events() deletes the expired events but the last one published');
+
+# Now the worker's retention pass finds the same events expired.
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET upsert_order.event_retention = '1s';
+SELECT pg_reload_conf();
+});
+usleep(2_000_000);
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE application_name = 'upsert_order publisher' AND wait_event_type = 'Lock'}),
+	'0', 'the worker does not wait for the open purge');
+
+UpsertOrderNode::write_events($node, 100, 10);
+ok(UpsertOrderNode::all_published($node), 'events are published while the purge is open');
+
+# Old enough for the retention, the new events stay while the purge is open.
+$written_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+$node->poll_query_until('postgres',
+	"SELECT clock_timestamp() > '$written_at'::timestamptz + interval '2.5 s'")
+  or die 'the clock does not move';
+is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHERE event_id > $first_last"),
+	'10', 'the worker leaves its retention pass for later while the purge is open');
+
+$purger->query_safe('COMMIT');
+$purger->quit;
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) = 1 AND max(event_id) = (SELECT max(event_id) FROM upsert_order.publication)
+  FROM upsert_order.event_log}),
+	'once the purge has committed, the worker deletes what expired but the last event published');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*), max(seq) FROM upsert_order.publication}),
+	'1|20', 'twenty events were published, gapless, and the last one is kept');
+
+$node->stop;
+done_testing();
