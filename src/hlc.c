@@ -100,6 +100,7 @@ hlc_save_state(int code, Datum arg)
 {
 	FILE	   *file;
 	uint64		last;
+	bool		written;
 
 	if (hlc == NULL)
 		return;
@@ -113,7 +114,11 @@ hlc_save_state(int code, Datum arg)
 				 errmsg("could not create file \"%s\": %m", HLC_STATE_FILE ".tmp")));
 		return;
 	}
-	if (fwrite(&last, sizeof(last), 1, file) != 1 || FreeFile(file) != 0)
+	written = fwrite(&last, sizeof(last), 1, file) == 1;
+	/* closed whatever happened: the postmaster goes on after a crash */
+	if (FreeFile(file) != 0)
+		written = false;
+	if (!written)
 	{
 		ereport(LOG,
 				(errcode_for_file_access(),
