@@ -109,6 +109,9 @@
 /* The sub-ID of the lock on the extension that the deleters of events take */
 #define PURGE_LOCK_SUBID		1
 
+/* The longest wait of a retention batch for a row lock */
+#define RETENTION_LOCK_TIMEOUT	"1s"
+
 /* Seconds before an error that repeats is logged again. */
 #define ERROR_LOG_INTERVAL_S	60
 
@@ -808,6 +811,17 @@ retention_batch(void)
 		return -1;
 	if (!PublisherLockPurge(false))
 		return RETENTION_PURGE_BUSY;
+
+	/*
+	 * A transaction that deleted or locked expired rows itself (only the
+	 * owner of event_log can) would hold this batch, and all publishing
+	 * with it, until it ends: give up waiting after a moment instead.  The
+	 * error shows in publisher_status, and the pass is tried again after
+	 * the worker's pause.
+	 */
+	(void) set_config_option("lock_timeout", RETENTION_LOCK_TIMEOUT,
+							 PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
+							 true, 0, false);
 
 	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
 								 &retention_after, &reached_cutoff);

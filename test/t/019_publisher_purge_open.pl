@@ -3,6 +3,7 @@
 # expired events.  The worker must not wait for the row locks of the open
 # transaction's deletions, which would stop all publishing until it ends;
 # it leaves its pass for later, and takes it up once the purge is over.
+# Nor may it wait long for a row that event_log's owner locked by hand.
 
 use strict;
 use warnings;
@@ -73,6 +74,40 @@ is( $node->safe_psql(
 		'postgres', q{
 SELECT count(*), max(seq) FROM upsert_order.publication}),
 	'1|20', 'twenty events were published, gapless, and the last one is kept');
+
+# The owner of event_log locks one of the next events itself, in a
+# transaction that stays open while the event expires: the worker's
+# retention waits for that lock a moment only, logs why it gave up, and goes
+# on publishing.  The retention is longer here, so that the row is locked
+# well before it expires.
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET upsert_order.event_retention = '5s';
+SELECT pg_reload_conf();
+});
+UpsertOrderNode::write_events($node, 200, 5);
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN');
+my $locked = $locker->query_safe(q{
+SELECT event_id FROM upsert_order.event_log
+ ORDER BY event_id DESC OFFSET 2 LIMIT 1 FOR UPDATE});
+my $log_offset = -s $node->logfile;
+ok(UpsertOrderNode::all_published($node), 'five more events are published');
+ok($node->wait_for_log(qr/canceling statement due to lock timeout/, $log_offset),
+	'the worker gives up waiting for the row locked by hand, and logs it');
+UpsertOrderNode::write_events($node, 300, 5);
+ok(UpsertOrderNode::all_published($node), 'events are published while the row stays locked');
+is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHERE event_id = $locked"),
+	'1', 'the locked event is still there');
+$locker->query_safe('COMMIT');
+$locker->quit;
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) = 1 FROM upsert_order.event_log}),
+	'once the lock is gone, the expired events are deleted');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*), max(seq) FROM upsert_order.publication}),
+	'1|30', 'thirty events were published, gapless, and the last one is kept');
 
 $node->stop;
 done_testing();
