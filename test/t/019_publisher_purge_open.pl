@@ -25,13 +25,35 @@ upsert_order.publish_naptime = 100ms
 $node->safe_psql('postgres',
 	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL)');
 
+# Wait until the server's clock is $seconds past what it read now.
+sub wait_seconds
+{
+	my ($seconds) = @_;
+	my $now = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+	$node->poll_query_until('postgres',
+		"SELECT clock_timestamp() > '$now'::timestamptz + interval '$seconds s'")
+	  or die 'the clock does not move';
+}
+
+# Wait until expired events are deleted, all but the last one published,
+# which stays with its publication row; $published events were published
+# in all, gapless.
+sub only_last_published_left
+{
+	my ($published, $label) = @_;
+	ok( $node->poll_query_until(
+			'postgres', q{
+SELECT count(*) = 1 AND max(event_id) = (SELECT max(event_id) FROM upsert_order.publication)
+  FROM upsert_order.event_log}),
+		"$label: the expired events are deleted, but the last one published");
+	is($node->safe_psql('postgres', 'SELECT count(*), max(seq) FROM upsert_order.publication'),
+		"1|$published", "$label: $published events were published, gapless");
+}
+
 # Ten events, published, then older than a second.
 UpsertOrderNode::write_events($node, 1, 10);
 ok(UpsertOrderNode::all_published($node), 'the first events are published');
-my $written_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
-$node->poll_query_until('postgres',
-	"SELECT clock_timestamp() > '$written_at'::timestamptz + interval '1.5 s'")
-  or die 'the clock does not move';
+wait_seconds(1.5);
 my $first_last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_order.event_log');
 
 # A purge that stays open: it keeps the last event published.
@@ -56,24 +78,13 @@ UpsertOrderNode::write_events($node, 100, 10);
 ok(UpsertOrderNode::all_published($node), 'events are published while the purge is open');
 
 # Old enough for the retention, the new events stay while the purge is open.
-$written_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
-$node->poll_query_until('postgres',
-	"SELECT clock_timestamp() > '$written_at'::timestamptz + interval '2.5 s'")
-  or die 'the clock does not move';
+wait_seconds(2.5);
 is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHERE event_id > $first_last"),
 	'10', 'the worker leaves its retention pass for later while the purge is open');
 
 $purger->query_safe('COMMIT');
 $purger->quit;
-ok( $node->poll_query_until(
-		'postgres', q{
-SELECT count(*) = 1 AND max(event_id) = (SELECT max(event_id) FROM upsert_order.publication)
-  FROM upsert_order.event_log}),
-	'once the purge has committed, the worker deletes what expired but the last event published');
-is( $node->safe_psql(
-		'postgres', q{
-SELECT count(*), max(seq) FROM upsert_order.publication}),
-	'1|20', 'twenty events were published, gapless, and the last one is kept');
+only_last_published_left(20, 'once the purge has committed');
 
 # The owner of event_log locks one of the next events itself, in a
 # transaction that stays open while the event expires: the worker's
@@ -100,14 +111,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHE
 	'1', 'the locked event is still there');
 $locker->query_safe('COMMIT');
 $locker->quit;
-ok( $node->poll_query_until(
-		'postgres', q{
-SELECT count(*) = 1 FROM upsert_order.event_log}),
-	'once the lock is gone, the expired events are deleted');
-is( $node->safe_psql(
-		'postgres', q{
-SELECT count(*), max(seq) FROM upsert_order.publication}),
-	'1|30', 'thirty events were published, gapless, and the last one is kept');
+only_last_published_left(30, 'once the lock is gone');
 
 $node->stop;
 done_testing();
