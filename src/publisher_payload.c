@@ -101,19 +101,24 @@ payload_build(const PublishedEvent *event, bool with_key, bool with_data)
 	JsonbParseState *state = NULL;
 	JsonbValue *object;
 
+	/*
+	 * In jsonb's order of keys (shorter first, then bytewise), which is the
+	 * order of the text too: the sort at the end of the object then finds
+	 * the pairs in place, and moves none of them.
+	 */
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_int8(&state, "seq", event->seq);
-	push_int8(&state, "event_id", event->event_id);
-	push_string(&state, "table", event->table);
 	push_string(&state, "op", event->inserted ? "insert" : "update");
 	if (with_key)
 		push_jsonb(&state, "key", event->key);
-	else
-		push_true(&state, "key_omitted");
-	push_string(&state, "version", event->version);
+	push_int8(&state, "seq", event->seq);
 	if (with_data)
 		push_jsonb(&state, "data", event->data);
-	else
+	push_string(&state, "table", event->table);
+	push_string(&state, "version", event->version);
+	push_int8(&state, "event_id", event->event_id);
+	if (!with_key)
+		push_true(&state, "key_omitted");
+	if (!with_data)
 		push_true(&state, "data_omitted");
 	object = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(object);
