@@ -164,6 +164,42 @@ RowJsonValue(JsonbValue *jb, TargetColumn *col, Datum value)
 	}
 }
 
+/* jsonb's order of object keys: the shorter first, then bytewise */
+static int
+json_key_cmp(const void *a, const void *b, void *arg)
+{
+	TargetColumn *columns = (TargetColumn *) arg;
+	const char *name_a = columns[*(const int *) a].name;
+	const char *name_b = columns[*(const int *) b].name;
+	size_t		len_a = strlen(name_a);
+	size_t		len_b = strlen(name_b);
+
+	if (len_a != len_b)
+		return len_a < len_b ? -1 : 1;
+	return memcmp(name_a, name_b, len_a);
+}
+
+/*
+ * The indexes in target->columns of its live columns, in the order jsonb
+ * keeps the keys of an object, for RowToJsonb(): pushJsonbValue() sorts
+ * the pairs of an object when it ends, moving each pair out of place byte
+ * by byte, and pushed in this order they are all in place.  Allocated in
+ * the current memory context.
+ */
+int *
+RowJsonOrder(UpsertTarget *target)
+{
+	int		   *order = palloc(sizeof(int) * Max(target->nlive, 1));
+	int			n = 0;
+
+	for (int i = 0; i < target->ncolumns; i++)
+		if (target->columns[i].attnum != InvalidAttrNumber)
+			order[n++] = i;
+	Assert(n == target->nlive);
+	qsort_arg(order, n, sizeof(int), json_key_cmp, target->columns);
+	return order;
+}
+
 /*
  * The row in slot as a jsonb object, for a target whose every column has a
  * kind other than ROW_JSON_OTHER (target->row_json_direct).
@@ -177,13 +213,11 @@ RowToJsonb(UpsertTarget *target, TupleTableSlot *slot)
 	Assert(target->row_json_direct);
 	slot_getallattrs(slot);
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (int i = 0; i < target->ncolumns; i++)
+	for (int n = 0; n < target->nlive; n++)
 	{
+		int			i = target->row_json_order[n];
 		TargetColumn *col = &target->columns[i];
 		JsonbValue	jb;
-
-		if (col->attnum == InvalidAttrNumber)
-			continue;			/* dropped */
 
 		jb.type = jbvString;
 		jb.val.string.val = col->name;

@@ -555,6 +555,8 @@ target_read_direct(UpsertTarget *target, Relation rel)
 		if (target->columns[i].attnum != InvalidAttrNumber &&
 			target->columns[i].json_kind == ROW_JSON_OTHER)
 			target->row_json_direct = false;
+	if (target->row_json_direct)
+		target->row_json_order = RowJsonOrder(target);
 }
 
 /* Build the metadata of a target table, checking everything once. */

@@ -109,6 +109,7 @@ typedef struct UpsertTarget
 	LockTupleMode update_lockmode;	/* row lock of an update of every non-key column */
 	FmgrInfo	to_jsonb;		/* to_jsonb() of the table's row type */
 	bool		row_json_direct;	/* every column's json_kind is known */
+	int		   *row_json_order;	/* live column indexes, in jsonb's key order */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
 	TargetNameDep *name_deps;	/* renaming one of these rebuilds the entry */
@@ -221,6 +222,7 @@ typedef struct UpsertMessage
 struct TupleTableSlot;
 extern RowJsonKind RowJsonKindOf(Oid basetype);
 extern void RowJsonValue(JsonbValue *jb, TargetColumn *col, Datum value);
+extern int *RowJsonOrder(UpsertTarget *target);
 extern Datum RowToJsonb(UpsertTarget *target, struct TupleTableSlot *slot);
 
 /* exec_state.c: executor state for writing one relation's rows below SQL */
