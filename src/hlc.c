@@ -101,6 +101,7 @@ hlc_save_state(int code, Datum arg)
 	FILE	   *file;
 	uint64		last;
 	bool		written;
+	int			save_errno;
 
 	if (hlc == NULL)
 		return;
@@ -114,12 +115,19 @@ hlc_save_state(int code, Datum arg)
 				 errmsg("could not create file \"%s\": %m", HLC_STATE_FILE ".tmp")));
 		return;
 	}
+	errno = 0;
 	written = fwrite(&last, sizeof(last), 1, file) == 1;
+	/* a short write that set no errno is taken for a full disk */
+	save_errno = errno ? errno : ENOSPC;
 	/* closed whatever happened: the postmaster goes on after a crash */
 	if (FreeFile(file) != 0)
+	{
 		written = false;
+		save_errno = errno;
+	}
 	if (!written)
 	{
+		errno = save_errno;
 		ereport(LOG,
 				(errcode_for_file_access(),
 				 errmsg("could not write file \"%s\": %m", HLC_STATE_FILE ".tmp")));
