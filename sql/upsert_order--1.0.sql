@@ -481,12 +481,16 @@ REVOKE ALL ON FUNCTION @extschema@._publisher_state() FROM PUBLIC;
 -- An ordinary (not security_invoker) view, so that monitoring roles see the
 -- counts without being able to read the events themselves.  last_seq is the
 -- last seq notified; events_waiting those committed but not yet notified.
+-- Each waiting event's logged_at is one probe of event_log by its key, not
+-- a join: planned on statistics taken before a burst, a join could read all
+-- of event_log, or all of its index for every waiting event.
 CREATE VIEW @extschema@.publisher_status AS
 	SELECT s.worker_pid,
 		   coalesce(s.last_seq, (SELECT max(p.seq) FROM @extschema@.publication p), 0) AS last_seq,
 		   (SELECT count(*) FROM @extschema@.outbox) AS events_waiting,
-		   (SELECT now() - min(e.logged_at)
-			  FROM @extschema@.outbox o JOIN @extschema@.event_log e ON e.event_id = o.event_id) AS oldest_waiting_age,
+		   (SELECT now() - min((SELECT e.logged_at FROM @extschema@.event_log e
+									WHERE e.event_id = o.event_id))
+			  FROM @extschema@.outbox o) AS oldest_waiting_age,
 		   s.last_error
 	  FROM @extschema@._publisher_state() s;
 COMMENT ON VIEW @extschema@.publisher_status IS
