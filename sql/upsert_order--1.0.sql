@@ -344,10 +344,12 @@ CREATE TYPE @extschema@.upsert_result AS (
 );
 
 -- The WHERE clause of the ON CONFLICT statement versioned_upsert() runs:
--- notes the stored version it is shown when given the running call's token,
--- a random number only that statement knows.  Internal; called elsewhere it
--- only compares its arguments.
-CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming @extschema@.rowseq, token bigint)
+-- notes the stored version it is shown, and the table and TID of that row
+-- version, when given the running call's token, a random number only that
+-- statement knows.  Internal; called elsewhere it only compares its first
+-- two arguments.
+CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming @extschema@.rowseq, token bigint,
+											stored_table oid DEFAULT NULL, stored_tid tid DEFAULT NULL)
 	RETURNS boolean
 	AS 'MODULE_PATHNAME', 'conflict_check' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 

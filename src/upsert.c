@@ -39,6 +39,7 @@
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "nodes/makefuncs.h"
+#include "storage/itemptr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
@@ -92,6 +93,8 @@ typedef struct ConflictNote
 	rowseq		stored;
 	bool		incoming_isnull;
 	rowseq		incoming;
+	Oid			stored_table;	/* where the stored row is (a partition, maybe) */
+	ItemPointerData stored_tid; /* and its version shown, locked */
 	int64		event_id;		/* taken by _event_id(), or 0 */
 } ConflictNote;
 
@@ -152,11 +155,12 @@ has_running_token(FunctionCallInfo fcinfo, int argno)
 }
 
 /*
- * _conflict_check(stored, incoming, token): the WHERE clause of ON CONFLICT
- * DO UPDATE.  It runs once the conflicting row is locked, on its newest
- * version, so what it notes is the stored version the outcome is decided
- * against.  A NULL stored version counts as older than any version.  Only
- * a call with the running statement's token notes anything.
+ * _conflict_check(stored, incoming, token, stored_table, stored_tid): the
+ * WHERE clause of ON CONFLICT DO UPDATE.  It runs once the conflicting row
+ * is locked, on its newest version, so what it notes is the stored version
+ * the outcome is decided against, and where that row version is.  A NULL
+ * stored version counts as older than any version.  Only a call with the
+ * running statement's token notes anything.
  */
 Datum
 conflict_check(PG_FUNCTION_ARGS)
@@ -173,6 +177,11 @@ conflict_check(PG_FUNCTION_ARGS)
 		conflict_note.stored = stored;
 		conflict_note.incoming_isnull = incoming_isnull;
 		conflict_note.incoming = incoming;
+		conflict_note.stored_table = PG_ARGISNULL(3) ? InvalidOid : PG_GETARG_OID(3);
+		if (PG_ARGISNULL(4))
+			ItemPointerSetInvalid(&conflict_note.stored_tid);
+		else
+			conflict_note.stored_tid = *(ItemPointer) PG_GETARG_POINTER(4);
 	}
 
 	if (stored_isnull)
@@ -552,7 +561,8 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 	appendStringInfo(&sql, ") SELECT %s", select.data);
 	appendStringInfo(&sql,
 					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
-					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d)"
+					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d,"
+					 " upsert_order_target.tableoid, upsert_order_target.ctid)"
 					 " RETURNING upsert_order_target.%s,"
 					 " pg_catalog.to_jsonb(upsert_order_target.*),"
 					 " upsert_order._event_id($%d)",
@@ -670,36 +680,40 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 
 /*
  * Under row level security, a message that changed nothing must not reveal
- * the version of a row the caller may not see: refuse it instead.
+ * the version of a row the caller may not see: refuse it instead.  The probe
+ * reads the row version the statement locked and compared, by its table and
+ * TID, not by key: a policy's conditions must be checked before a key
+ * comparison that is not leakproof (numeric, for one), which then cannot
+ * use the index, and a probe by key would read the whole table.
  */
 static void
-check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg)
+check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
+						 const ConflictNote *note)
 {
+	Datum		args[2];
 	int			ret;
 
 	if (check_enable_rls(target->relid, InvalidOid, true) != RLS_ENABLED)
 		return;
 
+	if (!OidIsValid(note->stored_table) || !ItemPointerIsValid(&note->stored_tid))
+		elog(ERROR, "the upsert statement did not note where the stored row is");
+
 	if (target->visible_plan == NULL)
 	{
-		StringInfoData sql;
-		Oid		   *argtypes = palloc(sizeof(Oid) * target->npkey);
+		Oid			argtypes[2] = {OIDOID, TIDOID};
+		char	   *sql = psprintf("SELECT 1 FROM %s"
+								   " WHERE tableoid OPERATOR(pg_catalog.=) $1"
+								   " AND ctid OPERATOR(pg_catalog.=) $2",
+								   target->qualname);
 
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "SELECT 1 FROM %s WHERE ", target->qualname);
-		for (int i = 0; i < target->npkey; i++)
-		{
-			TargetColumn *col = &target->columns[target->pkey[i] - 1];
-
-			appendStringInfo(&sql, "%s%s %s $%d", i ? " AND " : "",
-							 quote_identifier(col->name), target->pkey_eqop[i], i + 1);
-			argtypes[i] = col->typid;
-		}
-		target->visible_plan = SpiPrepareKept(sql.data, target->npkey, argtypes);
+		target->visible_plan = SpiPrepareKept(sql, 2, argtypes);
 	}
 
 	/* Not read-only: the probe needs a snapshot that sees the row just locked. */
-	ret = SPI_execute_plan(target->visible_plan, msg->key_values, NULL, false, 1);
+	args[0] = ObjectIdGetDatum(note->stored_table);
+	args[1] = PointerGetDatum(&note->stored_tid);
+	ret = SPI_execute_plan(target->visible_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -827,7 +841,7 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	else
 		event->outcome = "skipped";
 
-	check_stored_row_visible(target, msg);
+	check_stored_row_visible(target, msg, &note);
 }
 
 /* What one message did: the fields of upsert_result. */
