@@ -7,7 +7,7 @@
  *
  * Entries are rebuilt lazily after an invalidation: of the table or of its
  * primary key index (renaming the index renames the constraint the upsert
- * names), or of a schema or operator whose name its statements spell.
+ * names), or of the schema whose name its statements spell.
  * The prepared statements
  * hanging off an entry may still be running in an outer call when a nested
  * call (from a trigger, say) sees the invalidation, so the old statements are
@@ -28,7 +28,6 @@
 #include "access/stratnum.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
-#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -133,7 +132,7 @@ target_invalidate(Datum arg, Oid relid)
 }
 
 /*
- * A schema or operator changed (hashvalue 0: all of them): mark stale
+ * A schema changed (hashvalue 0: all of them): mark stale
  * the entries whose statements spell its name.  An entry being built may
  * not have recorded it yet.
  */
@@ -177,7 +176,6 @@ TargetInitCache(void)
 	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
 	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, target_invalidate_names, (Datum) 0);
-	CacheRegisterSyscacheCallback(OPEROID, target_invalidate_names, (Datum) 0);
 }
 
 /* Set an entry's target aside until no call can be using it (target_free_retired). */
@@ -303,7 +301,7 @@ target_read_input(TargetColumn *col)
 
 /*
  * Remember that the target's statements spell the name of this catalog row.
- * Renaming it (a schema, an operator) invalidates no relcache entry
+ * Renaming it (a schema) invalidates no relcache entry
  * of the table, while the plan cache parses the statements' text again.
  */
 static void
@@ -378,26 +376,6 @@ target_read_columns(UpsertTarget *target, Relation rel)
 						   found.data)));
 }
 
-/* OPERATOR("schema".name): an operator spelled so search_path cannot redirect it. */
-static char *
-operator_sql(UpsertTarget *target, Oid oprid)
-{
-	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(oprid));
-	Form_pg_operator form;
-	char	   *result;
-
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for operator %u", oprid);
-	form = (Form_pg_operator) GETSTRUCT(tuple);
-	result = psprintf("OPERATOR(%s.%s)",
-					  quote_identifier(get_namespace_name(form->oprnamespace)),
-					  NameStr(form->oprname));
-	target_depends_on_name(target, OPEROID, oprid);
-	target_depends_on_name(target, NAMESPACEOID, form->oprnamespace);
-	ReleaseSysCache(tuple);
-	return result;
-}
-
 /*
  * Does the table have a deferrable primary key?  The relcache only reports
  * immediate ones as the primary key.
@@ -451,7 +429,6 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	index = index_open(pkoid, AccessShareLock);
 	target->npkey = index->rd_index->indnkeyatts;
 	target->pkey = palloc(sizeof(AttrNumber) * target->npkey);
-	target->pkey_eqop = palloc(sizeof(char *) * target->npkey);
 	target->pkey_eqproc = palloc(sizeof(RegProcedure) * target->npkey);
 
 	for (int i = 0; i < target->npkey; i++)
@@ -469,7 +446,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 
 		target->pkey[i] = attnum;
 
-		/* The equality operator of the key's opfamily, schema-qualified. */
+		/* The equality operator of the key's opfamily, for index scans. */
 		eqop = get_opfamily_member(index->rd_opfamily[i],
 								   index->rd_opcintype[i],
 								   index->rd_opcintype[i],
@@ -477,7 +454,6 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 		if (!OidIsValid(eqop))
 			elog(ERROR, "missing equality operator for primary key column \"%s\"",
 				 col->name);
-		target->pkey_eqop[i] = operator_sql(target, eqop);
 		target->pkey_eqproc[i] = get_opcode(eqop);
 	}
 	index_close(index, AccessShareLock);

@@ -83,7 +83,7 @@ typedef struct TargetColumn
 /* A catalog row whose name a target's statements spell (target.c). */
 typedef struct TargetNameDep
 {
-	int			cacheid;		/* NAMESPACEOID or OPEROID */
+	int			cacheid;		/* NAMESPACEOID */
 	uint32		hashvalue;		/* of its OID in that cache */
 } TargetNameDep;
 
@@ -101,8 +101,7 @@ typedef struct UpsertTarget
 	int			npkey;
 	AttrNumber *pkey;			/* primary key columns, in index order */
 	AttrNumber	version_attnum;
-	char	  **pkey_eqop;		/* OPERATOR("schema".=) of each key column */
-	RegProcedure *pkey_eqproc;	/* the function of that operator */
+	RegProcedure *pkey_eqproc;	/* equality function of each key column */
 	char	   *pkey_constraint;	/* quoted name of the primary key */
 	Oid			pkey_index;
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
