@@ -6,21 +6,30 @@
  *
  * A stamp is max(wall clock in rowseq layout, last stamp + 1), so stamps are
  * unique and strictly increasing across all backends even when the wall
- * clock steps back, and never behind the wall clock.  The last stamp is saved
- * when the server stops, and when the postmaster resets shared memory after
- * a backend crashed, and read back at start, so neither goes back either.
- * When the server goes down without its postmaster saving it (the machine
- * fails), the clock resumes from the larger of the wall clock and the last
- * saved value.
+ * clock steps back, and never behind the wall clock.
+ *
+ * A stamp in the current millisecond of the wall clock needs nothing saved
+ * to stay unique across a restart: a restart takes longer than that, and
+ * the clock resumes from the wall clock.  A stamp whose millisecond is ahead
+ * of the wall clock (the wall clock was set back, or more than 65,536 stamps
+ * were taken in one millisecond) would be handed out again after a crash
+ * that saved nothing.  So before the clock runs ahead past the bound saved in
+ * the state file, the backend taking the stamp saves a new bound, a second
+ * above it, durably; the next start, however the server went down,
+ * continues above that bound.  The postmaster also saves the last stamp
+ * when the server stops and when it resets shared memory after a backend
+ * crashed, so that a restart after those continues right above it.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "port/pg_crc32c.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -30,14 +39,30 @@
 
 #include "upsert_order.h"
 
-#define HLC_STATE_FILE	"pg_stat/upsert_order_hlc.stat"
+#define HLC_STATE_FILE		"pg_stat/upsert_order_hlc.stat"
+#define HLC_STATE_TEMP_FILE	HLC_STATE_FILE ".tmp"
+#define HLC_STATE_MAGIC		0x55484c31	/* "UHL1": changes with the layout */
+#define HLC_LOCK_TRANCHE	"upsert_order clock"
+
+/* How far above a stamp ahead of the wall clock the saved bound goes: 1 s. */
+#define HLC_SAVE_AHEAD		((uint64) 1000 << ROWSEQ_LOGICAL_BITS)
+
+/* The state file: a bound on every stamp handed out, checksummed. */
+typedef struct HlcSavedClock
+{
+	uint32		magic;			/* HLC_STATE_MAGIC */
+	pg_crc32c	crc;			/* of bound */
+	uint64		bound;
+} HlcSavedClock;
 
 typedef struct HlcState
 {
 	pg_atomic_uint64 last;		/* the greatest stamp handed out */
+	pg_atomic_uint64 saved;		/* the bound in the state file */
 } HlcState;
 
 static HlcState *hlc = NULL;
+static LWLock *hlc_save_lock = NULL;	/* taken to write the state file */
 
 PG_FUNCTION_INFO_V1(rowseq_now);
 
@@ -55,19 +80,33 @@ void
 HlcRequestShmem(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HlcState)));
+	RequestNamedLWLockTranche(HLC_LOCK_TRANCHE, 1);
+}
+
+static pg_crc32c
+hlc_state_crc(const HlcSavedClock *saved)
+{
+	pg_crc32c	crc;
+
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, &saved->bound, sizeof(saved->bound));
+	FIN_CRC32C(crc);
+	return crc;
 }
 
 /*
- * Read the stamp saved at the last shutdown; 0 when there is none, or when
- * what is there is not a rowseq: kept, it would make every later stamp fail.
+ * Read the bound in the state file; 0 when there is none, or when what is
+ * there is not one whole, valid bound: a torn or foreign file could hold
+ * any value, and the largest rowseq would make every later stamp fail.
  */
 static uint64
 hlc_load_state(void)
 {
-	FILE	   *file = AllocateFile(HLC_STATE_FILE, PG_BINARY_R);
-	uint64		saved = 0;
+	HlcSavedClock saved;
+	int			fd = OpenTransientFile(HLC_STATE_FILE, O_RDONLY | PG_BINARY);
+	ssize_t		nread;
 
-	if (file == NULL)
+	if (fd < 0)
 	{
 		if (errno != ENOENT)
 			ereport(LOG,
@@ -75,66 +114,101 @@ hlc_load_state(void)
 					 errmsg("could not open file \"%s\": %m", HLC_STATE_FILE)));
 		return 0;
 	}
-	if (fread(&saved, sizeof(saved), 1, file) != 1 || saved > (uint64) ROWSEQ_MAX)
+	nread = read(fd, &saved, sizeof(saved));
+	CloseTransientFile(fd);
+	if (nread != sizeof(saved) || saved.magic != HLC_STATE_MAGIC ||
+		!EQ_CRC32C(saved.crc, hlc_state_crc(&saved)) ||
+		saved.bound >= (uint64) ROWSEQ_MAX)
 	{
 		ereport(LOG,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("ignoring the saved clock in file \"%s\"", HLC_STATE_FILE),
-				 errdetail("The file does not hold one valid rowseq; rowseq_now() starts from the wall clock.")));
-		saved = 0;
+				 errdetail("The file does not hold a valid saved clock; rowseq_now() starts from the wall clock.")));
+		return 0;
 	}
-	FreeFile(file);
-	return saved;
+	return saved.bound;
+}
+
+/*
+ * Write bound to the state file through a new file renamed over the old one,
+ * durably, so that a crash leaves one or the other whole.  Reports a failure
+ * at elevel; returns whether the file holds bound now.
+ */
+static bool
+hlc_write_state(uint64 bound, int elevel)
+{
+	HlcSavedClock saved;
+	int			fd;
+	ssize_t		written;
+	int			save_errno;
+
+	saved.magic = HLC_STATE_MAGIC;
+	saved.bound = bound;
+	saved.crc = hlc_state_crc(&saved);
+
+	fd = OpenTransientFile(HLC_STATE_TEMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+	{
+		ereport(elevel,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", HLC_STATE_TEMP_FILE)));
+		return false;
+	}
+	errno = 0;
+	written = write(fd, &saved, sizeof(saved));
+	/* a short write that set no errno is taken for a full disk */
+	save_errno = errno ? errno : ENOSPC;
+	if (CloseTransientFile(fd) != 0 && written == sizeof(saved))
+	{
+		written = -1;
+		save_errno = errno;
+	}
+	if (written != sizeof(saved))
+	{
+		unlink(HLC_STATE_TEMP_FILE);
+		errno = save_errno;
+		ereport(elevel,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", HLC_STATE_TEMP_FILE)));
+		return false;
+	}
+	/* fsyncs the file before the rename and the directory after it */
+	return durable_rename(HLC_STATE_TEMP_FILE, HLC_STATE_FILE, elevel) == 0;
 }
 
 /*
  * on_shmem_exit callback of the postmaster: save the last stamp so that the
- * next start continues above it.  It runs when the server stops (in any
- * mode) and when shared memory is reset after a backend crashed (code 1):
- * the clock is a single atomic value that a crashing backend cannot leave
- * half written, and without it the clock could restart below stamps
- * already handed out when it runs ahead of the wall clock.
+ * next start continues right above it.  It runs when the server stops (in
+ * any mode) and when shared memory is reset after a backend crashed (code
+ * 1): the clock is a single atomic value that a crashing backend cannot
+ * leave half written.  If the save fails, the file keeps the bound saved
+ * last, which is above every stamp that ran ahead of the wall clock.
  */
 static void
 hlc_save_state(int code, Datum arg)
 {
-	FILE	   *file;
-	uint64		last;
-	bool		written;
-	int			save_errno;
-
 	if (hlc == NULL)
 		return;
+	(void) hlc_write_state(pg_atomic_read_u64(&hlc->last), LOG);
+}
 
-	last = pg_atomic_read_u64(&hlc->last);
-	file = AllocateFile(HLC_STATE_FILE ".tmp", PG_BINARY_W);
-	if (file == NULL)
+/*
+ * Save a bound above stamp, which is ahead of the wall clock, before it is
+ * handed out.  Fails with an error when the file cannot be written: handing
+ * the stamp out unsaved could hand it out twice.
+ */
+static void
+hlc_save_bound(uint64 stamp)
+{
+	LWLockAcquire(hlc_save_lock, LW_EXCLUSIVE);
+	if (stamp > pg_atomic_read_u64(&hlc->saved))
 	{
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", HLC_STATE_FILE ".tmp")));
-		return;
+		uint64		bound = stamp + Min(HLC_SAVE_AHEAD, (uint64) ROWSEQ_MAX - stamp);
+
+		(void) hlc_write_state(bound, ERROR);
+		pg_atomic_write_u64(&hlc->saved, bound);
 	}
-	errno = 0;
-	written = fwrite(&last, sizeof(last), 1, file) == 1;
-	/* a short write that set no errno is taken for a full disk */
-	save_errno = errno ? errno : ENOSPC;
-	/* closed whatever happened: the postmaster goes on after a crash */
-	if (FreeFile(file) != 0)
-	{
-		written = false;
-		save_errno = errno;
-	}
-	if (!written)
-	{
-		errno = save_errno;
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", HLC_STATE_FILE ".tmp")));
-		unlink(HLC_STATE_FILE ".tmp");
-		return;
-	}
-	(void) durable_rename(HLC_STATE_FILE ".tmp", HLC_STATE_FILE, LOG);
+	LWLockRelease(hlc_save_lock);
 }
 
 /* Attach to (or, in the postmaster, create) the clock in shared memory. */
@@ -146,7 +220,13 @@ HlcStartupShmem(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	hlc = ShmemInitStruct("upsert_order hlc", sizeof(HlcState), &found);
 	if (!found)
-		pg_atomic_init_u64(&hlc->last, hlc_load_state());
+	{
+		uint64		saved = hlc_load_state();
+
+		pg_atomic_init_u64(&hlc->last, saved);
+		pg_atomic_init_u64(&hlc->saved, saved);
+	}
+	hlc_save_lock = &GetNamedLWLockTranche(HLC_LOCK_TRANCHE)->lock;
 	LWLockRelease(AddinShmemInitLock);
 
 	if (!IsUnderPostmaster)
@@ -177,6 +257,15 @@ HlcNow(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("rowseq clock exhausted")));
+
+		/*
+		 * Ahead of the wall clock's millisecond and past the saved bound: a
+		 * crash could lose it.  The bound only grows, so it still covers
+		 * next when the exchange below succeeds.
+		 */
+		if ((next >> ROWSEQ_LOGICAL_BITS) > (wall >> ROWSEQ_LOGICAL_BITS) &&
+			next > pg_atomic_read_u64(&hlc->saved))
+			hlc_save_bound(next);
 	} while (!pg_atomic_compare_exchange_u64(&hlc->last, &last, next));
 
 	return (rowseq) next;
