@@ -73,6 +73,9 @@ hlc_wall_clock(void)
 	TimestampTz now = GetCurrentTimestamp();
 	int64		unix_ms = (now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / 1000;
 
+	/* a system clock before 1970 has no rowseq: count up from zero */
+	if (unix_ms < 0)
+		unix_ms = 0;
 	return (rowseq) (unix_ms << ROWSEQ_LOGICAL_BITS);
 }
 
