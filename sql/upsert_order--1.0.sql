@@ -347,7 +347,8 @@ CREATE TYPE @extschema@.upsert_result AS (
 -- notes the stored version it is shown, and the table and TID of that row
 -- version, when given the running call's token, a random number only that
 -- statement knows.  Internal; called elsewhere it only compares its first
--- two arguments.
+-- two arguments.  That statement runs as the caller of versioned_upsert(),
+-- so this function and _event_id() must stay executable by every such caller.
 CREATE FUNCTION @extschema@._conflict_check(stored @extschema@.rowseq, incoming @extschema@.rowseq, token bigint,
 											stored_table oid DEFAULT NULL, stored_tid tid DEFAULT NULL)
 	RETURNS boolean

@@ -553,6 +553,7 @@ target_build(Oid relid)
 	target_read_columns(target, rel);
 	target_read_primary_key(target, rel);
 	target_read_direct(target, rel);
+	target->row_security = rel->rd_rel->relrowsecurity;
 
 	relation_close(rel, NoLock);
 	target->valid = true;

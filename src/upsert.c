@@ -558,16 +558,23 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 		appendStringInfo(&sets, ", %s = EXCLUDED.%s", name, name);
 	}
 
+	/*
+	 * Under row level security, where the stored row is (for the probe of
+	 * check_stored_row_visible).  Named only there: reading a system column
+	 * takes SELECT on the table, which a caller holding it on every column
+	 * one by one does not have, and the statement itself does not need.
+	 */
 	appendStringInfo(&sql, ") SELECT %s", select.data);
 	appendStringInfo(&sql,
 					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
-					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d,"
-					 " upsert_order_target.tableoid, upsert_order_target.ctid)"
+					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d%s)"
 					 " RETURNING upsert_order_target.%s,"
 					 " pg_catalog.to_jsonb(upsert_order_target.*),"
 					 " upsert_order._event_id($%d)",
-					 target->pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1, ver,
-					 PARAM_TOKEN + 1);
+					 target->pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1,
+					 target->row_security ?
+					 ", upsert_order_target.tableoid, upsert_order_target.ctid" : "",
+					 ver, PARAM_TOKEN + 1);
 	return sql.data;
 }
 
@@ -693,7 +700,8 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
 	Datum		args[2];
 	int			ret;
 
-	if (check_enable_rls(target->relid, InvalidOid, true) != RLS_ENABLED)
+	if (!target->row_security ||
+		check_enable_rls(target->relid, InvalidOid, true) != RLS_ENABLED)
 		return;
 
 	if (!OidIsValid(note->stored_table) || !ItemPointerIsValid(&note->stored_tid))

@@ -105,6 +105,7 @@ typedef struct UpsertTarget
 	char	   *pkey_constraint;	/* quoted name of the primary key */
 	Oid			pkey_index;
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
+	bool		row_security;	/* RLS enabled: rejections probe the stored row */
 	LockTupleMode update_lockmode;	/* row lock of an update of every non-key column */
 	FmgrInfo	to_jsonb;		/* to_jsonb() of the table's row type */
 	bool		row_json_direct;	/* every column's json_kind is known */
