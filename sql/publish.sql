@@ -247,9 +247,18 @@ SELECT wait_notified(15);
 SELECT channel, payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key FROM receive() ORDER BY n;
 SELECT last_seq, events_waiting, last_error FROM publisher_status;
 
--- purge_events() kept the last event published, with its publication row,
--- which numbers what comes next; everything before it went with its events.
-SELECT seq FROM publication ORDER BY seq;
+-- purge_events() deleted every published event, the last one too, but not
+-- the last one's publication row, which numbers what comes next: its
+-- event_id is null now.  Everything before it went with its events.
+SELECT seq, event_id IS NULL AS event_purged FROM publication ORDER BY seq;
+-- Purging again deletes every event left, all published, returning how many,
+-- and the publication row kept before, now that newer ones exist.
+SELECT count(*) AS logged FROM event_log;
+SELECT purge_events('0 s') AS purged;
+SELECT count(*) AS logged FROM event_log;
+SELECT seq, event_id IS NULL AS event_purged FROM publication ORDER BY seq;
+-- A listener catching up from before the purge sees the jump to it.
+SELECT seq, payload -> 'seq' AS payload_seq FROM events_since(3);
 SELECT purge_events('-1 s');
 SELECT purge_events(NULL);
 -- It deletes, so not in a read-only transaction (nor on a standby).

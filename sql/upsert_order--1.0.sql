@@ -398,14 +398,19 @@ COMMENT ON TABLE @extschema@.outbox IS
 	'applied events waiting to be notified by the publisher worker';
 
 -- Every notification sent, by seq: gapless from 1, one per applied event.
--- The next seq is max(seq) + 1, so the newest row is never deleted.
+-- A row goes with its event when a purge deletes it, except the newest: the
+-- next seq is max(seq) + 1, and events_since() shows a listener that asks
+-- for what was purged the jump to it.  That row stays with a null event_id
+-- (the event_id may be handed out again, after a setval) until a later
+-- purge finds a newer one.
 CREATE TABLE @extschema@.publication (
 	seq			bigint PRIMARY KEY,
-	event_id	bigint NOT NULL UNIQUE,
+	event_id	bigint UNIQUE,
 	channel		text NOT NULL,
 	payload		jsonb NOT NULL,
 	published_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE INDEX publication_event_purged ON @extschema@.publication (seq) WHERE event_id IS NULL;
 COMMENT ON TABLE @extschema@.publication IS
 	'the notifications sent by the publisher worker, in seq order';
 
@@ -472,7 +477,7 @@ CREATE FUNCTION @extschema@.purge_events(older_than interval)
 	RETURNS bigint
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE SECURITY INVOKER;
 COMMENT ON FUNCTION @extschema@.purge_events(interval) IS
-	'delete the events logged more than older_than ago, and their publication rows, but not those waiting to be published, published less than older_than ago, or published last; returns how many';
+	'delete the events logged more than older_than ago, and their publication rows (but the last), except those waiting to be published or published less than older_than ago; returns how many';
 REVOKE ALL ON FUNCTION @extschema@.purge_events(interval) FROM PUBLIC;
 
 -- The worker's own state, from shared memory.  Internal: use publisher_status.

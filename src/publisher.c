@@ -178,13 +178,13 @@ static const char *const record_sql =
  * a caller walks from the oldest event and stops at the first batch that
  * reaches the cutoff: each batch reads only the head of the log.
  *
- * Two published events stay although logged before $3: one published after
- * it (it waited in the outbox, for a prepared transaction or a failing
+ * A published event stays although logged before $3 when it was published
+ * after it: it waited in the outbox, for a prepared transaction or a failing
  * notification, and a listener catching up must find it as long after its
- * notification as any other), and the last one published, whose seq numbers
- * the next.  That one keeps its event too, not only its publication row, so
- * that the row goes with the event once a later one is published: no
- * publication row outlives its event.
+ * notification as any other.  The publication row of the last event
+ * published stays when its event goes, with a null event_id: its seq
+ * numbers the next, and events_since() shows a listener the jump to it.
+ * The first purge that finds a newer row deletes it.
  *
  * Every access goes by index whatever the sizes of the tables: the outbox
  * is read only within the event_ids of the batch, publication by event_id,
@@ -202,18 +202,25 @@ static const char *const purge_sql =
 "    SELECT o.event_id FROM upsert_order.outbox o"
 "     WHERE o.event_id >= (SELECT min(h.event_id) FROM head h)"
 "       AND o.event_id <= (SELECT max(h.event_id) FROM head h)"
-"), last_published AS ("
-"    SELECT p.event_id FROM upsert_order.publication p ORDER BY p.seq DESC LIMIT 1"
+"), last_seq AS ("
+"    SELECT max(p.seq) AS seq FROM upsert_order.publication p"
 "), expired AS ("
 "    SELECT array_agg(h.event_id) AS ids FROM head h"
 "     WHERE h.logged_at < $3"
 "       AND coalesce((SELECT p.published_at FROM upsert_order.publication p"
 "                      WHERE p.event_id = h.event_id), '-infinity') < $3"
 "       AND h.event_id NOT IN (SELECT w.event_id FROM waiting w)"
-"       AND h.event_id NOT IN (SELECT l.event_id FROM last_published l)"
 "), forgotten AS ("
 "    DELETE FROM upsert_order.publication p"
 "     WHERE p.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"
+"       AND p.seq < (SELECT l.seq FROM last_seq l)"
+"), kept AS ("
+"    UPDATE upsert_order.publication p SET event_id = NULL"
+"     WHERE p.seq = (SELECT l.seq FROM last_seq l)"
+"       AND p.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"
+"), superseded AS ("
+"    DELETE FROM upsert_order.publication p"
+"     WHERE p.event_id IS NULL AND p.seq < (SELECT l.seq FROM last_seq l)"
 "), purged AS ("
 "    DELETE FROM upsert_order.event_log e"
 "     WHERE e.event_id = ANY ((SELECT x.ids FROM expired x)::bigint[])"

@@ -45,8 +45,8 @@ $holder->query_safe('SELECT pg_current_xact_id()');
 write_events(11, 21);
 wait_published('events 11 to 31 are published while the holder is open');
 
-# Free the event_ids (purge keeps the last one published, 31) and move the
-# sequence back.
+# Free the event_ids (purge deletes every event; the publication row of the
+# last one, 31, stays with a null event_id) and move the sequence back.
 $node->safe_psql('postgres', q{
 SELECT upsert_order.purge_events('0 seconds');
 SELECT setval('upsert_order.event_log_event_id_seq', 15);
@@ -65,8 +65,8 @@ is( $late->query_safe(
 write_events(101, 1);
 wait_published('event 17, written after the setval, is published');
 
-# Past 31: stale messages take 18 to 30, the sequence steps over 31 (still
-# logged), stale messages take 32 to 40, then 41 is applied.
+# Past 31: stale messages take 18 to 30, the sequence steps over 31, stale
+# messages take 32 to 40, then 41 is applied.
 $node->safe_psql('postgres', q{
 SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 1, 'ver', 1))
   FROM generate_series(18, 30);

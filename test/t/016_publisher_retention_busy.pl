@@ -47,9 +47,10 @@ cmp_ok($node->safe_psql('postgres', 'SELECT events_waiting FROM upsert_order.pub
 
 ok(UpsertOrderNode::all_published($node), 'the backlog is published');
 is( $node->safe_psql('postgres', q{
-SELECT count(*) = count(DISTINCT event_id) AND max(seq) - min(seq) + 1 = count(*)
+SELECT count(event_id) = count(DISTINCT event_id) AND max(seq) - min(seq) + 1 = count(*)
+   AND count(*) FILTER (WHERE event_id IS NULL AND seq < (SELECT max(seq) FROM upsert_order.publication)) = 0
   FROM upsert_order.publication}),
-	't', 'what is left of the publication rows is gapless, one per event');
+	't', 'what is left of the publication rows is gapless, one per event (the last may have lost its event)');
 
 $node->stop;
 done_testing();

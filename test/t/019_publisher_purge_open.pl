@@ -35,17 +35,17 @@ sub wait_seconds
 	  or die 'the clock does not move';
 }
 
-# Wait until expired events are deleted, all but the last one published,
-# which stays with its publication row; $published events were published
-# in all, gapless.
-sub only_last_published_left
+# Wait until every expired event is deleted, the last one published too,
+# whose publication row alone stays, with a null event_id; $published
+# events were published in all, gapless.
+sub only_last_publication_left
 {
 	my ($published, $label) = @_;
 	ok( $node->poll_query_until(
 			'postgres', q{
-SELECT count(*) = 1 AND max(event_id) = (SELECT max(event_id) FROM upsert_order.publication)
-  FROM upsert_order.event_log}),
-		"$label: the expired events are deleted, but the last one published");
+SELECT (SELECT count(*) FROM upsert_order.event_log) = 0
+   AND (SELECT count(*) = 1 AND bool_and(event_id IS NULL) FROM upsert_order.publication)}),
+		"$label: the expired events are deleted, and the publication rows but the last");
 	is($node->safe_psql('postgres', 'SELECT count(*), max(seq) FROM upsert_order.publication'),
 		"1|$published", "$label: $published events were published, gapless");
 }
@@ -60,7 +60,7 @@ my $first_last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_
 my $purger = $node->background_psql('postgres');
 $purger->query_safe('BEGIN');
 is($purger->query_safe(q{SELECT upsert_order.purge_events('1 s')}),
-	'9', 'purge_events() deletes the expired events but the last one published');
+	'10', 'purge_events() deletes the expired events, the last one published too');
 
 # Now the worker's retention pass finds the same events expired.
 $node->safe_psql('postgres', q{
@@ -84,7 +84,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHE
 
 $purger->query_safe('COMMIT');
 $purger->quit;
-only_last_published_left(20, 'once the purge has committed');
+only_last_publication_left(20, 'once the purge has committed');
 
 # The owner of event_log locks one of the next events itself, in a
 # transaction that stays open while the event expires: the worker's
@@ -111,7 +111,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHE
 	'1', 'the locked event is still there');
 $locker->query_safe('COMMIT');
 $locker->quit;
-only_last_published_left(30, 'once the lock is gone');
+only_last_publication_left(30, 'once the lock is gone');
 
 $node->stop;
 done_testing();
