@@ -247,8 +247,8 @@ PublisherReportError(const char *message)
  * error, as seen by this database.  Behind the publisher_status view, which
  * adds what can be counted in SQL.
  *
- * In a database the worker does not serve, the pid and seq are null and
- * last_error says which database is served.  last_seq is null until the
+ * In a database the worker does not serve, or when the library is not
+ * preloaded, the pid and seq are null and last_error says why.  last_seq is null until the
  * worker notified something since it started, or when it refers to another
  * incarnation of the extension (dropped and created again).
  */
@@ -262,15 +262,16 @@ publisher_state(PG_FUNCTION_ARGS)
 	Oid			publication_relid;
 	Oid			owner;
 
-	if (publisher == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("upsert_order must be loaded via shared_preload_libraries to publish events"),
-				 errdetail("The publisher is a background worker, which exists only when the library is preloaded."),
-				 errhint("Add upsert_order to shared_preload_libraries and restart the server.")));
-
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+
+	/* Not preloaded: no worker runs, which a monitoring query sees as such. */
+	if (publisher == NULL)
+	{
+		values[2] = CStringGetTextDatum("no publisher: upsert_order is not in shared_preload_libraries");
+		nulls[2] = false;
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+	}
 
 	SpinLockAcquire(&publisher->mutex);
 	memcpy(&state, publisher, sizeof(state));
