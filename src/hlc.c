@@ -59,10 +59,10 @@ typedef struct HlcState
 {
 	pg_atomic_uint64 last;		/* the greatest stamp handed out */
 	pg_atomic_uint64 saved;		/* the bound in the state file */
+	LWLock	   *save_lock;		/* taken to write the state file */
 } HlcState;
 
 static HlcState *hlc = NULL;
-static LWLock *hlc_save_lock = NULL;	/* taken to write the state file */
 
 PG_FUNCTION_INFO_V1(rowseq_now);
 
@@ -203,15 +203,21 @@ hlc_save_state(int code, Datum arg)
 static void
 hlc_save_bound(uint64 stamp)
 {
-	LWLockAcquire(hlc_save_lock, LW_EXCLUSIVE);
+	/* the largest rowseq is no valid bound (hlc_load_state) */
+	if (stamp >= (uint64) ROWSEQ_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("rowseq clock exhausted")));
+
+	LWLockAcquire(hlc->save_lock, LW_EXCLUSIVE);
 	if (stamp > pg_atomic_read_u64(&hlc->saved))
 	{
-		uint64		bound = stamp + Min(HLC_SAVE_AHEAD, (uint64) ROWSEQ_MAX - stamp);
+		uint64		bound = stamp + Min(HLC_SAVE_AHEAD, (uint64) ROWSEQ_MAX - 1 - stamp);
 
 		(void) hlc_write_state(bound, ERROR);
 		pg_atomic_write_u64(&hlc->saved, bound);
 	}
-	LWLockRelease(hlc_save_lock);
+	LWLockRelease(hlc->save_lock);
 }
 
 /* Attach to (or, in the postmaster, create) the clock in shared memory. */
@@ -228,8 +234,9 @@ HlcStartupShmem(void)
 
 		pg_atomic_init_u64(&hlc->last, saved);
 		pg_atomic_init_u64(&hlc->saved, saved);
+		/* looked up once: a child started by exec cannot look up by name */
+		hlc->save_lock = &GetNamedLWLockTranche(HLC_LOCK_TRANCHE)->lock;
 	}
-	hlc_save_lock = &GetNamedLWLockTranche(HLC_LOCK_TRANCHE)->lock;
 	LWLockRelease(AddinShmemInitLock);
 
 	if (!IsUnderPostmaster)
