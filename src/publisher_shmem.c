@@ -247,10 +247,11 @@ PublisherReportError(const char *message)
  * error, as seen by this database.  Behind the publisher_status view, which
  * adds what can be counted in SQL.
  *
- * In a database the worker does not serve, or when the library is not
- * preloaded, the pid and seq are null and last_error says why.  last_seq is null until the
- * worker notified something since it started, or when it refers to another
- * incarnation of the extension (dropped and created again).
+ * When the library is not preloaded, or in a database the worker does not
+ * serve, the pid and seq are null and last_error says why.  last_seq is
+ * null until the worker notified something since it started, or when it
+ * refers to another incarnation of the extension (dropped and created
+ * again).
  */
 Datum
 publisher_state(PG_FUNCTION_ARGS)
@@ -265,19 +266,13 @@ publisher_state(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	/* Not preloaded: no worker runs, which a monitoring query sees as such. */
 	if (publisher == NULL)
 	{
+		/* no worker runs, which a monitoring query sees as such */
 		values[2] = CStringGetTextDatum("no publisher: upsert_order is not in shared_preload_libraries");
 		nulls[2] = false;
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 	}
-
-	SpinLockAcquire(&publisher->mutex);
-	memcpy(&state, publisher, sizeof(state));
-	SpinLockRelease(&publisher->mutex);
-
-	if (!PublisherServesThisDatabase())
+	else if (!PublisherServesThisDatabase())
 	{
 		values[2] = CStringGetTextDatum(psprintf("this database is not published: upsert_order.database is \"%s\"",
 												 publisher_database));
@@ -285,6 +280,10 @@ publisher_state(PG_FUNCTION_ARGS)
 	}
 	else
 	{
+		SpinLockAcquire(&publisher->mutex);
+		memcpy(&state, publisher, sizeof(state));
+		SpinLockRelease(&publisher->mutex);
+
 		if (state.pid != 0 && state.database == MyDatabaseId)
 		{
 			values[0] = Int32GetDatum(state.pid);
