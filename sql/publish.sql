@@ -316,8 +316,9 @@ SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS dis
 SELECT dblink_disconnect('listener');
 SELECT dblink_disconnect('other');
 -- A dropped table's channel is forgotten with it, whoever drops it, and
--- however (DROP TABLE, DROP SCHEMA ... CASCADE).
+-- however (DROP TABLE, DROP SCHEMA ... CASCADE), in replica mode too.
 CREATE TABLE short_lived (id int PRIMARY KEY, ver rowseq NOT NULL);
+CREATE TABLE replica_dropped (id int PRIMARY KEY, ver rowseq NOT NULL);
 ALTER TABLE short_lived OWNER TO publish_stranger;
 CREATE SCHEMA doomed;
 CREATE TABLE doomed.t (id int PRIMARY KEY, ver rowseq NOT NULL);
@@ -325,12 +326,16 @@ SET ROLE publish_stranger;
 SELECT configure('short_lived', 'brief');
 RESET ROLE;
 SELECT configure('doomed.t', 'doomed_events');
-SELECT channel FROM target_settings WHERE channel IN ('brief', 'doomed_events') ORDER BY 1;
+SELECT configure('replica_dropped', 'replica_events');
+SELECT channel FROM target_settings WHERE channel IN ('brief', 'doomed_events', 'replica_events') ORDER BY 1;
 SET ROLE publish_stranger;
 DROP TABLE short_lived;
 RESET ROLE;
 DROP SCHEMA doomed CASCADE;
-SELECT count(*) AS forgotten_left FROM target_settings WHERE channel IN ('brief', 'doomed_events');
+SET session_replication_role = replica;
+DROP TABLE replica_dropped;
+RESET session_replication_role;
+SELECT count(*) AS forgotten_left FROM target_settings WHERE channel IN ('brief', 'doomed_events', 'replica_events');
 -- (the event trigger's function is not for calling)
 SELECT _forget_dropped_targets();
 

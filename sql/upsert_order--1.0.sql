@@ -445,13 +445,17 @@ REVOKE ALL ON FUNCTION @extschema@.configure(regclass, text) FROM PUBLIC;
 
 -- A dropped table's channel is forgotten with it, so that a table given the
 -- same OID later does not inherit it.  The function deletes as the owner of
--- target_settings (see publisher_api.c); it is not meant to be called.
+-- target_settings (see publisher_api.c); it is not meant to be called.  The
+-- trigger fires ALWAYS: a session with session_replication_role = replica
+-- (a replication tool's, a restore's) drops tables too, and a channel it
+-- left behind would go to the next table that gets the OID.
 CREATE FUNCTION @extschema@._forget_dropped_targets()
 	RETURNS event_trigger
 	AS 'MODULE_PATHNAME', 'forget_dropped_targets' LANGUAGE C SECURITY INVOKER;
 REVOKE ALL ON FUNCTION @extschema@._forget_dropped_targets() FROM PUBLIC;
 CREATE EVENT TRIGGER upsert_order_forget_dropped_targets ON sql_drop
 	EXECUTE FUNCTION @extschema@._forget_dropped_targets();
+ALTER EVENT TRIGGER upsert_order_forget_dropped_targets ENABLE ALWAYS;
 
 -- Catch-up after a reconnect: LISTEN first, then read what was published
 -- after the last seq received; skip notifications already read here.  The
