@@ -479,9 +479,9 @@ EventLogTakeId(void)
 	/*
 	 * The publisher relies on a transaction having its ID, and holding the
 	 * lock that writing event_log takes, before it takes the event_id of an
-	 * event it queues (see the top of publisher.c).  Writing the target row
-	 * has usually assigned the ID already, and writing the event takes both
-	 * anyway.
+	 * event it queues (see the top of outbox_horizon.c).  Writing the target
+	 * row has usually assigned the ID already, and writing the event takes
+	 * both anyway.
 	 */
 	(void) GetTopTransactionId();
 	LockRelationOid(tables.log_relid, RowExclusiveLock);

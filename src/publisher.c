@@ -21,29 +21,9 @@
  * second, it sees the first too, with a smaller event_id: per key,
  * notifications come in version order.
  *
- * Where the scan of the outbox starts: the worker deletes what it publishes,
- * and the index entries of deleted rows stay until VACUUM, which autovacuum
- * runs at most once a minute; a scan from the start of the index would step
- * over all of them at every batch.  So the worker keeps a consumed horizon:
- * an event_id at or below which no row can appear in the outbox any more,
- * and starts there.  The proof: a writer takes its transaction ID before its
- * event_id (event_log.c), so if the sequence's last value is V and the next
- * transaction ID X, read in that order, every event_id up to V belongs to a
- * transaction whose ID is below X.  Once a snapshot's xmin has reached X,
- * all those transactions have ended, so every outbox row up to V is visible
- * or never will be; having published all visible ones up to V, everything up
- * to V is done.  The worker samples (V, X) at each batch and advances the
- * horizon as samples complete.  This holds only while the sequence hands out
- * values one at a time (CACHE 1, its default); otherwise the horizon stays
- * at zero.
- *
- * Any transaction that has a transaction ID holds X back, one that will
- * never write an event included; while it lasts the horizon stays, and the
- * scan steps over every event published since.  So a sample also records,
- * after V, the transactions holding the lock that writing event_log takes:
- * a writer takes that lock before its event_id (event_log.c again), so
- * every transaction that may still commit an event_id up to V is among
- * them, and once all of them have ended the sample is complete as well.
+ * The worker reads the outbox from its consumed horizon, an event_id at or
+ * below which nothing can appear in it any more (outbox_horizon.c), so that
+ * it does not step over the index entries of the rows it deleted.
  *
  * Only one process publishes a database (this worker), and nothing it does
  * is lost on failure; if a batch fails (a bad channel name, a full
@@ -57,13 +37,10 @@
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "access/transam.h"
-#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
@@ -75,19 +52,16 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
-#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
-#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "upsert_order.h"
@@ -244,25 +218,6 @@ static SPIPlanPtr purge_plan = NULL;
 static int64 batch_last_seq = 0;
 static Oid	batch_relid = InvalidOid;
 
-/*
- * The consumed horizon (see the top of this file), for the outbox table
- * horizon_relid, and the samples not yet complete, oldest first.
- */
-#define HORIZON_SAMPLES 64
-
-typedef struct HorizonSample
-{
-	int64		last_event_id;	/* the sequence's last value, read first */
-	TransactionId next_xid;		/* then the next transaction ID */
-	int			nwriters;		/* then event_log's writers, -1 if unknown; */
-	VirtualTransactionId *writers;	/* those not seen ended yet */
-} HorizonSample;
-
-static int64 consumed_horizon = 0;
-static Oid	horizon_relid = InvalidOid;
-static HorizonSample samples[HORIZON_SAMPLES];
-static int	nsamples = 0;
-
 /* The horizon the batch in progress reaches once committed. */
 static int64 batch_horizon = 0;
 
@@ -311,173 +266,6 @@ extension_ready(void)
 	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
 	/* it may have been dropped while we waited for the lock */
 	return get_extension_oid("upsert_order", true) == extoid;
-}
-
-/* Drop samples[from ..] and what they hold. */
-static void
-horizon_forget_samples(int from)
-{
-	for (int i = from; i < nsamples; i++)
-		if (samples[i].writers)
-			pfree(samples[i].writers);
-	nsamples = Min(nsamples, from);
-}
-
-/*
- * The transactions (but this one) that hold a lock on event_log that writing
- * it conflicts with: its writers, among others.  Kept in the worker's
- * memory.  Unknown during recovery, where no event is written anyway.
- */
-static void
-horizon_read_writers(HorizonSample *sample)
-{
-	Oid			owner;
-	LOCKTAG		tag;
-	VirtualTransactionId *found;
-
-	sample->nwriters = -1;
-	sample->writers = NULL;
-	if (RecoveryInProgress())
-		return;
-	SET_LOCKTAG_RELATION(tag, MyDatabaseId, ExtensionTableLookup("event_log", &owner));
-	/* palloc'd, outside recovery (during it, a static array) */
-	found = GetLockConflicts(&tag, ShareLock, &sample->nwriters);
-	sample->writers = MemoryContextAlloc(TopMemoryContext,
-										 sizeof(VirtualTransactionId) * Max(sample->nwriters, 1));
-	memcpy(sample->writers, found, sizeof(VirtualTransactionId) * sample->nwriters);
-	pfree(found);
-}
-
-/*
- * Forget, in the pending samples, the writers that have ended: a sample
- * with none left is complete.  Called before the batch reads the outbox,
- * whose snapshot then sees their commits.  A writer still running was
- * running, holding the lock, when every later sample was taken, and is in
- * them too (unless the subtransaction that took the lock was rolled back):
- * the first sample left with writers ends the checks.
- */
-static void
-horizon_check_writers(void)
-{
-	for (int i = 0; i < nsamples; i++)
-	{
-		HorizonSample *sample = &samples[i];
-		int			keep = 0;
-
-		if (sample->nwriters < 0)
-			continue;			/* unknown */
-		for (int j = 0; j < sample->nwriters; j++)
-			if (!VirtualXactLock(sample->writers[j], false))
-				sample->writers[keep++] = sample->writers[j];
-		sample->nwriters = keep;
-		if (keep > 0)
-			break;
-	}
-}
-
-/*
- * Record a (last event_id, next transaction ID) sample for the outbox
- * outbox_relid, starting afresh when the extension was created again or the
- * sequence went back (setval): values handed out again may belong to
- * transactions that began after a pending sample was taken, which that
- * sample's completion says nothing about.  A sequence moved back and then
- * past the newest sample between two batches goes unseen; moving it back
- * breaks the order of event_ids anyway, and the README says not to.
- * Returns false when the sequence hands out more than one value at a time,
- * in which case no horizon is kept.
- */
-static bool
-horizon_sample(Oid outbox_relid)
-{
-	Oid			owner;
-	Oid			seqid = ExtensionTableLookup("event_log_event_id_seq", &owner);
-	HeapTuple	tuple;
-	int64		cache;
-	Datum		last;
-	HorizonSample sample;
-	int64		highest_seen;
-	LOCAL_FCINFO(fcinfo, 1);
-
-	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for sequence %u", seqid);
-	cache = ((Form_pg_sequence) GETSTRUCT(tuple))->seqcache;
-	ReleaseSysCache(tuple);
-
-	/*
-	 * The order matters: the sequence first, then the transaction ID.  The
-	 * last value is null until nextval() was first called.
-	 */
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = ObjectIdGetDatum(seqid);
-	fcinfo->args[0].isnull = false;
-	last = pg_sequence_last_value(fcinfo);
-	sample.last_event_id = fcinfo->isnull ? 0 : DatumGetInt64(last);
-	sample.next_xid = ReadNextTransactionId();
-
-	/*
-	 * The highest last value seen: the newest sample's, or the horizon when
-	 * no sample is pending (every sample kept is at or above the horizon).
-	 */
-	highest_seen = nsamples > 0 ? samples[nsamples - 1].last_event_id : consumed_horizon;
-	if (outbox_relid != horizon_relid || cache != 1 ||
-		sample.last_event_id < highest_seen)
-	{
-		consumed_horizon = 0;
-		horizon_forget_samples(0);
-		horizon_relid = outbox_relid;
-	}
-	if (cache != 1)
-		return false;
-
-	if (nsamples > 0 && samples[nsamples - 1].last_event_id >= sample.last_event_id)
-		return true;			/* nothing new was handed out */
-	if (nsamples == HORIZON_SAMPLES)
-		horizon_forget_samples(nsamples - 1);	/* replace the newest */
-	horizon_read_writers(&sample);
-	samples[nsamples++] = sample;
-	return true;
-}
-
-/*
- * The horizon reached once this batch commits: the last event_id of the
- * newest sample completed in the snapshot of xmin or by its writers' ends,
- * or, when the batch was full, only up to the last event it took
- * (last_taken).
- */
-static int64
-horizon_reached(TransactionId xmin, bool full, int64 last_taken)
-{
-	int64		reached = consumed_horizon;
-
-	for (int i = 0; i < nsamples; i++)
-	{
-		int64		upto;
-
-		if (!TransactionIdPrecedesOrEquals(samples[i].next_xid, xmin) &&
-			samples[i].nwriters != 0)
-			break;
-		upto = full ? Min(samples[i].last_event_id, last_taken) : samples[i].last_event_id;
-		reached = Max(reached, upto);
-	}
-	return reached;
-}
-
-/* The batch committed: move the horizon, forget the samples behind it. */
-static void
-horizon_advance(int64 reached)
-{
-	int			keep = 0;
-
-	consumed_horizon = Max(consumed_horizon, reached);
-	for (int i = 0; i < nsamples; i++)
-	{
-		if (samples[i].last_event_id > consumed_horizon)
-			samples[keep++] = samples[i];
-		else if (samples[i].writers)
-			pfree(samples[i].writers);
-	}
-	nsamples = keep;
 }
 
 /* What a batch needs to know of a target: its channel and its name. */
@@ -712,9 +500,9 @@ publish_batch(void)
 	 */
 	xmin = GetActiveSnapshot()->xmin;
 	outbox_relid = ExtensionTableLookup("outbox", &owner);
-	keep_horizon = horizon_sample(outbox_relid);
+	keep_horizon = OutboxHorizonSample(outbox_relid);
 	if (keep_horizon)
-		horizon_check_writers();
+		OutboxHorizonCheckWriters();
 
 	/*
 	 * Listeners must never be told of a batch that a crash or a failover
@@ -734,14 +522,14 @@ publish_batch(void)
 		events_plan = SpiPrepareKept(events_sql, 1, events_argtypes);
 
 	values[0] = Int32GetDatum(publisher_batch_size);
-	values[1] = Int64GetDatum(consumed_horizon);
+	values[1] = Int64GetDatum(OutboxHorizon());
 	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
 	taken = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 	{
-		batch_horizon = keep_horizon ? horizon_reached(xmin, false, 0) : 0;
+		batch_horizon = keep_horizon ? OutboxHorizonReached(xmin, false, 0) : 0;
 		return 0;
 	}
 	last_taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -778,7 +566,7 @@ publish_batch(void)
 	batch_relid = ExtensionTableLookup("publication", &owner);
 	batch_last_seq = batch.n > 0 ? DatumGetInt64(batch.seqs[batch.n - 1]) : 0;
 	batch_horizon = keep_horizon ?
-		horizon_reached(xmin, batch_full, last_taken) : 0;
+		OutboxHorizonReached(xmin, batch_full, last_taken) : 0;
 	return batch.n;
 }
 
@@ -1244,7 +1032,7 @@ PublisherMain(Datum main_arg)
 			published_relid = batch_relid;
 		}
 		if (published >= 0)
-			horizon_advance(batch_horizon);
+			OutboxHorizonAdvance(batch_horizon);
 		PublisherReportSuccess(published_relid, published_seq);
 
 		if (published >= 0)

@@ -190,6 +190,13 @@ extern bool PublisherLockPurge(bool wait);
 extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 								 int64 *last_event_id, bool *reached_cutoff);
 
+/* outbox_horizon.c: where the worker's scan of the outbox may start */
+extern int64 OutboxHorizon(void);
+extern bool OutboxHorizonSample(Oid outbox_relid);
+extern void OutboxHorizonCheckWriters(void);
+extern int64 OutboxHorizonReached(TransactionId xmin, bool full, int64 last_taken);
+extern void OutboxHorizonAdvance(int64 reached);
+
 /* publisher_shmem.c: what the worker shares with backends */
 extern void PublisherRequestShmem(void);
 extern void PublisherStartupShmem(void);
