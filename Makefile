@@ -10,6 +10,7 @@ OBJS = \
 	src/hlc.o \
 	src/target.o \
 	src/upsert.o \
+	src/message.o \
 	src/direct.o \
 	src/exec_state.o \
 	src/row_json.o \

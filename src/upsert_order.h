@@ -212,7 +212,7 @@ extern void PublisherReportError(const char *message);
 /* publisher_api.c: SQL-callable functions and the checks they share */
 extern bool PublisherChannelIsValid(const char *channel, const char **reason);
 
-/* One parsed message (upsert.c). */
+/* One parsed message (message.c). */
 typedef struct UpsertMessage
 {
 	Jsonb	   *new_row;
@@ -224,6 +224,9 @@ typedef struct UpsertMessage
 	Datum	   *values;			/* values of the other columns, by attnum - 1 */
 	bool	   *nulls;
 } UpsertMessage;
+
+/* message.c: reading new_row */
+extern void MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg);
 
 /* row_json.c: the stored row as jsonb */
 struct TupleTableSlot;
