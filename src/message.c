@@ -58,9 +58,11 @@ json_value_to_cstring(JsonbValue *value, Oid basetype)
  * them, and as event_log.data holds them: numbers as numbers (NaN and
  * infinities as strings), booleans as booleans, dates and times in ISO
  * form whatever the session's DateStyle, text, uuid and rowseq as strings.
- * Keys in event_log then look the same whatever form the sender used and
- * whatever the session's settings.  jsonb is itself; any other type (an
- * array, a composite) is its output function's text.
+ * A key then matches the stored row's JSON in the same session, whatever
+ * form the sender used ("7" or 7); what to_jsonb() takes from the session
+ * (TimeZone, extra_float_digits) and a numeric's scale still show.  jsonb
+ * is itself; any other type (an array, a composite) is its output
+ * function's text.
  */
 static void
 push_key_value(JsonbParseState **state, Datum value, TargetColumn *col)
