@@ -7,11 +7,10 @@
  *
  * Entries are rebuilt lazily after an invalidation: of the table or of its
  * primary key index (renaming the index renames the constraint the upsert
- * names), or of the schema whose name its statements spell.
- * The prepared statements
- * hanging off an entry may still be running in an outer call when a nested
- * call (from a trigger, say) sees the invalidation, so the old statements are
- * only freed once no call is running.
+ * names), or of the schema whose name its statements spell.  The prepared
+ * statements hanging off an entry may still be running in an outer call
+ * when a nested call (from a trigger, say) sees the invalidation, so the old
+ * statements are only freed once no call is running.
  *
  *-------------------------------------------------------------------------
  */
@@ -132,9 +131,11 @@ target_invalidate(Datum arg, Oid relid)
 }
 
 /*
- * A schema changed (hashvalue 0: all of them): mark stale
- * the entries whose statements spell its name.  An entry being built may
- * not have recorded it yet.
+ * A schema changed (hashvalue 0: all of them): mark stale the entries of
+ * the tables in it, whose statements spell its name.  Renaming a schema
+ * invalidates no relcache entry of its tables, while the plan cache parses
+ * the statements' text again.  An entry being built may not have recorded
+ * its schema yet.
  */
 static void
 target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
@@ -152,10 +153,8 @@ target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
 
 		if (target == NULL)
 			continue;
-		for (int i = 0; i < target->nname_deps; i++)
-			if (target->name_deps[i].cacheid == cacheid &&
-				(hashvalue == 0 || target->name_deps[i].hashvalue == hashvalue))
-				target_mark_stale(target);
+		if (hashvalue == 0 || target->namespace_hash == hashvalue)
+			target_mark_stale(target);
 	}
 }
 
@@ -297,30 +296,6 @@ target_read_input(TargetColumn *col)
 	getTypeOutputInfo(col->typid, &outfunc, &isvarlena);
 	fmgr_info_cxt(outfunc, &col->output, CurrentMemoryContext);
 	col->json_kind = RowJsonKindOf(col->basetype);
-}
-
-/*
- * Remember that the target's statements spell the name of this catalog row.
- * Renaming it (a schema) invalidates no relcache entry
- * of the table, while the plan cache parses the statements' text again.
- */
-static void
-target_depends_on_name(UpsertTarget *target, int cacheid, Oid oid)
-{
-	TargetNameDep *dep;
-
-	if (target->nname_deps == target->name_deps_size)
-	{
-		target->name_deps_size = Max(8, target->name_deps_size * 2);
-		if (target->name_deps)
-			target->name_deps = repalloc(target->name_deps,
-										 sizeof(TargetNameDep) * target->name_deps_size);
-		else
-			target->name_deps = palloc(sizeof(TargetNameDep) * target->name_deps_size);
-	}
-	dep = &target->name_deps[target->nname_deps++];
-	dep->cacheid = cacheid;
-	dep->hashvalue = GetSysCacheHashValue1(cacheid, ObjectIdGetDatum(oid));
 }
 
 /* Record the live columns and find the single rowseq column. */
@@ -547,7 +522,8 @@ target_build(Oid relid)
 	target->generation = ++target_generations;
 	target->qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
 	target->displayname = psprintf("%s.%s", nspname, RelationGetRelationName(rel));
-	target_depends_on_name(target, NAMESPACEOID, RelationGetNamespace(rel));
+	target->namespace_hash = GetSysCacheHashValue1(NAMESPACEOID,
+												   ObjectIdGetDatum(RelationGetNamespace(rel)));
 
 	target_check_kind(rel);
 	target_read_columns(target, rel);

@@ -80,13 +80,6 @@ typedef struct TargetColumn
 	RowJsonKind json_kind;
 } TargetColumn;
 
-/* A catalog row whose name a target's statements spell (target.c). */
-typedef struct TargetNameDep
-{
-	int			cacheid;		/* NAMESPACEOID */
-	uint32		hashvalue;		/* of its OID in that cache */
-} TargetNameDep;
-
 typedef struct UpsertTarget
 {
 	Oid			relid;
@@ -112,9 +105,8 @@ typedef struct UpsertTarget
 	int		   *row_json_order;	/* live column indexes, in jsonb's key order */
 	struct UpsertStatement *statements; /* prepared upserts, by column set */
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
-	TargetNameDep *name_deps;	/* renaming one of these rebuilds the entry */
-	int			nname_deps;
-	int			name_deps_size;
+	uint32		namespace_hash; /* of its schema in NAMESPACEOID: renaming it
+								 * rebuilds the entry */
 } UpsertTarget;
 
 extern UpsertTarget *TargetLookup(Oid relid);
