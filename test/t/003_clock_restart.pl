@@ -204,6 +204,23 @@ foreach my $case (sort keys %bad_states)
 	like(slurp_file($node->logfile, $log_offset), qr/ignoring the saved clock in file/, 'and reported');
 }
 
+# A clock saved at the last valid bound has no stamp left to hand out: the
+# next one would be the largest rowseq, which no bound can cover.  It is
+# refused, every time, rather than handed out unsaved.
+$node->stop;
+write_state($state_file, state_bytes(9223372036854775806));
+$node->start;
+foreach my $attempt (1, 2)
+{
+	($ret, $stdout, $stderr) = $node->psql('postgres',
+		'\set VERBOSITY verbose' . "\nSELECT upsert_order.rowseq_now()");
+	like($stderr, qr/ERROR:  22003: rowseq clock exhausted/,
+		"an exhausted clock refuses a stamp (attempt $attempt)");
+}
+$node->stop;
+unlink $state_file or die "could not remove $state_file: $!";
+$node->start;
+
 # Many backends at once never get the same stamp.
 $node->safe_psql('postgres', 'CREATE TABLE stamps (s upsert_order.rowseq)');
 my $script = $node->basedir . '/stamp.sql';
