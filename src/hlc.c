@@ -195,6 +195,17 @@ hlc_save_state(int code, Datum arg)
 	(void) hlc_write_state(pg_atomic_read_u64(&hlc->last), LOG);
 }
 
+/* No stamp is left to hand out. */
+static void hlc_exhausted(void) pg_attribute_noreturn();
+
+static void
+hlc_exhausted(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+			 errmsg("rowseq clock exhausted")));
+}
+
 /*
  * Save a bound above stamp, which is ahead of the wall clock, before it is
  * handed out.  Fails with an error when the file cannot be written: handing
@@ -205,9 +216,7 @@ hlc_save_bound(uint64 stamp)
 {
 	/* the largest rowseq is no valid bound (hlc_load_state) */
 	if (stamp >= (uint64) ROWSEQ_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("rowseq clock exhausted")));
+		hlc_exhausted();
 
 	LWLockAcquire(hlc->save_lock, LW_EXCLUSIVE);
 	if (stamp > pg_atomic_read_u64(&hlc->saved))
@@ -264,9 +273,7 @@ HlcNow(void)
 	{
 		next = Max(wall, last + 1);
 		if (next > (uint64) ROWSEQ_MAX)
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("rowseq clock exhausted")));
+			hlc_exhausted();
 
 		/*
 		 * Ahead of the wall clock's millisecond and past the saved bound: a
