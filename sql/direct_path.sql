@@ -339,7 +339,7 @@ SELECT outcome FROM versioned_upsert('num_key_twin', '{"id": "1.00", "ver": 1, "
 SELECT outcome FROM versioned_upsert('num_key', '{"id": 1.0, "ver": 2, "v": "b"}');
 SELECT outcome FROM versioned_upsert('num_key_twin', '{"id": 1.0, "ver": 2, "v": "b"}');
 SELECT id, ver, v FROM num_key UNION ALL SELECT id, ver, v FROM num_key_twin;
-SELECT target, data FROM event_log WHERE target IN ('num_key'::regclass, 'num_key_twin'::regclass)
+SELECT target, key, data FROM event_log WHERE target IN ('num_key'::regclass, 'num_key_twin'::regclass)
  ORDER BY target::text, event_id;
 
 -- A domain over rowseq as the version column: its constraint holds for

@@ -201,3 +201,27 @@ SELECT count(*) AS out_of_order
 FROM (SELECT version < lag(version) OVER (PARTITION BY key ORDER BY event_id) AS backwards
 	  FROM event_log WHERE target = 'bumped'::regclass AND outcome IN ('inserted', 'updated')) e
 WHERE backwards;
+
+-- A BEFORE trigger that changes the key: event_log.key (and so the
+-- notification's key) names the row as written, as data does; the message
+-- keeps its own key in payload.  Rejected messages name the message's key.
+CREATE TABLE rekeyed (id int PRIMARY KEY, ver rowseq NOT NULL, note text);
+CREATE FUNCTION rekey() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.id := NEW.id + 1000;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER rekey_insert BEFORE INSERT ON rekeyed FOR EACH ROW EXECUTE FUNCTION rekey();
+SELECT outcome FROM versioned_upsert('rekeyed', '{"id": 2, "ver": 1, "note": "a"}');
+-- the proposed row (key 1002 once the trigger ran) conflicts with the stored one
+SELECT outcome FROM versioned_upsert('rekeyed', '{"id": 2, "ver": 2, "note": "b"}');
+SELECT outcome FROM versioned_upsert('rekeyed', '{"id": 2, "ver": 1, "note": "c"}');
+-- an update that moves the row to another key, in a batch
+CREATE TABLE moved (id int PRIMARY KEY, ver rowseq NOT NULL, note text);
+CREATE TRIGGER rekey_update BEFORE UPDATE ON moved FOR EACH ROW
+	WHEN (NEW.note = 'move') EXECUTE FUNCTION rekey();
+SELECT outcome FROM versioned_upsert_batch('moved',
+	'[{"id": 1, "ver": 1, "note": "a"}, {"id": 1, "ver": 2, "note": "move"}, {"id": 1, "ver": 3, "note": "b"}]');
+SELECT * FROM rekeyed UNION ALL SELECT * FROM moved ORDER BY id;
+SELECT target, key, outcome, payload->'id' AS message_id, data->'id' AS stored_id
+FROM event_log WHERE target IN ('rekeyed'::regclass, 'moved'::regclass) ORDER BY event_id;

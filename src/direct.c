@@ -528,12 +528,20 @@ direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 
 /*
  * Report a message that was written: the stored row, as event_log.data, is
- * the proposed one, since no trigger or generated column changed it.
+ * the proposed one, since no trigger or generated column changed it.  Its
+ * key is the stored one on an update (direct_keep_stored_key).
  */
 static void
 direct_report_applied(DirectState *ds, UpsertMessage *msg, const char *outcome,
 					  LoggedEvent *event, bool *stored_isnull, rowseq *stored)
 {
+	UpsertTarget *target = ds->target;
+	Datum		stored_key[INDEX_MAX_KEYS];
+
+	for (int k = 0; k < target->npkey; k++)
+		stored_key[k] = ds->proposed->tts_values[target->pkey[k] - 1];
+	event->key = MessageStoredKey(target, msg, stored_key);
+
 	if (ds->target->row_json_direct)
 		event->data = RowToJsonb(ds->target, ds->proposed);
 	else

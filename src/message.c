@@ -20,6 +20,7 @@
 #include "funcapi.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -109,6 +110,28 @@ build_key(UpsertTarget *target, Datum *key_values)
 	}
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);
+}
+
+/*
+ * The key of the row a message wrote, given its key columns as stored, in
+ * the terms of event_log.key.  It is the message's own, unless the stored
+ * key differs from it: an update keeps the stored key, which may be equal
+ * to the message's without being the same (numeric 1.0 and 1.00, a
+ * case-insensitive collation), and a BEFORE trigger may change the key.
+ * The log and the notification then name the row as data shows it, and a
+ * listener that reads the row by key finds the one that was written.
+ */
+Jsonb *
+MessageStoredKey(UpsertTarget *target, UpsertMessage *msg, Datum *stored_key)
+{
+	for (int i = 0; i < target->npkey; i++)
+	{
+		TargetColumn *col = &target->columns[target->pkey[i] - 1];
+
+		if (!datum_image_eq(stored_key[i], msg->key_values[i], col->typbyval, col->typlen))
+			return build_key(target, stored_key);
+	}
+	return msg->key;
 }
 
 /* Index of a key column in the primary key, or -1. */

@@ -324,6 +324,8 @@ target_read_columns(UpsertTarget *target, Relation rel)
 		col->name = pstrdup(NameStr(att->attname));
 		col->typid = att->atttypid;
 		col->typmod = att->atttypmod;
+		col->typlen = att->attlen;
+		col->typbyval = att->attbyval;
 		target_read_input(col);
 
 		if (col->basetype == rowseq_oid)

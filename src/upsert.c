@@ -74,6 +74,14 @@ typedef struct UpsertStatement
 #define PARAM_FIRST_KEY	2
 
 /*
+ * Columns of what the upsert statement returns: the stored version, the
+ * stored row as jsonb, the event_id taken, then the key columns as stored.
+ */
+#define RETURNED_VERSION	1
+#define RETURNED_ROW		2
+#define RETURNED_FIRST_KEY	4
+
+/*
  * What _conflict_check() saw during the statement that is running.  The
  * statement passes it the call's token, a random number nothing else in
  * the session knows: a trigger of the target that calls _conflict_check()
@@ -254,6 +262,9 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 					 target->row_security ?
 					 ", upsert_order_target.tableoid, upsert_order_target.ctid" : "",
 					 ver, PARAM_TOKEN + 1);
+	for (int i = 0; i < target->npkey; i++)
+		appendStringInfo(&sql, ", upsert_order_target.%s",
+						 quote_identifier(target->columns[target->pkey[i] - 1].name));
 	return sql.data;
 }
 
@@ -498,12 +509,17 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	event->data = (Datum) 0;
 	if (SPI_processed == 1)
 	{
+		HeapTuple	row = SPI_tuptable->vals[0];
+		TupleDesc	rowdesc = SPI_tuptable->tupdesc;
+		Datum		stored_key[INDEX_MAX_KEYS];
 		bool		isnull;
 
-		*stored = DatumGetRowseq(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, stored_isnull));
-		event->data = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		*stored = DatumGetRowseq(SPI_getbinval(row, rowdesc, RETURNED_VERSION, stored_isnull));
+		event->data = SPI_getbinval(row, rowdesc, RETURNED_ROW, &isnull);
 		event->data_isnull = isnull;
+		for (int i = 0; i < target->npkey; i++)
+			stored_key[i] = SPI_getbinval(row, rowdesc, RETURNED_FIRST_KEY + i, &isnull);
+		event->key = MessageStoredKey(target, msg, stored_key);
 		event->event_id = note.event_id;
 		event->outcome = note.seen ? "updated" : "inserted";
 		return;
@@ -577,6 +593,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 		MessageParse(target, new_row, &msg);
 
 		event.event_id = 0;
+		event.key = NULL;
 
 		result->stored_isnull = false;
 		result->stored = 0;
@@ -584,7 +601,8 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 					  batch, &spi_connected);
 
 		event.target = relid;
-		event.key = msg.key;
+		if (event.key == NULL)
+			event.key = msg.key;
 		event.version = msg.version;
 		event.payload = msg.new_row;
 		result->event_id = EventLogAppend(&event);

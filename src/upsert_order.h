@@ -73,6 +73,8 @@ typedef struct TargetColumn
 	Oid			typid;
 	int32		typmod;
 	Oid			basetype;		/* the type, or the base type of its domain */
+	int16		typlen;
+	bool		typbyval;
 	FmgrInfo	input;			/* the type's input function */
 	Oid			ioparam;
 	FmgrInfo	output;			/* the type's output function */
@@ -219,6 +221,7 @@ typedef struct UpsertMessage
 
 /* message.c: reading new_row */
 extern void MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg);
+extern Jsonb *MessageStoredKey(UpsertTarget *target, UpsertMessage *msg, Datum *stored_key);
 
 /* row_json.c: the stored row as jsonb */
 struct TupleTableSlot;
