@@ -500,7 +500,7 @@ CREATE VIEW @extschema@.publisher_status AS
 	SELECT s.worker_pid,
 		   coalesce(s.last_seq, (SELECT max(p.seq) FROM @extschema@.publication p), 0) AS last_seq,
 		   (SELECT count(*) FROM @extschema@.outbox) AS events_waiting,
-		   (SELECT now() - min((SELECT e.logged_at FROM @extschema@.event_log e
+		   (SELECT pg_catalog.clock_timestamp() - min((SELECT e.logged_at FROM @extschema@.event_log e
 									WHERE e.event_id = o.event_id))
 			  FROM @extschema@.outbox o) AS oldest_waiting_age,
 		   s.last_error

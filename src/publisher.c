@@ -616,10 +616,13 @@ retention_batch(void)
 	 * owner of event_log can) would hold this batch, and all publishing
 	 * with it, until it ends: give up waiting after a moment instead.  The
 	 * error shows in publisher_status, and the pass is tried again after
-	 * the worker's pause.
+	 * the worker's pause.  For this transaction only: a setting made with
+	 * the source of override_settings() (PGC_S_OVERRIDE) would also become
+	 * the value the transaction's end goes back to, and the publishing
+	 * batches, which wait for as long as it takes, would then give up too.
 	 */
 	(void) set_config_option("lock_timeout", RETENTION_LOCK_TIMEOUT,
-							 PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 
 	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
