@@ -181,10 +181,13 @@ SELECT channel, payload::jsonb -> 'seq' AS seq FROM receive() ORDER BY n;
 SELECT configure('gadget', '');
 SELECT configure('gadget', repeat('c', 64));
 SELECT configure(NULL, 'x');
--- Only tables have channels of their own: not views, indexes or sequences.
+-- Only tables have channels of their own: not views, indexes or sequences,
+-- nor system catalogs or the extension's own tables, which are never targets.
 CREATE VIEW gadget_view AS SELECT * FROM gadget;
 SELECT configure('gadget_view', 'x');
 SELECT configure('gadget_pkey', 'x');
+SELECT configure('pg_catalog.pg_class', 'x');
+SELECT configure('upsert_order.event_log', 'x');
 DROP VIEW gadget_view;
 -- nor temporary tables, which go at the end of the session without a trace
 CREATE TEMP TABLE gadget_temp (sku text PRIMARY KEY, ver rowseq NOT NULL);

@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -157,6 +158,13 @@ configure(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a permanent table", get_rel_name(relid)),
 				 errdetail("Only ordinary and partitioned tables that are not temporary have a channel of their own.")));
+	/* nor does a table versioned_upsert() never writes */
+	if (IsCatalogRelationOid(relid) ||
+		get_rel_namespace(relid) == get_namespace_oid(UPSERT_ORDER_SCHEMA, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a target of versioned_upsert()", get_rel_name(relid)),
+				 errdetail("System catalogs and the extension's own tables have no channel.")));
 	check_table_owner(relid);
 
 	if (!PG_ARGISNULL(1))
