@@ -402,12 +402,14 @@ COMMENT ON TABLE @extschema@.outbox IS
 -- next seq is max(seq) + 1, and events_since() shows a listener that asks
 -- for what was purged the jump to it.  That row stays with a null event_id
 -- (the event_id may be handed out again, after a setval) until a later
--- purge finds a newer one.
+-- purge finds a newer one.  payload is json, the text sent as it was sent
+-- (in jsonb's form, so that events_since() gives the same text back): a
+-- jsonb column would cost the worker a second copy of every payload.
 CREATE TABLE @extschema@.publication (
 	seq			bigint PRIMARY KEY,
 	event_id	bigint UNIQUE,
 	channel		text NOT NULL,
-	payload		jsonb NOT NULL,
+	payload		json NOT NULL,
 	published_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX publication_event_purged ON @extschema@.publication (seq) WHERE event_id IS NULL;
@@ -465,7 +467,7 @@ CREATE FUNCTION @extschema@.events_since(after_seq bigint, max_events integer DE
 	RETURNS TABLE (seq bigint, channel text, payload jsonb)
 	LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
 	AS $$
-		SELECT p.seq, p.channel, p.payload
+		SELECT p.seq, p.channel, p.payload::jsonb
 		  FROM @extschema@.publication p
 		 WHERE p.seq OPERATOR(pg_catalog.>) coalesce(after_seq, 0)
 		 ORDER BY p.seq

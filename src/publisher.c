@@ -90,42 +90,62 @@
 #define ERROR_LOG_INTERVAL_S	60
 
 /*
- * Bytes of notifications (payload as jsonb plus its text) per batch, at
- * most: a batch ends early when the next event would pass it.  A payload's
- * text stays under NOTIFY's 8000 bytes, but as jsonb it can be several times
- * that (a small number takes 3 bytes of text and 12 of jsonb), and a batch
- * of publish_batch_size such payloads could pass the 1 GB an array may hold:
- * the batch would fail at every retry.  This keeps a batch's arrays and its
- * pending notifications far below that.
+ * Bytes of payloads per batch, at most: a batch ends early when the next
+ * event would pass it.  A payload stays under NOTIFY's 8000 bytes, but
+ * publish_batch_size of them could take 800 MB, held twice (recorded and
+ * queued): this keeps a batch's memory far below that, and still lets a
+ * batch of the default size take payloads of any size.
  */
-#define PUBLISH_BATCH_BYTES		(64 * 1024 * 1024)
+#define PUBLISH_BATCH_BYTES		(16 * 1024 * 1024)
 
 /* One unit of work, run in its own transaction by run_in_transaction(). */
 typedef int64 (*PublisherStep) (void);
 
 /*
  * The event_ids of up to $1 waiting events above the consumed horizon $2, in
- * order, as an array (null when none is waiting), and the last of them.
- * Read first and on its own, so that an idle round costs one index probe,
- * and so that the statement below finds its rows by index whatever the
- * sizes of event_log and outbox.
+ * order, and the TIDs of their outbox rows, as two arrays (null when none is
+ * waiting).  Read first and on its own, so that an idle round costs one
+ * index probe.  The rows are deleted by TID at the end of the batch: they
+ * cannot go meanwhile, or be replaced, while the batch's snapshot holds
+ * back VACUUM, and a TID scan does not walk the index down again for each.
  */
 static const char *const waiting_sql =
-"SELECT array_agg(o.event_id ORDER BY o.event_id), max(o.event_id)"
-"  FROM (SELECT event_id FROM upsert_order.outbox WHERE event_id > $2"
+"SELECT array_agg(o.event_id ORDER BY o.event_id), array_agg(o.ctid ORDER BY o.event_id)"
+"  FROM (SELECT event_id, ctid FROM upsert_order.outbox WHERE event_id > $2"
 "         ORDER BY event_id LIMIT $1) o";
 
 /*
- * The events $1 (from waiting_sql) as publish_batch() describes them, in
- * event_id order, with the highest seq published so far.  Events that have
+ * The events of the batch as publish_batch() describes them, in event_id
+ * order, with the highest seq published so far; events that have
  * disappeared from event_log (which purge never does) are not published.
+ * Two forms, both by index whatever the sizes of event_log and outbox: the
+ * waiting event_ids $1 one by one, and the range from $1 to $2, which reads
+ * every event in it but walks the index down once.  Waiting events are
+ * most often the newest, numbered close together, and the range is read
+ * then (see events_read()).
  */
-static const char *const events_sql =
-"SELECT e.event_id, e.target, e.outcome = 'inserted', e.key, e.version::text, e.data,"
-"       (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)"
+#define EVENTS_COLUMNS \
+"SELECT e.event_id, e.target, e.outcome = 'inserted', e.key, e.version::text, e.data," \
+"       (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)" \
 "  FROM upsert_order.event_log e"
+
+static const char *const events_sql =
+EVENTS_COLUMNS
 " WHERE e.event_id = ANY ($1)"
 " ORDER BY e.event_id";
+
+static const char *const events_range_sql =
+EVENTS_COLUMNS
+" WHERE e.event_id >= $1 AND e.event_id <= $2"
+" ORDER BY e.event_id";
+
+/*
+ * A range is read when it holds at most this many event_ids per waiting
+ * event: reading an event of the range that is not waiting (a message that
+ * was not applied, an event published earlier) costs less than a walk down
+ * the index for each waiting one.
+ */
+#define EVENTS_RANGE_SPREAD		2
 
 /* The channel of target $1, unless it uses upsert_order.channel. */
 static const char *const channel_sql =
@@ -133,15 +153,16 @@ static const char *const channel_sql =
 
 /*
  * Record the notifications (seq $1, event_id $2, channel $3, payload $4,
- * element by element) and take the events $5 out of the outbox, those that
- * were not published included, so that they cannot block the queue.
+ * element by element) and take the events whose outbox rows are at the
+ * TIDs $5 out of the outbox, those that were not published included, so
+ * that they cannot block the queue.
  */
 static const char *const record_sql =
 "WITH published AS ("
 "    INSERT INTO upsert_order.publication (seq, event_id, channel, payload)"
-"    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[])"
+"    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::json[])"
 ")"
-" DELETE FROM upsert_order.outbox o WHERE o.event_id = ANY ($5)";
+" DELETE FROM upsert_order.outbox o WHERE o.ctid = ANY ($5)";
 
 /*
  * Delete, among the next $2 events after event_id $1, those logged before $3
@@ -207,6 +228,7 @@ static const char *const purge_sql =
 
 static SPIPlanPtr waiting_plan = NULL;
 static SPIPlanPtr events_plan = NULL;
+static SPIPlanPtr events_range_plan = NULL;
 static SPIPlanPtr channel_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
@@ -276,14 +298,17 @@ typedef struct BatchTarget
 	char	   *name;			/* schema.table, NULL if it was dropped */
 } BatchTarget;
 
-/* A batch's notifications, in seq order: the columns of publication, and the text sent. */
+/*
+ * A batch's notifications, in seq order: the columns of publication, and
+ * the payloads' texts, which NOTIFY sends.
+ */
 typedef struct BatchNotifications
 {
 	int			n;
 	Datum	   *seqs;
 	Datum	   *event_ids;
 	char	  **channels;
-	Datum	   *payloads;
+	Datum	   *payloads;		/* json */
 	char	  **texts;
 } BatchNotifications;
 
@@ -337,15 +362,14 @@ batch_target(HTAB *targets, Oid target)
 }
 
 /*
- * Number the events (rows of events_sql) after the highest seq published so
- * far, and describe each as its notification, until PUBLISH_BATCH_BYTES
- * would be passed (the first event is always taken): batch->n tells how
- * many were.
+ * Number the events (n rows of events_sql, of tupdesc) after the highest
+ * seq published so far, and describe each as its notification, until
+ * PUBLISH_BATCH_BYTES would be passed (the first event is always taken):
+ * batch->n tells how many were.
  */
 static void
-describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
+describe_events(HeapTuple *events, TupleDesc tupdesc, int n, BatchNotifications *batch)
 {
-	TupleDesc	tupdesc = events->tupdesc;
 	MemoryContext batch_cxt = CurrentMemoryContext;
 	MemoryContext event_cxt;
 	HASHCTL		ctl;
@@ -369,19 +393,18 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 
 	/*
 	 * Each event's detoasted row and the payloads tried for it live in
-	 * event_cxt until the next event: only the payload kept and its text
-	 * stay for the batch, at most NOTIFY's limit each.
+	 * event_cxt until the next event: only the payload kept stays for the
+	 * batch (as a string and as a json datum), at most NOTIFY's limit.
 	 */
 	event_cxt = AllocSetContextCreate(batch_cxt, "upsert_order publisher event",
 									  ALLOCSET_DEFAULT_SIZES);
-	last_seq = n > 0 ? DatumGetInt64(SPI_getbinval(events->vals[0], tupdesc, 7, &isnull)) : 0;
+	last_seq = n > 0 ? DatumGetInt64(SPI_getbinval(events[0], tupdesc, 7, &isnull)) : 0;
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tuple = events->vals[i];
+		HeapTuple	tuple = events[i];
 		PublishedEvent event;
 		BatchTarget *target;
 		Datum		data;
-		Jsonb	   *payload;
 		char	   *payload_text;
 
 		CHECK_FOR_INTERRUPTS();
@@ -398,18 +421,18 @@ describe_events(SPITupleTable *events, int n, BatchNotifications *batch)
 		event.version = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 5, &isnull));
 		data = SPI_getbinval(tuple, tupdesc, 6, &isnull);
 		event.data = isnull ? NULL : DatumGetJsonbP(data);
-		payload = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT, &payload_text);
+		payload_text = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT);
 
 		MemoryContextSwitchTo(batch_cxt);
-		bytes += VARSIZE(payload) + strlen(payload_text) + 1;
+		bytes += 2 * (strlen(payload_text) + 1);
 		if (i > 0 && bytes > PUBLISH_BATCH_BYTES)
 			break;
 		batch->n = i + 1;
 		batch->seqs[i] = Int64GetDatum(event.seq);
 		batch->event_ids[i] = Int64GetDatum(event.event_id);
 		batch->channels[i] = target->channel;
-		batch->payloads[i] = datumCopy(JsonbPGetDatum(payload), false, -1);
 		batch->texts[i] = pstrdup(payload_text);
+		batch->payloads[i] = CStringGetTextDatum(batch->texts[i]);
 		MemoryContextReset(event_cxt);
 	}
 	MemoryContextDelete(event_cxt);
@@ -424,28 +447,130 @@ array_of(Datum *values, int n, Oid elemtype, int elemlen, bool elembyval, char e
 	return PointerGetDatum(construct_array(values, n, elemtype, elemlen, elembyval, elemalign));
 }
 
-/* The event_ids of taken (in order, ntaken of them) up to last. */
+/* An int8[] of n values. */
 static Datum
-taken_up_to(ArrayType *taken, int ntaken, int64 last)
+array_of_int8(const int64 *values, int n)
 {
-	int64	   *ids = (int64 *) ARR_DATA_PTR(taken);
-	Datum	   *kept = palloc(sizeof(Datum) * ntaken);
-	int			n = 0;
+	Datum	   *datums = palloc(sizeof(Datum) * n);
 
-	Assert(!ARR_HASNULL(taken) && ARR_ELEMTYPE(taken) == INT8OID);
-	while (n < ntaken && ids[n] <= last)
-	{
-		kept[n] = Int64GetDatum(ids[n]);
-		n++;
-	}
-	return array_of(kept, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	for (int i = 0; i < n; i++)
+		datums[i] = Int64GetDatum(values[i]);
+	return array_of(datums, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
-/* Record the batch's notifications, and empty the outbox of the events taken. */
-static void
-record_notifications(BatchNotifications *batch, Datum taken)
+/* The events waiting in the outbox that a batch takes, in event_id order. */
+typedef struct WaitingEvents
 {
-	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID};
+	int			n;
+	int64	   *event_ids;
+	Datum	   *tids;			/* of their outbox rows */
+} WaitingEvents;
+
+/*
+ * Read the waiting events into *waiting (the result of waiting_sql); false
+ * when none is waiting.
+ */
+static bool
+waiting_read(int64 horizon, WaitingEvents *waiting)
+{
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		values[2];
+	Datum		ids;
+	bool		isnull;
+	ArrayType  *ids_array;
+	int			ntids;
+	int			ret;
+
+	if (waiting_plan == NULL)
+		waiting_plan = SpiPrepareKept(waiting_sql, 2, argtypes);
+	values[0] = Int32GetDatum(publisher_batch_size);
+	values[1] = Int64GetDatum(horizon);
+	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return false;
+
+	ids_array = DatumGetArrayTypeP(ids);
+	Assert(!ARR_HASNULL(ids_array) && ARR_ELEMTYPE(ids_array) == INT8OID);
+	waiting->n = ArrayGetNItems(ARR_NDIM(ids_array), ARR_DIMS(ids_array));
+	waiting->event_ids = (int64 *) ARR_DATA_PTR(ids_array);
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 2, &isnull)),
+					  TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT,
+					  &waiting->tids, NULL, &ntids);
+	if (ntids != waiting->n)
+		elog(ERROR, "could not read the outbox: %d TIDs for %d events", ntids, waiting->n);
+	return true;
+}
+
+/*
+ * Read the events of waiting from event_log, and keep in *events those
+ * that are waiting (the others of a range), in event_id order; returns how
+ * many, and sets *tupdesc.
+ */
+static int
+events_read(const WaitingEvents *waiting, HeapTuple **events, TupleDesc *tupdesc)
+{
+	int64		first = waiting->event_ids[0];
+	int64		last = waiting->event_ids[waiting->n - 1];
+	int			nevents;
+	int			kept = 0;
+	int			w = 0;
+	bool		isnull;
+	int			ret;
+
+	if (last - first < (int64) EVENTS_RANGE_SPREAD * waiting->n)
+	{
+		Oid			argtypes[2] = {INT8OID, INT8OID};
+		Datum		values[2] = {Int64GetDatum(first), Int64GetDatum(last)};
+
+		if (events_range_plan == NULL)
+			events_range_plan = SpiPrepareKept(events_range_sql, 2, argtypes);
+		ret = SPI_execute_plan(events_range_plan, values, NULL, false, 0);
+	}
+	else
+	{
+		Oid			argtypes[1] = {INT8ARRAYOID};
+		Datum		ids = array_of_int8(waiting->event_ids, waiting->n);
+
+		if (events_plan == NULL)
+			events_plan = SpiPrepareKept(events_sql, 1, argtypes);
+		ret = SPI_execute_plan(events_plan, &ids, NULL, false, 0);
+	}
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the events to publish: %s", SPI_result_code_string(ret));
+
+	/*
+	 * Both lists are in event_id order: one walk keeps the waiting ones.
+	 * The rows stay until SPI_finish(), whatever runs meanwhile; only
+	 * SPI_tuptable and SPI_processed change.
+	 */
+	nevents = (int) SPI_processed;
+	*tupdesc = SPI_tuptable->tupdesc;
+	*events = palloc(sizeof(HeapTuple) * Max(nevents, 1));
+	for (int i = 0; i < nevents; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		int64		event_id = DatumGetInt64(SPI_getbinval(tuple, *tupdesc, 1, &isnull));
+
+		while (w < waiting->n && waiting->event_ids[w] < event_id)
+			w++;
+		if (w < waiting->n && waiting->event_ids[w] == event_id)
+			(*events)[kept++] = tuple;
+	}
+	return kept;
+}
+
+/*
+ * Record the batch's notifications, and empty the outbox of the first
+ * ntaken events of waiting.
+ */
+static void
+record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, int ntaken)
+{
+	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONARRAYOID, TIDARRAYOID};
 	Datum		values[5];
 	Datum	   *channels = palloc(sizeof(Datum) * batch->n);
 	int			ret;
@@ -458,8 +583,8 @@ record_notifications(BatchNotifications *batch, Datum taken)
 	values[0] = array_of(batch->seqs, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	values[1] = array_of(batch->event_ids, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	values[2] = array_of(channels, batch->n, TEXTOID, -1, false, TYPALIGN_INT);
-	values[3] = array_of(batch->payloads, batch->n, JSONBOID, -1, false, TYPALIGN_INT);
-	values[4] = taken;
+	values[3] = array_of(batch->payloads, batch->n, JSONOID, -1, false, TYPALIGN_INT);
+	values[4] = array_of(waiting->tids, ntaken, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT);
 	ret = SPI_execute_plan(record_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not record the notifications: %s", SPI_result_code_string(ret));
@@ -474,20 +599,15 @@ record_notifications(BatchNotifications *batch, Datum taken)
 static int64
 publish_batch(void)
 {
-	Oid			waiting_argtypes[2] = {INT4OID, INT8OID};
-	Oid			events_argtypes[1] = {INT8ARRAYOID};
-	Datum		values[2];
-	Datum		taken;
-	bool		isnull;
 	Oid			owner;
 	Oid			outbox_relid;
 	bool		keep_horizon;
 	TransactionId xmin;
-	int64		last_taken;
-	ArrayType  *taken_array;
-	int			ntaken;
+	WaitingEvents waiting;
+	HeapTuple  *events;
+	TupleDesc	tupdesc;
 	int			nevents;
-	int			ret;
+	int			ntaken;
 	BatchNotifications batch;
 
 	batch_full = false;
@@ -516,44 +636,27 @@ publish_batch(void)
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 
-	if (waiting_plan == NULL)
-		waiting_plan = SpiPrepareKept(waiting_sql, 2, waiting_argtypes);
-	if (events_plan == NULL)
-		events_plan = SpiPrepareKept(events_sql, 1, events_argtypes);
-
-	values[0] = Int32GetDatum(publisher_batch_size);
-	values[1] = Int64GetDatum(OutboxHorizon());
-	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
-	taken = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
+	if (!waiting_read(OutboxHorizon(), &waiting))
 	{
 		batch_horizon = keep_horizon ? OutboxHorizonReached(xmin, false, 0) : 0;
 		return 0;
 	}
-	last_taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	taken_array = DatumGetArrayTypeP(taken);
-	ntaken = ArrayGetNItems(ARR_NDIM(taken_array), ARR_DIMS(taken_array));
-	batch_full = ntaken >= publisher_batch_size;
+	batch_full = waiting.n >= publisher_batch_size;
 
-	ret = SPI_execute_plan(events_plan, &taken, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the events to publish: %s", SPI_result_code_string(ret));
-	/*
-	 * The statements that follow leave this result alone until SPI_finish(),
-	 * but not SPI_processed.
-	 */
-	nevents = (int) SPI_processed;
-	describe_events(SPI_tuptable, nevents, &batch);
+	nevents = events_read(&waiting, &events, &tupdesc);
+	describe_events(events, tupdesc, nevents, &batch);
+	ntaken = waiting.n;
 	if (batch.n < nevents)
 	{
 		/* cut short by size: the events after the last described wait */
-		last_taken = DatumGetInt64(batch.event_ids[batch.n - 1]);
-		taken = taken_up_to(taken_array, ntaken, last_taken);
+		int64		last_described = DatumGetInt64(batch.event_ids[batch.n - 1]);
+
+		ntaken = 0;
+		while (ntaken < waiting.n && waiting.event_ids[ntaken] <= last_described)
+			ntaken++;
 		batch_full = true;
 	}
-	record_notifications(&batch, taken);
+	record_notifications(&batch, &waiting, ntaken);
 
 	/*
 	 * Queue the notifications in seq order; they are sent at commit, in that
@@ -566,7 +669,7 @@ publish_batch(void)
 	batch_relid = ExtensionTableLookup("publication", &owner);
 	batch_last_seq = batch.n > 0 ? DatumGetInt64(batch.seqs[batch.n - 1]) : 0;
 	batch_horizon = keep_horizon ?
-		OutboxHorizonReached(xmin, batch_full, last_taken) : 0;
+		OutboxHorizonReached(xmin, batch_full, waiting.event_ids[ntaken - 1]) : 0;
 	return batch.n;
 }
 

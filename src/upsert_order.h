@@ -175,7 +175,7 @@ typedef struct PublishedEvent
 	Jsonb	   *data;			/* NULL when the row is unknown */
 } PublishedEvent;
 
-extern Jsonb *PublisherPayload(const PublishedEvent *event, int limit, char **text);
+extern char *PublisherPayload(const PublishedEvent *event, int limit);
 
 /* publisher.c: the worker */
 extern void PublisherRegisterWorker(void);

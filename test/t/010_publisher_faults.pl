@@ -314,7 +314,7 @@ SELECT upsert_order.configure('short_lived', 'short_lived_events')});
 	ok(UpsertOrderNode::all_published($node), 'the event of the dropped table is published');
 	is( $node->safe_psql(
 			'postgres', q{
-SELECT p.channel = current_setting('upsert_order.channel'), p.payload->'table' = 'null'
+SELECT p.channel = current_setting('upsert_order.channel'), p.payload::jsonb->'table' = 'null'
   FROM upsert_order.publication p
  WHERE p.seq = (SELECT max(seq) FROM upsert_order.publication)}),
 		"t|t", 'on the default channel, with "table": null');

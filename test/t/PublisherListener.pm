@@ -272,7 +272,8 @@ sub check_published
 		"$label: nothing else was published");
 	is( $node->safe_psql(
 			$db, q{
-		SELECT count(*) FROM upsert_order.publication p
+		SELECT count(*)
+		  FROM (SELECT seq, event_id, payload::jsonb AS payload FROM upsert_order.publication) p
 		  JOIN upsert_order.event_log e ON e.event_id = p.event_id
 		 WHERE (p.payload->>'seq')::bigint <> p.seq
 		    OR (p.payload->>'event_id')::bigint <> e.event_id
