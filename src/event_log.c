@@ -81,18 +81,19 @@ static EventLogTables tables;
  * and the executor state ExecSimpleRelationInsert() needs.  A single call
  * opens and closes its own.  A batch keeps them open from its first row to
  * its end (EventLogBatchBegin, EventLogBatchEnd), since setting them up costs
- * a good part of an insert.
+ * a good part of an insert.  The publisher opens its own for publication
+ * (AppenderOpen), for the rows of one batch.
  */
-typedef struct Appender
+struct Appender
 {
 	Relation	rel;
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
-	bool		kept;			/* kept until the batch ends */
+	bool		kept;			/* kept until the batch ends, or AppenderClose() */
 	bool		busy;			/* an insert through it is running */
 	bool		runs_code;		/* an insert runs code the owner attached */
-} Appender;
+};
 
 static Appender *kept_log = NULL;
 static Appender *kept_outbox = NULL;
@@ -158,8 +159,8 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 }
 
 /* The attribute number of a column of one of the extension's tables. */
-static AttrNumber
-extension_column(Oid relid, const char *relname, const char *colname)
+AttrNumber
+ExtensionColumn(Oid relid, const char *relname, const char *colname)
 {
 	AttrNumber	attnum = get_attnum(relid, colname);
 
@@ -190,9 +191,9 @@ event_log_tables(void)
 	tables.seq_relid = ExtensionTableLookup("event_log_event_id_seq", &seq_owner);
 	tables.outbox_relid = ExtensionTableLookup("outbox", &outbox_owner);
 	for (int i = 0; i < LOG_NCOLUMNS; i++)
-		tables.log_attnum[i] = extension_column(tables.log_relid, "event_log",
+		tables.log_attnum[i] = ExtensionColumn(tables.log_relid, "event_log",
 												log_column_names[i]);
-	tables.outbox_attnum = extension_column(tables.outbox_relid, "outbox", "event_id");
+	tables.outbox_attnum = ExtensionColumn(tables.outbox_relid, "outbox", "event_id");
 	tables.valid = true;
 }
 
@@ -258,8 +259,21 @@ appender_open(Oid relid, MemoryContext cxt)
 	return ap;
 }
 
-static void
-appender_close(Appender *ap)
+/*
+ * Open one of the extension's tables for inserts of many rows: the
+ * appender stays open after each insert, until AppenderClose().
+ */
+Appender *
+AppenderOpen(Oid relid)
+{
+	Appender   *ap = appender_open(relid, CurrentMemoryContext);
+
+	ap->kept = true;
+	return ap;
+}
+
+void
+AppenderClose(Appender *ap)
 {
 	SimpleExecStateFree(ap->estate);
 	table_close(ap->rel, NoLock);
@@ -271,9 +285,9 @@ static void
 appenders_close_kept(void)
 {
 	if (kept_log)
-		appender_close(kept_log);
+		AppenderClose(kept_log);
 	if (kept_outbox)
-		appender_close(kept_outbox);
+		AppenderClose(kept_outbox);
 	kept_log = kept_outbox = NULL;
 }
 
@@ -378,8 +392,8 @@ appender_get(Appender **kept, Oid relid)
  * here: the caller supplies every value).  The row has the width of the
  * table as opened, that is as locked: after any change to it.
  */
-static void
-appender_new_row(Appender *ap)
+void
+AppenderNewRow(Appender *ap)
 {
 	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
 
@@ -388,8 +402,8 @@ appender_new_row(Appender *ap)
 }
 
 /* Set column attnum of the row being built. */
-static void
-appender_set(Appender *ap, AttrNumber attnum, Datum value)
+void
+AppenderSet(Appender *ap, AttrNumber attnum, Datum value)
 {
 	Assert(attnum > 0 && attnum <= RelationGetDescr(ap->rel)->natts);
 	ap->slot->tts_values[attnum - 1] = value;
@@ -400,8 +414,8 @@ appender_set(Appender *ap, AttrNumber attnum, Datum value)
  * Insert the row built, with its indexes and constraints, as logical
  * replication applies a row.
  */
-static void
-appender_insert(Appender *ap)
+void
+AppenderInsert(Appender *ap)
 {
 	int			save_nestlevel = 0;
 
@@ -432,7 +446,7 @@ appender_insert(Appender *ap)
 	ExecClearTuple(ap->slot);
 	ResetPerTupleExprContext(ap->estate);
 	if (!ap->kept)
-		appender_close(ap);
+		AppenderClose(ap);
 }
 
 /*
@@ -495,8 +509,8 @@ append_event(const LoggedEvent *event)
 	int64		event_id = event->event_id ? event->event_id : EventLogTakeId();
 	Appender   *ap = appender_for(&kept_log, &tables.log_relid);
 
-#define SET_COLUMN(col, value) appender_set(ap, tables.log_attnum[col], (value))
-	appender_new_row(ap);
+#define SET_COLUMN(col, value) AppenderSet(ap, tables.log_attnum[col], (value))
+	AppenderNewRow(ap);
 	SET_COLUMN(LOG_EVENT_ID, Int64GetDatum(event_id));
 	SET_COLUMN(LOG_TARGET, ObjectIdGetDatum(event->target));
 	SET_COLUMN(LOG_KEY, JsonbPGetDatum(event->key));
@@ -508,7 +522,7 @@ append_event(const LoggedEvent *event)
 	SET_COLUMN(LOG_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
 #undef SET_COLUMN
 
-	appender_insert(ap);
+	AppenderInsert(ap);
 	return event_id;
 }
 
@@ -518,9 +532,9 @@ queue_event(int64 event_id)
 {
 	Appender   *ap = appender_for(&kept_outbox, &tables.outbox_relid);
 
-	appender_new_row(ap);
-	appender_set(ap, tables.outbox_attnum, Int64GetDatum(event_id));
-	appender_insert(ap);
+	AppenderNewRow(ap);
+	AppenderSet(ap, tables.outbox_attnum, Int64GetDatum(event_id));
+	AppenderInsert(ap);
 }
 
 /*

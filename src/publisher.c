@@ -37,6 +37,7 @@
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
@@ -45,6 +46,7 @@
 #include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -61,6 +63,8 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -102,19 +106,6 @@
 typedef int64 (*PublisherStep) (void);
 
 /*
- * The event_ids of up to $1 waiting events above the consumed horizon $2, in
- * order, and the TIDs of their outbox rows, as two arrays (null when none is
- * waiting).  Read first and on its own, so that an idle round costs one
- * index probe.  The rows are deleted by TID at the end of the batch: they
- * cannot go meanwhile, or be replaced, while the batch's snapshot holds
- * back VACUUM, and a TID scan does not walk the index down again for each.
- */
-static const char *const waiting_sql =
-"SELECT array_agg(o.event_id ORDER BY o.event_id), array_agg(o.ctid ORDER BY o.event_id)"
-"  FROM (SELECT event_id, ctid FROM upsert_order.outbox WHERE event_id > $2"
-"         ORDER BY event_id LIMIT $1) o";
-
-/*
  * The events of the batch as publish_batch() describes them, in event_id
  * order, with the highest seq published so far; events that have
  * disappeared from event_log (which purge never does) are not published.
@@ -150,19 +141,6 @@ EVENTS_COLUMNS
 /* The channel of target $1, unless it uses upsert_order.channel. */
 static const char *const channel_sql =
 "SELECT s.channel FROM upsert_order.target_settings s WHERE s.target = $1";
-
-/*
- * Record the notifications (seq $1, event_id $2, channel $3, payload $4,
- * element by element) and take the events whose outbox rows are at the
- * TIDs $5 out of the outbox, those that were not published included, so
- * that they cannot block the queue.
- */
-static const char *const record_sql =
-"WITH published AS ("
-"    INSERT INTO upsert_order.publication (seq, event_id, channel, payload)"
-"    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::json[])"
-")"
-" DELETE FROM upsert_order.outbox o WHERE o.ctid = ANY ($5)";
 
 /*
  * Delete, among the next $2 events after event_id $1, those logged before $3
@@ -226,11 +204,9 @@ static const char *const purge_sql =
 "        (SELECT max(h.event_id) FROM head h),"
 "        (SELECT count(*) FROM head h WHERE h.logged_at >= $3)";
 
-static SPIPlanPtr waiting_plan = NULL;
 static SPIPlanPtr events_plan = NULL;
 static SPIPlanPtr events_range_plan = NULL;
 static SPIPlanPtr channel_plan = NULL;
-static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 
 /*
@@ -467,42 +443,64 @@ typedef struct WaitingEvents
 } WaitingEvents;
 
 /*
- * Read the waiting events into *waiting (the result of waiting_sql); false
- * when none is waiting.
+ * Read into *waiting the event_ids of up to publisher_batch_size events
+ * waiting in the outbox above the consumed horizon, in order, and the TIDs
+ * of their outbox rows; false when none is waiting.  A scan of the outbox's
+ * primary key, below SQL: this runs for every batch, and an idle round
+ * costs one probe of the index.  The snapshot is taken here, after the
+ * horizon's sample (outbox_horizon.c).  The rows are deleted at these TIDs
+ * at the end of the batch: they cannot go meanwhile, or be replaced, while
+ * the batch's snapshot holds back VACUUM.
  */
 static bool
-waiting_read(int64 horizon, WaitingEvents *waiting)
+waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
 {
-	Oid			argtypes[2] = {INT4OID, INT8OID};
-	Datum		values[2];
-	Datum		ids;
-	bool		isnull;
-	ArrayType  *ids_array;
-	int			ntids;
-	int			ret;
+	Relation	outbox = table_open(outbox_relid, AccessShareLock);
+	Oid			pkey_relid = RelationGetPrimaryKeyIndex(outbox);
+	Relation	pkey;
+	AttrNumber	attnum;
+	Snapshot	snapshot;
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
 
-	if (waiting_plan == NULL)
-		waiting_plan = SpiPrepareKept(waiting_sql, 2, argtypes);
-	values[0] = Int32GetDatum(publisher_batch_size);
-	values[1] = Int64GetDatum(horizon);
-	ret = SPI_execute_plan(waiting_plan, values, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
-	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		return false;
+	if (!OidIsValid(pkey_relid))
+		elog(ERROR, "relation \"%s.outbox\" has no primary key", UPSERT_ORDER_SCHEMA);
+	pkey = index_open(pkey_relid, AccessShareLock);
+	attnum = pkey->rd_index->indkey.values[0];
+	if (pkey->rd_index->indnkeyatts != 1 ||
+		TupleDescAttr(RelationGetDescr(outbox), attnum - 1)->atttypid != INT8OID)
+		elog(ERROR, "the primary key of \"%s.outbox\" is not its bigint event_id",
+			 UPSERT_ORDER_SCHEMA);
 
-	ids_array = DatumGetArrayTypeP(ids);
-	Assert(!ARR_HASNULL(ids_array) && ARR_ELEMTYPE(ids_array) == INT8OID);
-	waiting->n = ArrayGetNItems(ARR_NDIM(ids_array), ARR_DIMS(ids_array));
-	waiting->event_ids = (int64 *) ARR_DATA_PTR(ids_array);
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
-													   SPI_tuptable->tupdesc, 2, &isnull)),
-					  TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT,
-					  &waiting->tids, NULL, &ntids);
-	if (ntids != waiting->n)
-		elog(ERROR, "could not read the outbox: %d TIDs for %d events", ntids, waiting->n);
-	return true;
+	waiting->n = 0;
+	waiting->event_ids = palloc(sizeof(int64) * publisher_batch_size);
+	waiting->tids = palloc(sizeof(Datum) * publisher_batch_size);
+
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(horizon));
+	scan = index_beginscan(outbox, pkey, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	slot = table_slot_create(outbox, NULL);
+	while (waiting->n < publisher_batch_size &&
+		   index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		event_id = slot_getattr(slot, attnum, &isnull);
+		ItemPointer tid = palloc(sizeof(ItemPointerData));
+
+		Assert(!isnull);
+		ItemPointerCopy(&slot->tts_tid, tid);
+		waiting->event_ids[waiting->n] = DatumGetInt64(event_id);
+		waiting->tids[waiting->n] = PointerGetDatum(tid);
+		waiting->n++;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	table_close(outbox, NoLock);
+	return waiting->n > 0;
 }
 
 /*
@@ -563,31 +561,46 @@ events_read(const WaitingEvents *waiting, HeapTuple **events, TupleDesc *tupdesc
 	return kept;
 }
 
+/* The columns of publication that a batch writes. */
+static const char *const publication_columns[] = {
+	"seq", "event_id", "channel", "payload", "published_at"
+};
+
 /*
- * Record the batch's notifications, and empty the outbox of the first
- * ntaken events of waiting.
+ * Record the batch's notifications in publication (relid), and take the
+ * first ntaken events of waiting out of the outbox, those that were not
+ * published included, so that they cannot block the queue.  Below SQL, as
+ * event_log is written: a statement would cost more to start than to write
+ * the few rows of a batch under a steady load.
  */
 static void
-record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, int ntaken)
+record_notifications(Oid relid, Oid outbox_relid, BatchNotifications *batch,
+					 const WaitingEvents *waiting, int ntaken)
 {
-	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONARRAYOID, TIDARRAYOID};
-	Datum		values[5];
-	Datum	   *channels = palloc(sizeof(Datum) * batch->n);
-	int			ret;
+	AttrNumber	attnums[lengthof(publication_columns)];
+	Appender   *ap;
+	Relation	outbox;
 
+	for (int c = 0; c < lengthof(publication_columns); c++)
+		attnums[c] = ExtensionColumn(relid, "publication", publication_columns[c]);
+	ap = AppenderOpen(relid);
 	for (int i = 0; i < batch->n; i++)
-		channels[i] = CStringGetTextDatum(batch->channels[i]);
-	if (record_plan == NULL)
-		record_plan = SpiPrepareKept(record_sql, 5, argtypes);
+	{
+		AppenderNewRow(ap);
+		AppenderSet(ap, attnums[0], batch->seqs[i]);
+		AppenderSet(ap, attnums[1], batch->event_ids[i]);
+		AppenderSet(ap, attnums[2], CStringGetTextDatum(batch->channels[i]));
+		AppenderSet(ap, attnums[3], batch->payloads[i]);
+		AppenderSet(ap, attnums[4], TimestampTzGetDatum(GetCurrentTimestamp()));
+		AppenderInsert(ap);
+	}
+	AppenderClose(ap);
 
-	values[0] = array_of(batch->seqs, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	values[1] = array_of(batch->event_ids, batch->n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	values[2] = array_of(channels, batch->n, TEXTOID, -1, false, TYPALIGN_INT);
-	values[3] = array_of(batch->payloads, batch->n, JSONOID, -1, false, TYPALIGN_INT);
-	values[4] = array_of(waiting->tids, ntaken, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT);
-	ret = SPI_execute_plan(record_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not record the notifications: %s", SPI_result_code_string(ret));
+	outbox = table_open(outbox_relid, RowExclusiveLock);
+	for (int i = 0; i < ntaken; i++)
+		simple_table_tuple_delete(outbox, (ItemPointer) DatumGetPointer(waiting->tids[i]),
+								  GetActiveSnapshot());
+	table_close(outbox, NoLock);
 }
 
 /*
@@ -636,7 +649,7 @@ publish_batch(void)
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 
-	if (!waiting_read(OutboxHorizon(), &waiting))
+	if (!waiting_read(outbox_relid, OutboxHorizon(), &waiting))
 	{
 		batch_horizon = keep_horizon ? OutboxHorizonReached(xmin, false, 0) : 0;
 		return 0;
@@ -656,7 +669,8 @@ publish_batch(void)
 			ntaken++;
 		batch_full = true;
 	}
-	record_notifications(&batch, &waiting, ntaken);
+	batch_relid = ExtensionTableLookup("publication", &owner);
+	record_notifications(batch_relid, outbox_relid, &batch, &waiting, ntaken);
 
 	/*
 	 * Queue the notifications in seq order; they are sent at commit, in that
@@ -666,7 +680,6 @@ publish_batch(void)
 	for (int i = 0; i < batch.n; i++)
 		Async_Notify(batch.channels[i], batch.texts[i]);
 
-	batch_relid = ExtensionTableLookup("publication", &owner);
 	batch_last_seq = batch.n > 0 ? DatumGetInt64(batch.seqs[batch.n - 1]) : 0;
 	batch_horizon = keep_horizon ?
 		OutboxHorizonReached(xmin, batch_full, waiting.event_ids[ntaken - 1]) : 0;

@@ -140,6 +140,16 @@ extern void EventLogBatchBegin(void);
 extern void EventLogBatchEnd(void);
 extern void EventLogBatchAbort(void);
 extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
+extern AttrNumber ExtensionColumn(Oid relid, const char *relname, const char *colname);
+
+/* Inserts into one of the extension's tables, below SQL (event_log.c). */
+typedef struct Appender Appender;
+
+extern Appender *AppenderOpen(Oid relid);
+extern void AppenderNewRow(Appender *ap);
+extern void AppenderSet(Appender *ap, AttrNumber attnum, Datum value);
+extern void AppenderInsert(Appender *ap);
+extern void AppenderClose(Appender *ap);
 extern int	OwnerSearchPathBegin(void);
 
 /*
