@@ -55,7 +55,6 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -106,29 +105,35 @@
 typedef int64 (*PublisherStep) (void);
 
 /*
- * The events of the batch as publish_batch() describes them, in event_id
- * order, with the highest seq published so far; events that have
- * disappeared from event_log (which purge never does) are not published.
- * Two forms, both by index whatever the sizes of event_log and outbox: the
- * waiting event_ids $1 one by one, and the range from $1 to $2, which reads
- * every event in it but walks the index down once.  Waiting events are
- * most often the newest, numbered close together, and the range is read
- * then (see events_read()).
+ * The columns of event_log that a batch reads, in the order of EventColumn.
+ * events_read() reads the events by the table's primary key, below SQL:
+ * events that have disappeared from event_log (which purge never does) are
+ * not published.
  */
-#define EVENTS_COLUMNS \
-"SELECT e.event_id, e.target, e.outcome = 'inserted', e.key, e.version::text, e.data," \
-"       (SELECT coalesce(max(p.seq), 0) FROM upsert_order.publication p)" \
-"  FROM upsert_order.event_log e"
+static const char *const event_columns[] = {
+	"event_id", "target", "outcome", "key", "version", "data"
+};
 
-static const char *const events_sql =
-EVENTS_COLUMNS
-" WHERE e.event_id = ANY ($1)"
-" ORDER BY e.event_id";
+typedef enum EventColumn
+{
+	EVENT_ID,
+	EVENT_TARGET,
+	EVENT_OUTCOME,
+	EVENT_KEY,
+	EVENT_VERSION,
+	EVENT_DATA,
+	EVENT_NCOLUMNS
+} EventColumn;
 
-static const char *const events_range_sql =
-EVENTS_COLUMNS
-" WHERE e.event_id >= $1 AND e.event_id <= $2"
-" ORDER BY e.event_id";
+/* The events a batch publishes, as events_read() found them. */
+typedef struct BatchEvents
+{
+	int			n;
+	HeapTuple  *rows;			/* event_log rows, in event_id order */
+	TupleDesc	tupdesc;		/* a copy of event_log's */
+	AttrNumber	attnums[EVENT_NCOLUMNS];
+	int64		last_seq;		/* the highest seq published before them */
+} BatchEvents;
 
 /*
  * A range is read when it holds at most this many event_ids per waiting
@@ -137,10 +142,6 @@ EVENTS_COLUMNS
  * the index for each waiting one.
  */
 #define EVENTS_RANGE_SPREAD		2
-
-/* The channel of target $1, unless it uses upsert_order.channel. */
-static const char *const channel_sql =
-"SELECT s.channel FROM upsert_order.target_settings s WHERE s.target = $1";
 
 /*
  * Delete, among the next $2 events after event_id $1, those logged before $3
@@ -204,9 +205,6 @@ static const char *const purge_sql =
 "        (SELECT max(h.event_id) FROM head h),"
 "        (SELECT count(*) FROM head h WHERE h.logged_at >= $3)";
 
-static SPIPlanPtr events_plan = NULL;
-static SPIPlanPtr events_range_plan = NULL;
-static SPIPlanPtr channel_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 
 /*
@@ -215,6 +213,15 @@ static SPIPlanPtr purge_plan = NULL;
  */
 static int64 batch_last_seq = 0;
 static Oid	batch_relid = InvalidOid;
+
+/*
+ * The last seq published, in publication (known_seq_relid), as the last committed
+ * batch left it: batches go on from there without reading it again.  Read
+ * from the table when the worker starts, after a failed batch, and when the
+ * table is another (the extension was created again).
+ */
+static int64 known_last_seq = 0;
+static Oid	known_seq_relid = InvalidOid;
 
 /* The horizon the batch in progress reaches once committed. */
 static int64 batch_horizon = 0;
@@ -249,21 +256,36 @@ PublisherRegisterWorker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* The extension as extension_ready() last found it. */
+static Oid	ready_extoid = InvalidOid;
+
 /*
  * Is the extension installed in this database?  Takes a share lock on it,
  * so that DROP EXTENSION waits for the end of this transaction rather than
- * pulling the tables from under it.
+ * pulling the tables from under it.  The lock is taken first on the
+ * extension found last time: then one lookup tells whether it is still the
+ * one installed, as it nearly always is.  Otherwise the lookup is made
+ * again under the lock of the one found, which may have been dropped while
+ * the lock was awaited.
  */
 static bool
 extension_ready(void)
 {
-	Oid			extoid = get_extension_oid("upsert_order", true);
+	Oid			extoid;
 
+	if (OidIsValid(ready_extoid))
+		LockDatabaseObject(ExtensionRelationId, ready_extoid, 0, AccessShareLock);
+	extoid = get_extension_oid("upsert_order", true);
+	if (OidIsValid(extoid) && extoid == ready_extoid)
+		return true;
+	ready_extoid = InvalidOid;
 	if (!OidIsValid(extoid))
 		return false;
 	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
-	/* it may have been dropped while we waited for the lock */
-	return get_extension_oid("upsert_order", true) == extoid;
+	if (get_extension_oid("upsert_order", true) != extoid)
+		return false;
+	ready_extoid = extoid;
+	return true;
 }
 
 /* What a batch needs to know of a target: its channel and its name. */
@@ -288,6 +310,63 @@ typedef struct BatchNotifications
 	char	  **texts;
 } BatchNotifications;
 
+/*
+ * Open the primary key of one of the extension's tables (rel, named
+ * relname), whose first column is of type keytype: the worker reads these
+ * tables by their keys, below SQL.
+ */
+static Relation
+primary_key_open(Relation rel, const char *relname, Oid keytype)
+{
+	Oid			pkey_relid = RelationGetPrimaryKeyIndex(rel);
+	Relation	pkey;
+
+	if (!OidIsValid(pkey_relid))
+		elog(ERROR, "relation \"%s.%s\" has no primary key", UPSERT_ORDER_SCHEMA, relname);
+	pkey = index_open(pkey_relid, AccessShareLock);
+	if (TupleDescAttr(RelationGetDescr(pkey), 0)->atttypid != keytype)
+		elog(ERROR, "the primary key of \"%s.%s\" does not start with a column of type %s",
+			 UPSERT_ORDER_SCHEMA, relname, format_type_be(keytype));
+	return pkey;
+}
+
+/*
+ * The channel that target_settings gives target, or NULL.  With a snapshot
+ * of its own, newer than the one the events were read with: that one may
+ * predate a channel set before one of the events committed.
+ */
+static char *
+configured_channel(Oid target)
+{
+	Oid			owner;
+	Oid			relid = ExtensionTableLookup("target_settings", &owner);
+	AttrNumber	channel_attnum = ExtensionColumn(relid, "target_settings", "channel");
+	Relation	settings = table_open(relid, AccessShareLock);
+	Relation	pkey = primary_key_open(settings, "target_settings", REGCLASSOID);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TupleTableSlot *slot = table_slot_create(settings, NULL);
+	IndexScanDesc scan = index_beginscan(settings, pkey, snapshot, 1, 0);
+	ScanKeyData key;
+	char	   *channel = NULL;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(target));
+	index_rescan(scan, &key, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		value = slot_getattr(slot, channel_attnum, &isnull);
+
+		if (!isnull)
+			channel = TextDatumGetCString(value);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	table_close(settings, NoLock);
+	return channel;
+}
+
 /* The channel and name of target, looked up once per batch. */
 static BatchTarget *
 batch_target(HTAB *targets, Oid target)
@@ -296,8 +375,6 @@ batch_target(HTAB *targets, Oid target)
 	bool		found;
 	char	   *relname;
 	char	   *nspname;
-	Datum		arg = ObjectIdGetDatum(target);
-	int			ret;
 
 	entry = hash_search(targets, &target, HASH_ENTER, &found);
 	if (found)
@@ -318,41 +395,28 @@ batch_target(HTAB *targets, Oid target)
 		return entry;
 	}
 
-	if (channel_plan == NULL)
-	{
-		Oid			argtypes[1] = {REGCLASSOID};
-
-		channel_plan = SpiPrepareKept(channel_sql, 1, argtypes);
-	}
-	/*
-	 * Not read-only: with a snapshot of its own, newer than the one the
-	 * events were read with.  The batch's first snapshot may predate a
-	 * channel set before one of its events committed.
-	 */
-	ret = SPI_execute_plan(channel_plan, &arg, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read target_settings: %s", SPI_result_code_string(ret));
-	entry->channel = SPI_processed > 0 ?
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : publisher_channel;
+	entry->channel = configured_channel(target);
+	if (entry->channel == NULL)
+		entry->channel = publisher_channel;
 	return entry;
 }
 
 /*
- * Number the events (n rows of events_sql, of tupdesc) after the highest
- * seq published so far, and describe each as its notification, until
+ * Number the events (the rows of events_read()) after the highest seq
+ * published so far, and describe each as its notification, until
  * PUBLISH_BATCH_BYTES would be passed (the first event is always taken):
  * batch->n tells how many were.
  */
 static void
-describe_events(HeapTuple *events, TupleDesc tupdesc, int n, BatchNotifications *batch)
+describe_events(const BatchEvents *events, BatchNotifications *batch)
 {
 	MemoryContext batch_cxt = CurrentMemoryContext;
 	MemoryContext event_cxt;
 	HASHCTL		ctl;
 	HTAB	   *targets;
-	bool		isnull;
-	int64		last_seq;
+	int64		last_seq = events->last_seq;
 	Size		bytes = 0;
+	int			n = events->n;
 
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = sizeof(BatchTarget);
@@ -374,29 +438,34 @@ describe_events(HeapTuple *events, TupleDesc tupdesc, int n, BatchNotifications 
 	 */
 	event_cxt = AllocSetContextCreate(batch_cxt, "upsert_order publisher event",
 									  ALLOCSET_DEFAULT_SIZES);
-	last_seq = n > 0 ? DatumGetInt64(SPI_getbinval(events[0], tupdesc, 7, &isnull)) : 0;
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tuple = events[i];
+		Datum		values[EVENT_NCOLUMNS];
+		bool		nulls[EVENT_NCOLUMNS];
 		PublishedEvent event;
 		BatchTarget *target;
-		Datum		data;
+		char		version[MAXINT8LEN + 1];
 		char	   *payload_text;
 
 		CHECK_FOR_INTERRUPTS();
 
-		/* first: running SPI makes the procedure's context (batch_cxt) current */
-		target = batch_target(targets, DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
+		for (int c = 0; c < EVENT_NCOLUMNS; c++)
+			values[c] = heap_getattr(events->rows[i], events->attnums[c],
+									 events->tupdesc, &nulls[c]);
+
+		/* in batch_cxt: the batch keeps what it learns of a target */
+		target = batch_target(targets, DatumGetObjectId(values[EVENT_TARGET]));
 
 		MemoryContextSwitchTo(event_cxt);
 		event.seq = ++last_seq;
-		event.event_id = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+		event.event_id = DatumGetInt64(values[EVENT_ID]);
 		event.table = target->name;
-		event.inserted = DatumGetBool(SPI_getbinval(tuple, tupdesc, 3, &isnull));
-		event.key = DatumGetJsonbP(SPI_getbinval(tuple, tupdesc, 4, &isnull));
-		event.version = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 5, &isnull));
-		data = SPI_getbinval(tuple, tupdesc, 6, &isnull);
-		event.data = isnull ? NULL : DatumGetJsonbP(data);
+		event.inserted = strcmp(TextDatumGetCString(values[EVENT_OUTCOME]), "inserted") == 0;
+		event.key = DatumGetJsonbP(values[EVENT_KEY]);
+		/* rowseq's text is its decimal number */
+		(void) pg_lltoa(DatumGetRowseq(values[EVENT_VERSION]), version);
+		event.version = version;
+		event.data = nulls[EVENT_DATA] ? NULL : DatumGetJsonbP(values[EVENT_DATA]);
 		payload_text = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT);
 
 		MemoryContextSwitchTo(batch_cxt);
@@ -412,26 +481,6 @@ describe_events(HeapTuple *events, TupleDesc tupdesc, int n, BatchNotifications 
 		MemoryContextReset(event_cxt);
 	}
 	MemoryContextDelete(event_cxt);
-}
-
-/* A one-dimensional array of n values of a built-in type. */
-static Datum
-array_of(Datum *values, int n, Oid elemtype, int elemlen, bool elembyval, char elemalign)
-{
-	if (n == 0)
-		return PointerGetDatum(construct_empty_array(elemtype));
-	return PointerGetDatum(construct_array(values, n, elemtype, elemlen, elembyval, elemalign));
-}
-
-/* An int8[] of n values. */
-static Datum
-array_of_int8(const int64 *values, int n)
-{
-	Datum	   *datums = palloc(sizeof(Datum) * n);
-
-	for (int i = 0; i < n; i++)
-		datums[i] = Int64GetDatum(values[i]);
-	return array_of(datums, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 /* The events waiting in the outbox that a batch takes, in event_id order. */
@@ -456,22 +505,12 @@ static bool
 waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
 {
 	Relation	outbox = table_open(outbox_relid, AccessShareLock);
-	Oid			pkey_relid = RelationGetPrimaryKeyIndex(outbox);
-	Relation	pkey;
-	AttrNumber	attnum;
+	Relation	pkey = primary_key_open(outbox, "outbox", INT8OID);
+	AttrNumber	attnum = pkey->rd_index->indkey.values[0];
 	Snapshot	snapshot;
 	ScanKeyData key;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-
-	if (!OidIsValid(pkey_relid))
-		elog(ERROR, "relation \"%s.outbox\" has no primary key", UPSERT_ORDER_SCHEMA);
-	pkey = index_open(pkey_relid, AccessShareLock);
-	attnum = pkey->rd_index->indkey.values[0];
-	if (pkey->rd_index->indnkeyatts != 1 ||
-		TupleDescAttr(RelationGetDescr(outbox), attnum - 1)->atttypid != INT8OID)
-		elog(ERROR, "the primary key of \"%s.outbox\" is not its bigint event_id",
-			 UPSERT_ORDER_SCHEMA);
 
 	waiting->n = 0;
 	waiting->event_ids = palloc(sizeof(int64) * publisher_batch_size);
@@ -504,61 +543,97 @@ waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
 }
 
 /*
- * Read the events of waiting from event_log, and keep in *events those
- * that are waiting (the others of a range), in event_id order; returns how
- * many, and sets *tupdesc.
+ * The highest seq published so far (0 before the first): the last entry of
+ * publication's primary key.  Only this worker adds to publication.
  */
-static int
-events_read(const WaitingEvents *waiting, HeapTuple **events, TupleDesc *tupdesc)
+static int64
+last_published_seq(Oid publication_relid, Snapshot snapshot)
+{
+	Relation	publication = table_open(publication_relid, AccessShareLock);
+	Relation	pkey = primary_key_open(publication, "publication", INT8OID);
+	IndexScanDesc scan = index_beginscan(publication, pkey, snapshot, 0, 0);
+	TupleTableSlot *slot = table_slot_create(publication, NULL);
+	int64		seq = 0;
+
+	index_rescan(scan, NULL, 0, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		seq = DatumGetInt64(slot_getattr(slot, pkey->rd_index->indkey.values[0], &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, NoLock);
+	table_close(publication, NoLock);
+	return seq;
+}
+
+/*
+ * Read the events of waiting from event_log into *events, those that are
+ * waiting only (not the others of a range), in event_id order, with a
+ * snapshot taken now, and the highest seq published so far.  By event_log's
+ * primary key whatever the sizes of event_log and outbox: the waiting
+ * event_ids one by one, or the range from the first to the last, which
+ * reads every event in it but walks the index down once.  Waiting events
+ * are most often the newest, numbered close together, and the range is
+ * read then.
+ */
+static void
+events_read(const WaitingEvents *waiting, Oid publication_relid, BatchEvents *events)
 {
 	int64		first = waiting->event_ids[0];
 	int64		last = waiting->event_ids[waiting->n - 1];
-	int			nevents;
-	int			kept = 0;
+	bool		range = last - first < (int64) EVENTS_RANGE_SPREAD * waiting->n;
+	Oid			owner;
+	Oid			relid = ExtensionTableLookup("event_log", &owner);
+	Relation	log = table_open(relid, AccessShareLock);
+	Relation	pkey = primary_key_open(log, "event_log", INT8OID);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TupleTableSlot *slot = table_slot_create(log, NULL);
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
 	int			w = 0;
-	bool		isnull;
-	int			ret;
 
-	if (last - first < (int64) EVENTS_RANGE_SPREAD * waiting->n)
+	for (int c = 0; c < EVENT_NCOLUMNS; c++)
+		events->attnums[c] = ExtensionColumn(relid, "event_log", event_columns[c]);
+	/* a copy: the relcache may rebuild the table's once it is closed */
+	events->tupdesc = CreateTupleDescCopy(RelationGetDescr(log));
+	events->rows = palloc(sizeof(HeapTuple) * waiting->n);
+	events->n = 0;
+	events->last_seq = publication_relid == known_seq_relid ? known_last_seq :
+		last_published_seq(publication_relid, snapshot);
+
+	scan = index_beginscan(log, pkey, snapshot, range ? 2 : 1, 0);
+	for (int i = 0; i < (range ? 1 : waiting->n); i++)
 	{
-		Oid			argtypes[2] = {INT8OID, INT8OID};
-		Datum		values[2] = {Int64GetDatum(first), Int64GetDatum(last)};
+		if (range)
+		{
+			ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(first));
+			ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(last));
+		}
+		else
+			ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ,
+						Int64GetDatum(waiting->event_ids[i]));
+		index_rescan(scan, keys, range ? 2 : 1, NULL, 0);
 
-		if (events_range_plan == NULL)
-			events_range_plan = SpiPrepareKept(events_range_sql, 2, argtypes);
-		ret = SPI_execute_plan(events_range_plan, values, NULL, false, 0);
+		/* Both lists are in event_id order: one walk keeps the waiting ones. */
+		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+			int64		event_id = DatumGetInt64(slot_getattr(slot, events->attnums[EVENT_ID], &isnull));
+
+			while (w < waiting->n && waiting->event_ids[w] < event_id)
+				w++;
+			if (w < waiting->n && waiting->event_ids[w] == event_id)
+				events->rows[events->n++] = ExecCopySlotHeapTuple(slot);
+		}
 	}
-	else
-	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-		Datum		ids = array_of_int8(waiting->event_ids, waiting->n);
-
-		if (events_plan == NULL)
-			events_plan = SpiPrepareKept(events_sql, 1, argtypes);
-		ret = SPI_execute_plan(events_plan, &ids, NULL, false, 0);
-	}
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the events to publish: %s", SPI_result_code_string(ret));
-
-	/*
-	 * Both lists are in event_id order: one walk keeps the waiting ones.
-	 * The rows stay until SPI_finish(), whatever runs meanwhile; only
-	 * SPI_tuptable and SPI_processed change.
-	 */
-	nevents = (int) SPI_processed;
-	*tupdesc = SPI_tuptable->tupdesc;
-	*events = palloc(sizeof(HeapTuple) * Max(nevents, 1));
-	for (int i = 0; i < nevents; i++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		int64		event_id = DatumGetInt64(SPI_getbinval(tuple, *tupdesc, 1, &isnull));
-
-		while (w < waiting->n && waiting->event_ids[w] < event_id)
-			w++;
-		if (w < waiting->n && waiting->event_ids[w] == event_id)
-			(*events)[kept++] = tuple;
-	}
-	return kept;
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	table_close(log, NoLock);
 }
 
 /* The columns of publication that a batch writes. */
@@ -617,8 +692,7 @@ publish_batch(void)
 	bool		keep_horizon;
 	TransactionId xmin;
 	WaitingEvents waiting;
-	HeapTuple  *events;
-	TupleDesc	tupdesc;
+	BatchEvents events;
 	int			nevents;
 	int			ntaken;
 	BatchNotifications batch;
@@ -656,8 +730,17 @@ publish_batch(void)
 	}
 	batch_full = waiting.n >= publisher_batch_size;
 
-	nevents = events_read(&waiting, &events, &tupdesc);
-	describe_events(events, tupdesc, nevents, &batch);
+	/*
+	 * The lock the notifications are recorded under, taken before the
+	 * events are read and described: a batch kept waiting for it describes
+	 * them as they are once it goes on (a table dropped meanwhile shows as
+	 * dropped).
+	 */
+	batch_relid = ExtensionTableLookup("publication", &owner);
+	LockRelationOid(batch_relid, RowExclusiveLock);
+	events_read(&waiting, batch_relid, &events);
+	describe_events(&events, &batch);
+	nevents = events.n;
 	ntaken = waiting.n;
 	if (batch.n < nevents)
 	{
@@ -669,7 +752,6 @@ publish_batch(void)
 			ntaken++;
 		batch_full = true;
 	}
-	batch_relid = ExtensionTableLookup("publication", &owner);
 	record_notifications(batch_relid, outbox_relid, &batch, &waiting, ntaken);
 
 	/*
@@ -1141,6 +1223,7 @@ PublisherMain(Datum main_arg)
 
 		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
 		{
+			known_seq_relid = InvalidOid;
 			back_off();
 			continue;
 		}
@@ -1149,6 +1232,8 @@ PublisherMain(Datum main_arg)
 		{
 			published_seq = batch_last_seq;
 			published_relid = batch_relid;
+			known_last_seq = batch_last_seq;
+			known_seq_relid = batch_relid;
 		}
 		if (published >= 0)
 			OutboxHorizonAdvance(batch_horizon);
