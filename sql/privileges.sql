@@ -132,6 +132,21 @@ RESET ROLE;
 SELECT outcome, version FROM event_log ORDER BY event_id DESC LIMIT 2;
 DROP TRIGGER outcome_lower ON upsert_order.event_log;
 DROP FUNCTION log_outcome_lower();
+-- So does a function that the predicate of an index the owner adds calls.
+CREATE FUNCTION log_outcome_applied(outcome text) RETURNS boolean
+	LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	RETURN lower(outcome) IN ('inserted', 'updated');	-- unqualified on purpose
+END $$;
+CREATE INDEX event_log_applied ON upsert_order.event_log (event_id)
+	WHERE log_outcome_applied(outcome);
+SET ROLE upsert_writer;
+SET search_path = writer_own, pg_catalog, privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 11, "balance": 31}');
+SET search_path = privileges, upsert_order;
+RESET ROLE;
+DROP INDEX upsert_order.event_log_applied;
+DROP FUNCTION log_outcome_applied(text);
 DROP SCHEMA writer_own CASCADE;
 
 -- Grants on the extension's objects: only the schema and the functions are public.

@@ -31,6 +31,7 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -215,11 +216,33 @@ OwnerSearchPathBegin(void)
 	return level;
 }
 
+/* check_functions_in_node() callback: any function counts. */
+static bool
+any_function(Oid func_id, void *context)
+{
+	return true;
+}
+
+/*
+ * Does an index expression or predicate call a function or an operator, or
+ * check a domain?  A predicate such as publication's "event_id IS NULL"
+ * does not: evaluating it cannot look a name up.
+ */
+static bool
+calls_code_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, CoerceToDomain) || check_functions_in_node(node, any_function, NULL))
+		return true;
+	return expression_tree_walker(node, calls_code_walker, context);
+}
+
 /*
  * Does inserting into the table run code that can look names up?  The
  * extension attaches none; its owner may have added a trigger, a CHECK
  * constraint, a generated column or an index on an expression, with a
- * predicate, or for an exclusion constraint.
+ * predicate, or for an exclusion constraint, that calls a function.
  */
 static bool
 appender_runs_code(Appender *ap)
@@ -234,7 +257,8 @@ appender_runs_code(Appender *ap)
 	{
 		IndexInfo  *info = ap->rri->ri_IndexRelationInfo[i];
 
-		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL ||
+		if (calls_code_walker((Node *) info->ii_Expressions, NULL) ||
+			calls_code_walker((Node *) info->ii_Predicate, NULL) ||
 			info->ii_ExclusionOps != NULL)
 			return true;
 	}
