@@ -1085,11 +1085,11 @@ override_settings(void)
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * Plan the statements once, and by index.  Every row they touch is found
-	 * by key or at the head of an index, and statistics taken while a table
-	 * was small (an empty outbox) must not yield a plan that scans it whole
-	 * once it has grown.  Replanning the publishing statement for each batch
-	 * also cost more than the rest of a small batch.
+	 * Plan the retention statement once, and by index (a batch reads its
+	 * tables by their keys itself).  Every row it touches is found by key or
+	 * at the head of an index, and statistics taken while a table was small
+	 * (an empty outbox) must not yield a plan that scans it whole once it
+	 * has grown.
 	 */
 	SetConfigOption("plan_cache_mode", "force_generic_plan", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
