@@ -216,33 +216,38 @@ OwnerSearchPathBegin(void)
 	return level;
 }
 
-/* check_functions_in_node() callback: any function counts. */
-static bool
-any_function(Oid func_id, void *context)
-{
-	return true;
-}
-
 /*
- * Does an index expression or predicate call a function or an operator, or
- * check a domain?  A predicate such as publication's "event_id IS NULL"
- * does not: evaluating it cannot look a name up.
+ * Does an index expression or predicate run code: anything but columns,
+ * constants, and NULL, boolean and AND/OR/NOT tests on them?  A predicate
+ * such as publication's "event_id IS NULL" does not: evaluating it cannot
+ * look a name up.  Any other node may call a function, some without saying
+ * which (GREATEST calls the type's comparison function, for one).
  */
 static bool
 calls_code_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, CoerceToDomain) || check_functions_in_node(node, any_function, NULL))
-		return true;
-	return expression_tree_walker(node, calls_code_walker, context);
+	switch (nodeTag(node))
+	{
+		case T_List:
+		case T_Var:
+		case T_Const:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_BoolExpr:
+		case T_RelabelType:
+			return expression_tree_walker(node, calls_code_walker, context);
+		default:
+			return true;
+	}
 }
 
 /*
  * Does inserting into the table run code that can look names up?  The
  * extension attaches none; its owner may have added a trigger, a CHECK
  * constraint, a generated column or an index on an expression, with a
- * predicate, or for an exclusion constraint, that calls a function.
+ * predicate, or for an exclusion constraint, that runs code.
  */
 static bool
 appender_runs_code(Appender *ap)

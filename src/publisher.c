@@ -340,8 +340,8 @@ configured_channel(Oid target)
 {
 	Oid			owner;
 	Oid			relid = ExtensionTableLookup("target_settings", &owner);
-	AttrNumber	channel_attnum = ExtensionColumn(relid, "target_settings", "channel");
 	Relation	settings = table_open(relid, AccessShareLock);
+	AttrNumber	channel_attnum = ExtensionColumn(relid, "target_settings", "channel");
 	Relation	pkey = primary_key_open(settings, "target_settings", REGCLASSOID);
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	TupleTableSlot *slot = table_slot_create(settings, NULL);
@@ -589,11 +589,22 @@ events_read(const WaitingEvents *waiting, Oid publication_relid, BatchEvents *ev
 	Oid			relid = ExtensionTableLookup("event_log", &owner);
 	Relation	log = table_open(relid, AccessShareLock);
 	Relation	pkey = primary_key_open(log, "event_log", INT8OID);
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	Snapshot	snapshot;
 	TupleTableSlot *slot = table_slot_create(log, NULL);
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	int			w = 0;
+
+	/*
+	 * The lock the notifications are recorded under: after event_log's, in
+	 * the order the retention statement takes them, so that a session
+	 * locking both in that order cannot deadlock with a batch; and before the
+	 * events are read and described, so that a batch kept waiting for it
+	 * describes them as they are once it goes on (a table dropped meanwhile
+	 * shows as dropped).
+	 */
+	LockRelationOid(publication_relid, RowExclusiveLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
 	for (int c = 0; c < EVENT_NCOLUMNS; c++)
 		events->attnums[c] = ExtensionColumn(relid, "event_log", event_columns[c]);
@@ -730,14 +741,7 @@ publish_batch(void)
 	}
 	batch_full = waiting.n >= publisher_batch_size;
 
-	/*
-	 * The lock the notifications are recorded under, taken before the
-	 * events are read and described: a batch kept waiting for it describes
-	 * them as they are once it goes on (a table dropped meanwhile shows as
-	 * dropped).
-	 */
 	batch_relid = ExtensionTableLookup("publication", &owner);
-	LockRelationOid(batch_relid, RowExclusiveLock);
 	events_read(&waiting, batch_relid, &events);
 	describe_events(&events, &batch);
 	nevents = events.n;
