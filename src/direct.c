@@ -34,9 +34,11 @@
  *	  (with the stored key) against the constraints, as UPDATE does, under
  *	  the row lock the statement takes (a stronger one first, where another
  *	  unique index covers the columns it sets);
- *	- a key with no visible row is inserted as ON CONFLICT inserts: after
- *	  waiting for any transaction inserting the same key, speculatively,
- *	  confirmed only if nobody inserted the key meanwhile.
+ *	- a key with no visible row is inserted as ON CONFLICT inserts:
+ *	  speculatively, confirmed only if nobody inserted the key meanwhile.
+ *	  ON CONFLICT first waits for any transaction inserting the same key;
+ *	  the call, which has just found no row, does so only when it tries
+ *	  again after a conflict.
  *
  * Whenever a concurrent writer changed or deleted the row found, or
  * inserted the key not found, it looks again with a new snapshot.
@@ -608,13 +610,20 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 
 /*
  * Insert the proposed row for a key with no visible row, as INSERT ... ON
- * CONFLICT does: wait for any transaction inserting the same key, then
- * insert speculatively and confirm the insertion only if no one inserted the
- * key meanwhile.  Returns false when the key turned out to be taken (by a
- * transaction that committed); nothing was inserted then.
+ * CONFLICT does: insert speculatively and confirm the insertion only if no
+ * one inserted the key meanwhile.  Returns false when the key turned out to
+ * be taken; nothing was inserted then.
+ *
+ * ON CONFLICT first checks the index for the key (waiting for a transaction
+ * inserting it), so as not to insert a row it would have to take back.  The
+ * call has just looked for the key with a fresh snapshot, and found no row:
+ * the first attempt goes straight to the insertion, which a conflict only
+ * the check would have seen (an insertion not yet committed) takes back.
+ * A later attempt (precheck) checks first, and so waits for that
+ * transaction instead of trying again at once.
  */
 static bool
-direct_insert(DirectState *ds, UpsertTarget *target)
+direct_insert(DirectState *ds, UpsertTarget *target, bool precheck)
 {
 	List	   *arbiter = list_make1_oid(target->pkey_index);
 	ItemPointerData conflict_tid;
@@ -623,8 +632,8 @@ direct_insert(DirectState *ds, UpsertTarget *target)
 	bool		conflict = false;
 
 	direct_open_indexes(ds);
-	if (!ExecCheckIndexConstraints(ds->rri, ds->proposed, ds->estate,
-								   &conflict_tid, arbiter))
+	if (precheck && !ExecCheckIndexConstraints(ds->rri, ds->proposed, ds->estate,
+											   &conflict_tid, arbiter))
 		return false;
 
 	/* Others inserting the key wait on this lock for our decision. */
@@ -694,7 +703,7 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	 * A concurrent writer may change or delete the row found, or insert the
 	 * key not found, before this call is done with it: then look again.
 	 */
-	for (;;)
+	for (bool first = true;; first = false)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (direct_find(ds, target, msg))
@@ -702,7 +711,7 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 			if (direct_decide_existing(ds, msg, event, stored_isnull, stored))
 				return;
 		}
-		else if (direct_insert(ds, target))
+		else if (direct_insert(ds, target, !first))
 		{
 			direct_report_applied(ds, msg, "inserted", event, stored_isnull, stored);
 			return;
