@@ -45,20 +45,6 @@
 
 #include "upsert_order.h"
 
-/* The columns of event_log, in the order of the install script. */
-enum
-{
-	LOG_EVENT_ID,
-	LOG_TARGET,
-	LOG_KEY,
-	LOG_VERSION,
-	LOG_OUTCOME,
-	LOG_PAYLOAD,
-	LOG_DATA,
-	LOG_LOGGED_AT,
-	LOG_NCOLUMNS
-};
-
 static const char *const log_column_names[LOG_NCOLUMNS] = {
 	"event_id", "target", "key", "version", "outcome", "payload", "data", "logged_at"
 };
@@ -496,6 +482,19 @@ appender_for(Appender **kept, Oid *relid)
 						UPSERT_ORDER_SCHEMA, RelationGetRelationName(ap->rel)),
 				 errhint("Retry the transaction.")));
 	return ap;
+}
+
+/*
+ * event_log's OID, and the attribute numbers of its columns, in the order of
+ * EventLogColumn, in attnums.  For a caller that has locked event_log: the
+ * lock processed the invalidations of any change committed before it.
+ */
+Oid
+EventLogColumns(AttrNumber *attnums)
+{
+	event_log_tables();
+	memcpy(attnums, tables.log_attnum, sizeof(tables.log_attnum));
+	return tables.log_relid;
 }
 
 /*

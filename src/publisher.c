@@ -104,34 +104,13 @@
 /* One unit of work, run in its own transaction by run_in_transaction(). */
 typedef int64 (*PublisherStep) (void);
 
-/*
- * The columns of event_log that a batch reads, in the order of EventColumn.
- * events_read() reads the events by the table's primary key, below SQL:
- * events that have disappeared from event_log (which purge never does) are
- * not published.
- */
-static const char *const event_columns[] = {
-	"event_id", "target", "outcome", "key", "version", "data"
-};
-
-typedef enum EventColumn
-{
-	EVENT_ID,
-	EVENT_TARGET,
-	EVENT_OUTCOME,
-	EVENT_KEY,
-	EVENT_VERSION,
-	EVENT_DATA,
-	EVENT_NCOLUMNS
-} EventColumn;
-
 /* The events a batch publishes, as events_read() found them. */
 typedef struct BatchEvents
 {
 	int			n;
 	HeapTuple  *rows;			/* event_log rows, in event_id order */
 	TupleDesc	tupdesc;		/* a copy of event_log's */
-	AttrNumber	attnums[EVENT_NCOLUMNS];
+	AttrNumber	attnums[LOG_NCOLUMNS];	/* event_log's, by EventLogColumn */
 	int64		last_seq;		/* the highest seq published before them */
 } BatchEvents;
 
@@ -215,13 +194,15 @@ static int64 batch_last_seq = 0;
 static Oid	batch_relid = InvalidOid;
 
 /*
- * The last seq published, in publication (known_seq_relid), as the last committed
- * batch left it: batches go on from there without reading it again.  Read
- * from the table when the worker starts, after a failed batch, and when the
- * table is another (the extension was created again).
+ * What the last committed batch published: its last seq and the publication
+ * table it went to.  PublisherMain() reports them, and the next batch
+ * numbers on from there without reading the table back, while
+ * published_seq_trusted: the table is read when the worker starts, after a
+ * failed batch, and when it is another (the extension was created again).
  */
-static int64 known_last_seq = 0;
-static Oid	known_seq_relid = InvalidOid;
+static int64 published_seq = 0;
+static Oid	published_relid = InvalidOid;
+static bool published_seq_trusted = false;
 
 /* The horizon the batch in progress reaches once committed. */
 static int64 batch_horizon = 0;
@@ -311,23 +292,56 @@ typedef struct BatchNotifications
 } BatchNotifications;
 
 /*
- * Open the primary key of one of the extension's tables (rel, named
- * relname), whose first column is of type keytype: the worker reads these
- * tables by their keys, below SQL.
+ * A scan of one of the extension's tables (relid, named relname) by its
+ * primary key, whose first column is of type keytype, with a snapshot taken
+ * when it begins: the worker reads its tables this way, below SQL.  The
+ * caller sets nkeys scan keys on the key's columns with index_rescan().
  */
-static Relation
-primary_key_open(Relation rel, const char *relname, Oid keytype)
+typedef struct KeyScan
 {
-	Oid			pkey_relid = RelationGetPrimaryKeyIndex(rel);
+	Relation	rel;
 	Relation	pkey;
+	AttrNumber	key_attnum;		/* the table's column of the key's first */
+	Snapshot	snapshot;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+} KeyScan;
 
+static void
+key_scan_begin(KeyScan *ks, Oid relid, const char *relname, Oid keytype, int nkeys)
+{
+	Oid			pkey_relid;
+
+	ks->rel = table_open(relid, AccessShareLock);
+	pkey_relid = RelationGetPrimaryKeyIndex(ks->rel);
 	if (!OidIsValid(pkey_relid))
 		elog(ERROR, "relation \"%s.%s\" has no primary key", UPSERT_ORDER_SCHEMA, relname);
-	pkey = index_open(pkey_relid, AccessShareLock);
-	if (TupleDescAttr(RelationGetDescr(pkey), 0)->atttypid != keytype)
+	ks->pkey = index_open(pkey_relid, AccessShareLock);
+	if (TupleDescAttr(RelationGetDescr(ks->pkey), 0)->atttypid != keytype)
 		elog(ERROR, "the primary key of \"%s.%s\" does not start with a column of type %s",
 			 UPSERT_ORDER_SCHEMA, relname, format_type_be(keytype));
-	return pkey;
+	ks->key_attnum = ks->pkey->rd_index->indkey.values[0];
+	ks->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ks->slot = table_slot_create(ks->rel, NULL);
+	ks->scan = index_beginscan(ks->rel, ks->pkey, ks->snapshot, nkeys, 0);
+}
+
+/* The next row of the scan in ks->slot; false at the end. */
+static bool
+key_scan_next(KeyScan *ks, ScanDirection direction)
+{
+	return index_getnext_slot(ks->scan, direction, ks->slot);
+}
+
+/* End the scan; the locks stay to the end of the transaction. */
+static void
+key_scan_end(KeyScan *ks)
+{
+	index_endscan(ks->scan);
+	ExecDropSingleTupleTableSlot(ks->slot);
+	UnregisterSnapshot(ks->snapshot);
+	index_close(ks->pkey, NoLock);
+	table_close(ks->rel, NoLock);
 }
 
 /*
@@ -340,30 +354,23 @@ configured_channel(Oid target)
 {
 	Oid			owner;
 	Oid			relid = ExtensionTableLookup("target_settings", &owner);
-	Relation	settings = table_open(relid, AccessShareLock);
-	AttrNumber	channel_attnum = ExtensionColumn(relid, "target_settings", "channel");
-	Relation	pkey = primary_key_open(settings, "target_settings", REGCLASSOID);
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	TupleTableSlot *slot = table_slot_create(settings, NULL);
-	IndexScanDesc scan = index_beginscan(settings, pkey, snapshot, 1, 0);
+	KeyScan		ks;
 	ScanKeyData key;
 	char	   *channel = NULL;
 
+	key_scan_begin(&ks, relid, "target_settings", REGCLASSOID, 1);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(target));
-	index_rescan(scan, &key, 1, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	index_rescan(ks.scan, &key, 1, NULL, 0);
+	if (key_scan_next(&ks, ForwardScanDirection))
 	{
 		bool		isnull;
-		Datum		value = slot_getattr(slot, channel_attnum, &isnull);
+		Datum		value = slot_getattr(ks.slot, ExtensionColumn(relid, "target_settings", "channel"),
+										 &isnull);
 
 		if (!isnull)
 			channel = TextDatumGetCString(value);
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
-	index_close(pkey, NoLock);
-	table_close(settings, NoLock);
+	key_scan_end(&ks);
 	return channel;
 }
 
@@ -399,6 +406,23 @@ batch_target(HTAB *targets, Oid target)
 	if (entry->channel == NULL)
 		entry->channel = publisher_channel;
 	return entry;
+}
+
+/*
+ * Column col of an event_log row of events; those read without isnull are
+ * NOT NULL in event_log.
+ */
+static Datum
+event_column(const BatchEvents *events, HeapTuple row, EventLogColumn col, bool *isnull)
+{
+	bool		null;
+	Datum		value = heap_getattr(row, events->attnums[col], events->tupdesc, &null);
+
+	if (isnull)
+		*isnull = null;
+	else if (null)
+		elog(ERROR, "attribute %d of an event_log row is null", events->attnums[col]);
+	return value;
 }
 
 /*
@@ -440,32 +464,31 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 									  ALLOCSET_DEFAULT_SIZES);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[EVENT_NCOLUMNS];
-		bool		nulls[EVENT_NCOLUMNS];
+		HeapTuple	row = events->rows[i];
 		PublishedEvent event;
 		BatchTarget *target;
 		char		version[MAXINT8LEN + 1];
 		char	   *payload_text;
+		bool		data_isnull;
+		Datum		data;
 
 		CHECK_FOR_INTERRUPTS();
 
-		for (int c = 0; c < EVENT_NCOLUMNS; c++)
-			values[c] = heap_getattr(events->rows[i], events->attnums[c],
-									 events->tupdesc, &nulls[c]);
-
 		/* in batch_cxt: the batch keeps what it learns of a target */
-		target = batch_target(targets, DatumGetObjectId(values[EVENT_TARGET]));
+		target = batch_target(targets, DatumGetObjectId(event_column(events, row, LOG_TARGET, NULL)));
 
 		MemoryContextSwitchTo(event_cxt);
 		event.seq = ++last_seq;
-		event.event_id = DatumGetInt64(values[EVENT_ID]);
+		event.event_id = DatumGetInt64(event_column(events, row, LOG_EVENT_ID, NULL));
 		event.table = target->name;
-		event.inserted = strcmp(TextDatumGetCString(values[EVENT_OUTCOME]), "inserted") == 0;
-		event.key = DatumGetJsonbP(values[EVENT_KEY]);
+		event.inserted = strcmp(TextDatumGetCString(event_column(events, row, LOG_OUTCOME, NULL)),
+								"inserted") == 0;
+		event.key = DatumGetJsonbP(event_column(events, row, LOG_KEY, NULL));
 		/* rowseq's text is its decimal number */
-		(void) pg_lltoa(DatumGetRowseq(values[EVENT_VERSION]), version);
+		(void) pg_lltoa(DatumGetRowseq(event_column(events, row, LOG_VERSION, NULL)), version);
 		event.version = version;
-		event.data = nulls[EVENT_DATA] ? NULL : DatumGetJsonbP(values[EVENT_DATA]);
+		data = event_column(events, row, LOG_DATA, &data_isnull);
+		event.data = data_isnull ? NULL : DatumGetJsonbP(data);
 		payload_text = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT);
 
 		MemoryContextSwitchTo(batch_cxt);
@@ -504,41 +527,29 @@ typedef struct WaitingEvents
 static bool
 waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
 {
-	Relation	outbox = table_open(outbox_relid, AccessShareLock);
-	Relation	pkey = primary_key_open(outbox, "outbox", INT8OID);
-	AttrNumber	attnum = pkey->rd_index->indkey.values[0];
-	Snapshot	snapshot;
+	KeyScan		ks;
 	ScanKeyData key;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
 
 	waiting->n = 0;
 	waiting->event_ids = palloc(sizeof(int64) * publisher_batch_size);
 	waiting->tids = palloc(sizeof(Datum) * publisher_batch_size);
 
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	key_scan_begin(&ks, outbox_relid, "outbox", INT8OID, 1);
 	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(horizon));
-	scan = index_beginscan(outbox, pkey, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	slot = table_slot_create(outbox, NULL);
-	while (waiting->n < publisher_batch_size &&
-		   index_getnext_slot(scan, ForwardScanDirection, slot))
+	index_rescan(ks.scan, &key, 1, NULL, 0);
+	while (waiting->n < publisher_batch_size && key_scan_next(&ks, ForwardScanDirection))
 	{
 		bool		isnull;
-		Datum		event_id = slot_getattr(slot, attnum, &isnull);
+		Datum		event_id = slot_getattr(ks.slot, ks.key_attnum, &isnull);
 		ItemPointer tid = palloc(sizeof(ItemPointerData));
 
 		Assert(!isnull);
-		ItemPointerCopy(&slot->tts_tid, tid);
+		ItemPointerCopy(&ks.slot->tts_tid, tid);
 		waiting->event_ids[waiting->n] = DatumGetInt64(event_id);
 		waiting->tids[waiting->n] = PointerGetDatum(tid);
 		waiting->n++;
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
-	index_close(pkey, NoLock);
-	table_close(outbox, NoLock);
+	key_scan_end(&ks);
 	return waiting->n > 0;
 }
 
@@ -547,25 +558,20 @@ waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
  * publication's primary key.  Only this worker adds to publication.
  */
 static int64
-last_published_seq(Oid publication_relid, Snapshot snapshot)
+last_published_seq(Oid publication_relid)
 {
-	Relation	publication = table_open(publication_relid, AccessShareLock);
-	Relation	pkey = primary_key_open(publication, "publication", INT8OID);
-	IndexScanDesc scan = index_beginscan(publication, pkey, snapshot, 0, 0);
-	TupleTableSlot *slot = table_slot_create(publication, NULL);
+	KeyScan		ks;
 	int64		seq = 0;
 
-	index_rescan(scan, NULL, 0, NULL, 0);
-	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	key_scan_begin(&ks, publication_relid, "publication", INT8OID, 0);
+	index_rescan(ks.scan, NULL, 0, NULL, 0);
+	if (key_scan_next(&ks, BackwardScanDirection))
 	{
 		bool		isnull;
 
-		seq = DatumGetInt64(slot_getattr(slot, pkey->rd_index->indkey.values[0], &isnull));
+		seq = DatumGetInt64(slot_getattr(ks.slot, ks.key_attnum, &isnull));
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(pkey, NoLock);
-	table_close(publication, NoLock);
+	key_scan_end(&ks);
 	return seq;
 }
 
@@ -586,36 +592,31 @@ events_read(const WaitingEvents *waiting, Oid publication_relid, BatchEvents *ev
 	int64		last = waiting->event_ids[waiting->n - 1];
 	bool		range = last - first < (int64) EVENTS_RANGE_SPREAD * waiting->n;
 	Oid			owner;
-	Oid			relid = ExtensionTableLookup("event_log", &owner);
-	Relation	log = table_open(relid, AccessShareLock);
-	Relation	pkey = primary_key_open(log, "event_log", INT8OID);
-	Snapshot	snapshot;
-	TupleTableSlot *slot = table_slot_create(log, NULL);
+	Oid			relid;
+	KeyScan		ks;
 	ScanKeyData keys[2];
-	IndexScanDesc scan;
 	int			w = 0;
 
 	/*
-	 * The lock the notifications are recorded under: after event_log's, in
-	 * the order the retention statement takes them, so that a session
-	 * locking both in that order cannot deadlock with a batch; and before the
-	 * events are read and described, so that a batch kept waiting for it
-	 * describes them as they are once it goes on (a table dropped meanwhile
-	 * shows as dropped).
+	 * event_log first, then the lock the notifications are recorded under:
+	 * in the order the retention statement takes them, so that a session
+	 * locking both in that order cannot deadlock with a batch.  Both before
+	 * the events are read and described, so that a batch kept waiting for
+	 * publication describes them as they are once it goes on (a table
+	 * dropped meanwhile shows as dropped).
 	 */
+	LockRelationOid(ExtensionTableLookup("event_log", &owner), AccessShareLock);
+	relid = EventLogColumns(events->attnums);
 	LockRelationOid(publication_relid, RowExclusiveLock);
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
-	for (int c = 0; c < EVENT_NCOLUMNS; c++)
-		events->attnums[c] = ExtensionColumn(relid, "event_log", event_columns[c]);
+	events->last_seq = published_seq_trusted && publication_relid == published_relid ?
+		published_seq : last_published_seq(publication_relid);
+	key_scan_begin(&ks, relid, "event_log", INT8OID, range ? 2 : 1);
 	/* a copy: the relcache may rebuild the table's once it is closed */
-	events->tupdesc = CreateTupleDescCopy(RelationGetDescr(log));
+	events->tupdesc = CreateTupleDescCopy(RelationGetDescr(ks.rel));
 	events->rows = palloc(sizeof(HeapTuple) * waiting->n);
 	events->n = 0;
-	events->last_seq = publication_relid == known_seq_relid ? known_last_seq :
-		last_published_seq(publication_relid, snapshot);
 
-	scan = index_beginscan(log, pkey, snapshot, range ? 2 : 1, 0);
 	for (int i = 0; i < (range ? 1 : waiting->n); i++)
 	{
 		if (range)
@@ -626,25 +627,21 @@ events_read(const WaitingEvents *waiting, Oid publication_relid, BatchEvents *ev
 		else
 			ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ,
 						Int64GetDatum(waiting->event_ids[i]));
-		index_rescan(scan, keys, range ? 2 : 1, NULL, 0);
+		index_rescan(ks.scan, keys, range ? 2 : 1, NULL, 0);
 
 		/* Both lists are in event_id order: one walk keeps the waiting ones. */
-		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		while (key_scan_next(&ks, ForwardScanDirection))
 		{
 			bool		isnull;
-			int64		event_id = DatumGetInt64(slot_getattr(slot, events->attnums[EVENT_ID], &isnull));
+			int64		event_id = DatumGetInt64(slot_getattr(ks.slot, ks.key_attnum, &isnull));
 
 			while (w < waiting->n && waiting->event_ids[w] < event_id)
 				w++;
 			if (w < waiting->n && waiting->event_ids[w] == event_id)
-				events->rows[events->n++] = ExecCopySlotHeapTuple(slot);
+				events->rows[events->n++] = ExecCopySlotHeapTuple(ks.slot);
 		}
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
-	index_close(pkey, NoLock);
-	table_close(log, NoLock);
+	key_scan_end(&ks);
 }
 
 /* The columns of publication that a batch writes. */
@@ -1178,8 +1175,6 @@ void
 PublisherMain(Datum main_arg)
 {
 	MemoryContext loop_cxt;
-	int64		published_seq = 0;
-	Oid			published_relid = InvalidOid;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	/* SIGTERM: leave at once; an open batch is rolled back, nothing is lost */
@@ -1227,7 +1222,7 @@ PublisherMain(Datum main_arg)
 
 		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
 		{
-			known_seq_relid = InvalidOid;
+			published_seq_trusted = false;
 			back_off();
 			continue;
 		}
@@ -1236,8 +1231,7 @@ PublisherMain(Datum main_arg)
 		{
 			published_seq = batch_last_seq;
 			published_relid = batch_relid;
-			known_last_seq = batch_last_seq;
-			known_seq_relid = batch_relid;
+			published_seq_trusted = true;
 		}
 		if (published >= 0)
 			OutboxHorizonAdvance(batch_horizon);

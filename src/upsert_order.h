@@ -133,6 +133,21 @@ typedef struct LoggedEvent
 	int64		event_id;		/* taken by EventLogTakeId(), or 0 */
 } LoggedEvent;
 
+/* The columns of event_log, in the order of the install script. */
+typedef enum EventLogColumn
+{
+	LOG_EVENT_ID,
+	LOG_TARGET,
+	LOG_KEY,
+	LOG_VERSION,
+	LOG_OUTCOME,
+	LOG_PAYLOAD,
+	LOG_DATA,
+	LOG_LOGGED_AT,
+	LOG_NCOLUMNS
+} EventLogColumn;
+
+extern Oid	EventLogColumns(AttrNumber *attnums);
 extern int64 EventLogTakeId(void);
 extern int64 EventLogAppend(const LoggedEvent *event);
 extern void EventLogInitCache(void);
@@ -141,6 +156,7 @@ extern void EventLogBatchEnd(void);
 extern void EventLogBatchAbort(void);
 extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
 extern AttrNumber ExtensionColumn(Oid relid, const char *relname, const char *colname);
+extern int	OwnerSearchPathBegin(void);
 
 /* Inserts into one of the extension's tables, below SQL (event_log.c). */
 typedef struct Appender Appender;
@@ -150,7 +166,6 @@ extern void AppenderNewRow(Appender *ap);
 extern void AppenderSet(Appender *ap, AttrNumber attnum, Datum value);
 extern void AppenderInsert(Appender *ap);
 extern void AppenderClose(Appender *ap);
-extern int	OwnerSearchPathBegin(void);
 
 /*
  * The publisher: one background worker that notifies every committed applied
