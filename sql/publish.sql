@@ -411,3 +411,18 @@ SELECT pg_stat_get_xact_tuples_returned('upsert_order.publication_event_id_key':
 COMMIT;
 DROP FUNCTION burst(int);
 DROP TABLE purge_burst;
+
+-- Columns of publication and target_settings that the superuser drops and
+-- adds again move to the end of their tables.  The worker keeps where the
+-- columns are from one batch to the next, and looks again once they
+-- change: it writes and reads them where they now are.
+ALTER TABLE publication DROP COLUMN channel, ADD COLUMN channel text;
+ALTER TABLE target_settings DROP COLUMN channel, ADD COLUMN channel text;
+CREATE TABLE moved (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT configure('moved', 'moved_events');
+SELECT last_seq AS seq FROM publisher_status \gset
+SELECT outcome FROM versioned_upsert('moved', '{"id": 1, "ver": 1}');
+SELECT wait_notified(:seq + 1) AS published;
+SELECT p.seq = :seq + 1 AS next_seq, p.channel, p.payload::jsonb -> 'key' AS key
+  FROM publication p ORDER BY p.seq DESC LIMIT 1;
+DROP TABLE moved;

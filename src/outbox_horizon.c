@@ -22,11 +22,16 @@
  *
  * Any transaction that has a transaction ID holds X back, one that will
  * never write an event included; while it lasts the horizon stays, and the
- * scan steps over every event published since.  So a sample also records,
- * after V, the transactions holding the lock that writing event_log takes:
- * a writer takes that lock before its event_id (event_log.c again), so
- * every transaction that may still commit an event_id up to V is among
- * them, and once all of them have ended the sample is complete as well.
+ * scan steps over every event published since.  So a sample not complete
+ * by the next batch also records the transactions holding the lock that
+ * writing event_log takes: a writer takes that lock before its event_id
+ * (event_log.c again), so every transaction that may still commit an
+ * event_id up to V held it when V was read, and holds it still if it has
+ * not ended; once all of those recorded have ended, the sample is complete
+ * as well.  They are read only then, a batch late: reading them (every
+ * backend's fast-path locks) cost a small batch about a tenth of its work,
+ * and under a steady load the next batch's snapshot has usually passed X
+ * (with 8 writers, nine batches in ten had).
  *
  *-------------------------------------------------------------------------
  */
@@ -53,7 +58,9 @@ typedef struct HorizonSample
 {
 	int64		last_event_id;	/* the sequence's last value, read first */
 	TransactionId next_xid;		/* then the next transaction ID */
-	int			nwriters;		/* then event_log's writers, -1 if unknown; */
+	uint64		batch;			/* the batch that took the sample */
+	bool		writers_read;	/* later, if need be, event_log's writers: */
+	int			nwriters;		/* how many, -1 if unknown; */
 	VirtualTransactionId *writers;	/* those not seen ended yet */
 } HorizonSample;
 
@@ -61,6 +68,9 @@ static int64 consumed_horizon = 0;
 static Oid	horizon_relid = InvalidOid;
 static HorizonSample samples[HORIZON_SAMPLES];
 static int	nsamples = 0;
+
+/* Batches so far, the one in progress included. */
+static uint64 batches = 0;
 
 /* The horizon: the worker's scan of the outbox starts above it. */
 int64
@@ -80,22 +90,23 @@ horizon_forget_samples(int from)
 }
 
 /*
- * The transactions (but this one) that hold a lock on event_log that writing
- * it conflicts with: its writers, among others.  Kept in the worker's
- * memory.  Unknown during recovery, where no event is written anyway.
+ * The transactions (but this one) that hold a lock on event_log (log_relid)
+ * that writing it conflicts with: its writers, among others.  Kept in the
+ * worker's memory.  Unknown during recovery, where no event is written
+ * anyway.
  */
 static void
-horizon_read_writers(HorizonSample *sample)
+horizon_read_writers(HorizonSample *sample, Oid log_relid)
 {
-	Oid			owner;
 	LOCKTAG		tag;
 	VirtualTransactionId *found;
 
+	sample->writers_read = true;
 	sample->nwriters = -1;
 	sample->writers = NULL;
 	if (RecoveryInProgress())
 		return;
-	SET_LOCKTAG_RELATION(tag, MyDatabaseId, ExtensionTableLookup("event_log", &owner));
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, log_relid);
 	/* palloc'd, outside recovery (during it, a static array) */
 	found = GetLockConflicts(&tag, ShareLock, &sample->nwriters);
 	sample->writers = MemoryContextAlloc(TopMemoryContext,
@@ -106,20 +117,31 @@ horizon_read_writers(HorizonSample *sample)
 
 /*
  * Forget, in the pending samples, the writers that have ended: a sample
- * with none left is complete.  Called before the batch reads the outbox,
- * whose snapshot then sees their commits.  A writer still running was
- * running, holding the lock, when every later sample was taken, and is in
- * them too (unless the subtransaction that took the lock was rolled back):
- * the first sample left with writers ends the checks.
+ * with none left is complete.  The writers of a sample that an earlier
+ * batch took, and that the snapshot of xmin does not complete, are read
+ * first.  Called before the batch reads the outbox, whose snapshot then
+ * sees their commits.  A writer still running was running, holding the
+ * lock, when every later sample was taken, and is in them too (unless the
+ * subtransaction that took the lock was rolled back): the first sample left
+ * with writers ends the checks, and so at most one sample's writers are
+ * read per batch.
  */
 void
-OutboxHorizonCheckWriters(void)
+OutboxHorizonCheckWriters(Oid log_relid, TransactionId xmin)
 {
 	for (int i = 0; i < nsamples; i++)
 	{
 		HorizonSample *sample = &samples[i];
 		int			keep = 0;
 
+		if (TransactionIdPrecedesOrEquals(sample->next_xid, xmin))
+			continue;			/* complete */
+		if (!sample->writers_read)
+		{
+			if (sample->batch == batches)
+				break;			/* taken by this batch: the next one reads them */
+			horizon_read_writers(sample, log_relid);
+		}
 		if (sample->nwriters < 0)
 			continue;			/* unknown */
 		for (int j = 0; j < sample->nwriters; j++)
@@ -133,20 +155,19 @@ OutboxHorizonCheckWriters(void)
 
 /*
  * Record a (last event_id, next transaction ID) sample for the outbox
- * outbox_relid, starting afresh when the extension was created again or the
- * sequence went back (setval): values handed out again may belong to
- * transactions that began after a pending sample was taken, which that
- * sample's completion says nothing about.  A sequence moved back and then
- * past the newest sample between two batches goes unseen; moving it back
- * breaks the order of event_ids anyway, and the README says not to.
- * Returns false when the sequence hands out more than one value at a time,
- * in which case no horizon is kept.
+ * outbox_relid, from event_log's sequence seqid, starting afresh when the
+ * extension was created again or the sequence went back (setval): values
+ * handed out again may belong to transactions that began after a pending
+ * sample was taken, which that sample's completion says nothing about.  A
+ * sequence moved back and then past the newest sample between two batches
+ * goes unseen; moving it back breaks the order of event_ids anyway, and the
+ * README says not to.  Returns false when the sequence hands out more than
+ * one value at a time, in which case no horizon is kept.  Called once by
+ * every batch, first.
  */
 bool
-OutboxHorizonSample(Oid outbox_relid)
+OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 {
-	Oid			owner;
-	Oid			seqid = ExtensionTableLookup("event_log_event_id_seq", &owner);
 	HeapTuple	tuple;
 	int64		cache;
 	Datum		last;
@@ -154,6 +175,7 @@ OutboxHorizonSample(Oid outbox_relid)
 	int64		highest_seen;
 	LOCAL_FCINFO(fcinfo, 1);
 
+	batches++;
 	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for sequence %u", seqid);
@@ -190,7 +212,10 @@ OutboxHorizonSample(Oid outbox_relid)
 		return true;			/* nothing new was handed out */
 	if (nsamples == HORIZON_SAMPLES)
 		horizon_forget_samples(nsamples - 1);	/* replace the newest */
-	horizon_read_writers(&sample);
+	sample.batch = batches;
+	sample.writers_read = false;
+	sample.nwriters = -1;
+	sample.writers = NULL;
 	samples[nsamples++] = sample;
 	return true;
 }
