@@ -415,7 +415,9 @@ DROP TABLE purge_burst;
 -- Columns of publication and target_settings that the superuser drops and
 -- adds again move to the end of their tables.  The worker keeps where the
 -- columns are from one batch to the next, and looks again once they
--- change: it writes and reads them where they now are.
+-- change: it writes and reads them where they now are.  (They are left
+-- nullable, and the channels before empty: nothing after this reads them,
+-- and every suite creates the extension afresh.)
 ALTER TABLE publication DROP COLUMN channel, ADD COLUMN channel text;
 ALTER TABLE target_settings DROP COLUMN channel, ADD COLUMN channel text;
 CREATE TABLE moved (id int PRIMARY KEY, ver rowseq NOT NULL);

@@ -100,19 +100,26 @@ horizon_read_writers(HorizonSample *sample, Oid log_relid)
 {
 	LOCKTAG		tag;
 	VirtualTransactionId *found;
+	VirtualTransactionId *writers;
+	int			nwriters;
 
-	sample->writers_read = true;
-	sample->nwriters = -1;
-	sample->writers = NULL;
 	if (RecoveryInProgress())
-		return;
+	{
+		sample->writers_read = true;
+		return;					/* nwriters stays -1 */
+	}
 	SET_LOCKTAG_RELATION(tag, MyDatabaseId, log_relid);
 	/* palloc'd, outside recovery (during it, a static array) */
-	found = GetLockConflicts(&tag, ShareLock, &sample->nwriters);
-	sample->writers = MemoryContextAlloc(TopMemoryContext,
-										 sizeof(VirtualTransactionId) * Max(sample->nwriters, 1));
-	memcpy(sample->writers, found, sizeof(VirtualTransactionId) * sample->nwriters);
+	found = GetLockConflicts(&tag, ShareLock, &nwriters);
+	writers = MemoryContextAlloc(TopMemoryContext,
+								 sizeof(VirtualTransactionId) * Max(nwriters, 1));
+	memcpy(writers, found, sizeof(VirtualTransactionId) * nwriters);
 	pfree(found);
+
+	/* only now: an error above leaves the sample unread, to read again */
+	sample->writers = writers;
+	sample->nwriters = nwriters;
+	sample->writers_read = true;
 }
 
 /*
@@ -123,12 +130,14 @@ horizon_read_writers(HorizonSample *sample, Oid log_relid)
  * sees their commits.  A writer still running was running, holding the
  * lock, when every later sample was taken, and is in them too (unless the
  * subtransaction that took the lock was rolled back): the first sample left
- * with writers ends the checks, and so at most one sample's writers are
- * read per batch.
+ * with writers ends the checks.  So does a second sample to read: reading
+ * one per batch keeps up with the batches, which take one each.
  */
 void
 OutboxHorizonCheckWriters(Oid log_relid, TransactionId xmin)
 {
+	bool		read = false;
+
 	for (int i = 0; i < nsamples; i++)
 	{
 		HorizonSample *sample = &samples[i];
@@ -138,9 +147,11 @@ OutboxHorizonCheckWriters(Oid log_relid, TransactionId xmin)
 			continue;			/* complete */
 		if (!sample->writers_read)
 		{
-			if (sample->batch == batches)
-				break;			/* taken by this batch: the next one reads them */
+			/* taken by this batch, or a second one: the next batch reads it */
+			if (sample->batch == batches || read)
+				break;
 			horizon_read_writers(sample, log_relid);
+			read = true;
 		}
 		if (sample->nwriters < 0)
 			continue;			/* unknown */

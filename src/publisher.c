@@ -251,12 +251,13 @@ static const char *const publication_columns[] = {
  * tables_generation, which the relcache callback below moves on when any of
  * them (or everything) is invalidated; a lookup is current while its
  * generation is.  The OIDs are found at the start of a batch, under the lock
- * on the extension; the column numbers once the batch has locked the table.
+ * on the extension; a table's column numbers once the batch has locked it.
  */
 typedef struct WorkerTables
 {
 	uint64		found_at;		/* generation of the OIDs, 0 before any */
-	uint64		columns_found_at;	/* generation of the column numbers */
+	uint64		publication_found_at;	/* of publication_attnums */
+	uint64		channel_found_at;	/* of channel_attnum */
 	Oid			outbox;
 	Oid			event_log;
 	Oid			event_id_seq;
@@ -295,27 +296,38 @@ worker_tables_find(void)
 	worker_tables.publication = ExtensionTableLookup("publication", &owner);
 	worker_tables.target_settings = ExtensionTableLookup("target_settings", &owner);
 	worker_tables.found_at = generation;
-	worker_tables.columns_found_at = 0;
+	worker_tables.publication_found_at = 0;
+	worker_tables.channel_found_at = 0;
 }
 
 /*
- * The column numbers, for a batch that has locked publication (and
- * target_settings, when it reads it): the locks took in any change
- * committed since the batch began.
+ * The column numbers of publication, and of target_settings, each for a
+ * batch that has locked the table: the lock took in any change committed
+ * since the batch began.
  */
 static void
-worker_columns_find(void)
+publication_columns_find(void)
 {
 	uint64		generation = tables_generation;
 
-	if (worker_tables.columns_found_at == generation)
+	if (worker_tables.publication_found_at == generation)
 		return;
 	for (int c = 0; c < lengthof(publication_columns); c++)
 		worker_tables.publication_attnums[c] =
 			ExtensionColumn(worker_tables.publication, "publication", publication_columns[c]);
+	worker_tables.publication_found_at = generation;
+}
+
+static void
+channel_column_find(void)
+{
+	uint64		generation = tables_generation;
+
+	if (worker_tables.channel_found_at == generation)
+		return;
 	worker_tables.channel_attnum =
 		ExtensionColumn(worker_tables.target_settings, "target_settings", "channel");
-	worker_tables.columns_found_at = generation;
+	worker_tables.channel_found_at = generation;
 }
 
 /* The extension as extension_ready() last found it. */
@@ -329,9 +341,11 @@ static Oid	ready_extoid = InvalidOid;
  * takes in the invalidations of whatever committed before: had the
  * extension been dropped, its tables would have gone with it, and their
  * lookups would no longer be current.  While they are, the extension is
- * still the one installed, with no catalog lookup at all.  Otherwise the
- * extension is looked up again, under the lock of the one found, which may
- * have been dropped while the lock was awaited.
+ * still the one installed, with no catalog lookup at all.  (Unless a
+ * superuser first took all five tables out of it with ALTER EXTENSION ...
+ * DROP: then the worker goes on publishing from them until it restarts.)
+ * Otherwise the extension is looked up again, under the lock of the one
+ * found, which may have been dropped while the lock was awaited.
  */
 static bool
 extension_ready(void)
@@ -447,7 +461,7 @@ configured_channel(Oid target)
 	char	   *channel = NULL;
 
 	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", REGCLASSOID, 1);
-	worker_columns_find();
+	channel_column_find();
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(target));
 	index_rescan(ks.scan, &key, 1, NULL, 0);
 	if (key_scan_next(&ks, ForwardScanDirection))
@@ -695,6 +709,9 @@ events_read(const WaitingEvents *waiting, BatchEvents *events)
 	 */
 	LockRelationOid(worker_tables.event_log, AccessShareLock);
 	relid = EventLogColumns(events->attnums);
+	if (relid != worker_tables.event_log)
+		elog(ERROR, "relation \"%s.event_log\" was replaced during a publishing batch",
+			 UPSERT_ORDER_SCHEMA);
 	LockRelationOid(publication_relid, RowExclusiveLock);
 
 	events->last_seq = published_seq_trusted && publication_relid == published_relid ?
@@ -746,7 +763,7 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 	Appender   *ap;
 	Relation	outbox;
 
-	worker_columns_find();
+	publication_columns_find();
 	ap = AppenderOpen(worker_tables.publication);
 	for (int i = 0; i < batch->n; i++)
 	{
