@@ -117,11 +117,26 @@ only_last_publication_left(30, 'once the lock is gone');
 # a publishing batch that waits for a lock (publication locked by hand, as
 # DDL would) waits as long as it takes, however many retention passes gave
 # up before.
+#
+# The same reload names another channel: once an event goes out on it, the
+# worker has taken the retention's reset too (one reload applies both).
 $node->safe_psql('postgres', q{
 ALTER SYSTEM RESET upsert_order.event_retention;
+ALTER SYSTEM SET upsert_order.channel = 'after_reset';
 SELECT pg_reload_conf();
 });
-usleep(1_000_000);
+my $reloaded = 0;
+for my $key (500 .. 599)
+{
+	UpsertOrderNode::write_events($node, $key, 1);
+	UpsertOrderNode::all_published($node) or last;
+	$reloaded = $node->safe_psql('postgres',
+		'SELECT channel = $$after_reset$$ FROM upsert_order.publication ORDER BY seq DESC LIMIT 1')
+	  eq 't';
+	last if $reloaded;
+	usleep(100_000);
+}
+ok($reloaded, 'the worker took the reload that turned retention off');
 my $blocker = $node->background_psql('postgres');
 $blocker->query_safe('BEGIN');
 $blocker->query_safe('LOCK TABLE upsert_order.publication IN EXCLUSIVE MODE');
