@@ -343,7 +343,9 @@ static Oid	ready_extoid = InvalidOid;
  * lookups would no longer be current.  While they are, the extension is
  * still the one installed, with no catalog lookup at all.  (Unless a
  * superuser first took all five tables out of it with ALTER EXTENSION ...
- * DROP: then the worker goes on publishing from them until it restarts.)
+ * DROP, and event_log's rowseq column, which DROP EXTENSION ... CASCADE
+ * would drop: then the worker goes on publishing from them until it
+ * restarts.)
  * Otherwise the extension is looked up again, under the lock of the one
  * found, which may have been dropped while the lock was awaited.
  */
