@@ -265,6 +265,8 @@ SELECT seq, event_id IS NULL AS event_purged FROM publication ORDER BY seq;
 -- A listener catching up from before the purge sees the jump to it.
 SELECT seq, payload -> 'seq' AS payload_seq FROM events_since(3);
 SELECT purge_events('-1 s');
+-- Nor one whose months, counted by the calendar, make it so.
+SELECT purge_events('-1 year 360 days');
 SELECT purge_events(NULL);
 -- It deletes, so not in a read-only transaction (nor on a standby).
 BEGIN READ ONLY;

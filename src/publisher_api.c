@@ -269,6 +269,7 @@ purge_events(PG_FUNCTION_ARGS)
 	int64		after = 0;
 	int64		purged = 0;
 	bool		reached_cutoff = false;
+	TimestampTz start = GetCurrentTransactionStartTimestamp();
 
 	if (DatumGetBool(DirectFunctionCall2(interval_lt,
 										 IntervalPGetDatum(older_than),
@@ -277,9 +278,20 @@ purge_events(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must not be negative")));
 
+	/*
+	 * An interval that mixes signs can compare as not negative (months
+	 * count 30 days there) and yet, subtracted by the calendar, give a
+	 * cutoff after now: '-1 year 360 days' would purge events up to five
+	 * days ahead, every published one.
+	 */
 	cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
-													 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+													 TimestampTzGetDatum(start),
 													 IntervalPGetDatum(older_than)));
+	if (cutoff > start)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than must not be negative"),
+				 errdetail("Subtracted from the start of the transaction by the calendar, it gives a later time.")));
 
 	(void) ExtensionTableLookup("event_log", &log_owner);
 	/* before the lock, which a standby would refuse with a less clear error */
