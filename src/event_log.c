@@ -498,6 +498,31 @@ EventLogColumns(AttrNumber *attnums)
 }
 
 /*
+ * The OIDs of event_log, its sequence and the outbox, as kept here (looked
+ * up again after any of them changed).  For the publisher, which locks the
+ * tables afterwards, and checks event_log's OID again then
+ * (EventLogColumns).
+ */
+void
+EventLogTableOids(Oid *log_relid, Oid *seq_relid, Oid *outbox_relid)
+{
+	event_log_tables();
+	*log_relid = tables.log_relid;
+	*seq_relid = tables.seq_relid;
+	*outbox_relid = tables.outbox_relid;
+}
+
+/*
+ * Are the OIDs kept here current: has none of the tables changed since they
+ * were looked up, as far as the invalidations taken in so far tell?
+ */
+bool
+EventLogTablesCurrent(void)
+{
+	return tables.valid;
+}
+
+/*
  * The event_id of an event about to be logged: taken as the row is
  * written, or ahead of it when the row must be logged after something that
  * runs in between (upsert.c).

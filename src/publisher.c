@@ -244,23 +244,21 @@ static const char *const publication_columns[] = {
 };
 
 /*
- * The extension's tables that a batch uses, found by name once and kept
- * while none of them changes: every batch would otherwise look each one up
- * again, and the extension itself (pg_extension has no catalog cache), at a
- * tenth of what a small batch costs.  Each is looked up in a generation of
- * tables_generation, which the relcache callback below moves on when any of
- * them (or everything) is invalidated; a lookup is current while its
- * generation is.  The OIDs are found at the start of a batch, under the lock
- * on the extension; a table's column numbers once the batch has locked it.
+ * The publisher's own tables, found by name once and kept while neither
+ * changes, as event_log.c keeps event_log, its sequence and the outbox:
+ * every batch would otherwise look each one up again, and the extension
+ * itself (pg_extension has no catalog cache), at a tenth of what a small
+ * batch costs.  Each is looked up in a generation of tables_generation,
+ * which the relcache callback below moves on when either of them (or
+ * everything) is invalidated; a lookup is current while its generation is.
+ * The OIDs are found at the start of a batch, under the lock on the
+ * extension; a table's column numbers once the batch has locked it.
  */
 typedef struct WorkerTables
 {
 	uint64		found_at;		/* generation of the OIDs, 0 before any */
 	uint64		publication_found_at;	/* of publication_attnums */
 	uint64		channel_found_at;	/* of channel_attnum */
-	Oid			outbox;
-	Oid			event_log;
-	Oid			event_id_seq;
 	Oid			publication;
 	Oid			target_settings;
 	AttrNumber	publication_attnums[lengthof(publication_columns)];
@@ -273,9 +271,8 @@ static uint64 tables_generation = 1;
 static void
 worker_tables_invalidate(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid) || relid == worker_tables.outbox ||
-		relid == worker_tables.event_log || relid == worker_tables.event_id_seq ||
-		relid == worker_tables.publication || relid == worker_tables.target_settings)
+	if (!OidIsValid(relid) || relid == worker_tables.publication ||
+		relid == worker_tables.target_settings)
 		tables_generation++;
 }
 
@@ -290,9 +287,6 @@ worker_tables_find(void)
 	uint64		generation = tables_generation;
 	Oid			owner;
 
-	worker_tables.outbox = ExtensionTableLookup("outbox", &owner);
-	worker_tables.event_log = ExtensionTableLookup("event_log", &owner);
-	worker_tables.event_id_seq = ExtensionTableLookup("event_log_event_id_seq", &owner);
 	worker_tables.publication = ExtensionTableLookup("publication", &owner);
 	worker_tables.target_settings = ExtensionTableLookup("target_settings", &owner);
 	worker_tables.found_at = generation;
@@ -339,13 +333,13 @@ static Oid	ready_extoid = InvalidOid;
  * pulling the tables from under it, and finds its tables (worker_tables).
  * The lock is taken first on the extension found last time.  Taking it
  * takes in the invalidations of whatever committed before: had the
- * extension been dropped, its tables would have gone with it, and their
- * lookups would no longer be current.  While they are, the extension is
- * still the one installed, with no catalog lookup at all.  (Unless a
- * superuser first took all five tables out of it with ALTER EXTENSION ...
- * DROP, and event_log's rowseq column, which DROP EXTENSION ... CASCADE
- * would drop: then the worker goes on publishing from them until it
- * restarts.)
+ * extension been dropped, its tables would have gone with it, and the
+ * lookups of all five (these two, and event_log.c's three) would no longer
+ * be current.  While they are, the extension is still the one installed,
+ * with no catalog lookup at all.  (Unless a superuser first took all five
+ * tables out of it with ALTER EXTENSION ... DROP, and event_log's rowseq
+ * column, which DROP EXTENSION ... CASCADE would drop: then the worker goes
+ * on publishing from them until it restarts.)
  * Otherwise the extension is looked up again, under the lock of the one
  * found, which may have been dropped while the lock was awaited.
  */
@@ -357,7 +351,7 @@ extension_ready(void)
 	if (OidIsValid(ready_extoid))
 	{
 		LockDatabaseObject(ExtensionRelationId, ready_extoid, 0, AccessShareLock);
-		if (worker_tables.found_at == tables_generation)
+		if (worker_tables.found_at == tables_generation && EventLogTablesCurrent())
 			return true;
 	}
 	extoid = get_extension_oid("upsert_order", true);
@@ -690,7 +684,7 @@ last_published_seq(Oid publication_relid)
  * read then.
  */
 static void
-events_read(const WaitingEvents *waiting, BatchEvents *events)
+events_read(const WaitingEvents *waiting, Oid log_relid, BatchEvents *events)
 {
 	int64		first = waiting->event_ids[0];
 	int64		last = waiting->event_ids[waiting->n - 1];
@@ -709,9 +703,9 @@ events_read(const WaitingEvents *waiting, BatchEvents *events)
 	 * publication describes them as they are once it goes on (a table
 	 * dropped meanwhile shows as dropped).
 	 */
-	LockRelationOid(worker_tables.event_log, AccessShareLock);
+	LockRelationOid(log_relid, AccessShareLock);
 	relid = EventLogColumns(events->attnums);
-	if (relid != worker_tables.event_log)
+	if (relid != log_relid)
 		elog(ERROR, "relation \"%s.event_log\" was replaced during a publishing batch",
 			 UPSERT_ORDER_SCHEMA);
 	LockRelationOid(publication_relid, RowExclusiveLock);
@@ -752,14 +746,15 @@ events_read(const WaitingEvents *waiting, BatchEvents *events)
 }
 
 /*
- * Record the batch's notifications in publication, and take the
- * first ntaken events of waiting out of the outbox, those that were not
- * published included, so that they cannot block the queue.  Below SQL, as
- * event_log is written: a statement would cost more to start than to write
- * the few rows of a batch under a steady load.
+ * Record the batch's notifications in publication, and take the first
+ * ntaken events of waiting out of the outbox (outbox_relid), those that
+ * were not published included, so that they cannot block the queue.  Below
+ * SQL, as event_log is written: a statement would cost more to start than
+ * to write the few rows of a batch under a steady load.
  */
 static void
-record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, int ntaken)
+record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, int ntaken,
+					 Oid outbox_relid)
 {
 	AttrNumber *attnums = worker_tables.publication_attnums;
 	Appender   *ap;
@@ -779,7 +774,7 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 	}
 	AppenderClose(ap);
 
-	outbox = table_open(worker_tables.outbox, RowExclusiveLock);
+	outbox = table_open(outbox_relid, RowExclusiveLock);
 	for (int i = 0; i < ntaken; i++)
 		simple_table_tuple_delete(outbox, (ItemPointer) DatumGetPointer(waiting->tids[i]),
 								  GetActiveSnapshot());
@@ -797,6 +792,9 @@ publish_batch(void)
 {
 	bool		keep_horizon;
 	TransactionId xmin;
+	Oid			log_relid;
+	Oid			seq_relid;
+	Oid			outbox_relid;
 	WaitingEvents waiting;
 	BatchEvents events;
 	int			nevents;
@@ -812,9 +810,10 @@ publish_batch(void)
 	 * later ones, whose xmin can only be the same or greater.
 	 */
 	xmin = GetActiveSnapshot()->xmin;
-	keep_horizon = OutboxHorizonSample(worker_tables.outbox, worker_tables.event_id_seq);
+	EventLogTableOids(&log_relid, &seq_relid, &outbox_relid);
+	keep_horizon = OutboxHorizonSample(outbox_relid, seq_relid);
 	if (keep_horizon)
-		OutboxHorizonCheckWriters(worker_tables.event_log, xmin);
+		OutboxHorizonCheckWriters(log_relid, xmin);
 
 	/*
 	 * Listeners must never be told of a batch that a crash or a failover
@@ -828,7 +827,7 @@ publish_batch(void)
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 
-	if (!waiting_read(worker_tables.outbox, OutboxHorizon(), &waiting))
+	if (!waiting_read(outbox_relid, OutboxHorizon(), &waiting))
 	{
 		batch_horizon = keep_horizon ? OutboxHorizonReached(xmin, false, 0) : 0;
 		return 0;
@@ -836,7 +835,7 @@ publish_batch(void)
 	batch_full = waiting.n >= publisher_batch_size;
 
 	batch_relid = worker_tables.publication;
-	events_read(&waiting, &events);
+	events_read(&waiting, log_relid, &events);
 	describe_events(&events, &batch);
 	nevents = events.n;
 	ntaken = waiting.n;
@@ -850,7 +849,7 @@ publish_batch(void)
 			ntaken++;
 		batch_full = true;
 	}
-	record_notifications(&batch, &waiting, ntaken);
+	record_notifications(&batch, &waiting, ntaken, outbox_relid);
 
 	/*
 	 * Queue the notifications in seq order; they are sent at commit, in that
@@ -1320,7 +1319,7 @@ PublisherMain(Datum main_arg)
 
 		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
 		{
-			/* the retry reads the last seq and finds the tables again */
+			/* the retry reads the last seq and finds its own tables again */
 			published_seq_trusted = false;
 			worker_tables.found_at = 0;
 			back_off();
