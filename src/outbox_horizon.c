@@ -33,6 +33,22 @@
  * and under a steady load the next batch's snapshot has usually passed X
  * (with 8 writers, nine batches in ten had).
  *
+ * A writer that stays open with an event holds the horizon until it ends,
+ * however long.  So while the horizon is held, the scan resumes higher where
+ * it can: at the last event_id V of a sample covered by a committed batch.
+ * Covering takes the transaction IDs of the sample's writers, read after V
+ * (a writer takes its ID before its event_id, so any with an event up to V
+ * has one), and keeps those still running for the batch's snapshot; the
+ * batch must have published all it saw up to V.  Then an event up to V not
+ * published belongs to one of those kept: any other writer had ended for
+ * that snapshot, its event visible to it.  A later batch whose snapshot
+ * still sees all of those kept running sees none of their events, so
+ * nothing up to V is left for it: it resumes at V.  It covers the newest
+ * samples again, keeping fewer writers as they end, so the point it resumes
+ * at moves up.  Running means running for the snapshot: a transaction's
+ * commit is visible before it releases its locks.  While the horizon is
+ * held, every batch reads the writers of the sample it takes.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -42,8 +58,11 @@
 #include "catalog/pg_sequence.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/sinvaladt.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "upsert_order.h"
@@ -54,6 +73,9 @@
  */
 #define HORIZON_SAMPLES 64
 
+/* The newest samples, where a scan may resume above the horizon. */
+#define RESUME_SAMPLES 8
+
 typedef struct HorizonSample
 {
 	int64		last_event_id;	/* the sequence's last value, read first */
@@ -62,6 +84,13 @@ typedef struct HorizonSample
 	bool		writers_read;	/* later, if need be, event_log's writers: */
 	int			nwriters;		/* how many, -1 if unknown; */
 	VirtualTransactionId *writers;	/* those not seen ended yet */
+	/* for resuming above the horizon (see the top of this file): */
+	bool		resumable;		/* the writers' transaction IDs are known: */
+	int			nxids;			/* how many it may wait for, */
+	TransactionId *xids;		/* those running first after a check, */
+	int			nrunning;		/* how many were running for the snapshot */
+	uint64		checked;		/* of this batch; */
+	bool		covered;		/* a committed batch covered it */
 } HorizonSample;
 
 static int64 consumed_horizon = 0;
@@ -72,11 +101,17 @@ static int	nsamples = 0;
 /* Batches so far, the one in progress included. */
 static uint64 batches = 0;
 
-/* The horizon: the worker's scan of the outbox starts above it. */
-int64
-OutboxHorizon(void)
+/* Up to which event_id the batch in progress published all it saw. */
+static int64 batch_covered = 0;
+
+/* Free what sample holds. */
+static void
+horizon_free_sample(HorizonSample *sample)
 {
-	return consumed_horizon;
+	if (sample->writers)
+		pfree(sample->writers);
+	if (sample->xids)
+		pfree(sample->xids);
 }
 
 /* Drop samples[from ..] and what they hold. */
@@ -84,9 +119,59 @@ static void
 horizon_forget_samples(int from)
 {
 	for (int i = from; i < nsamples; i++)
-		if (samples[i].writers)
-			pfree(samples[i].writers);
+		horizon_free_sample(&samples[i]);
 	nsamples = Min(nsamples, from);
+}
+
+/* Drop samples[which], keeping the order of the others. */
+static void
+horizon_forget_sample(int which)
+{
+	horizon_free_sample(&samples[which]);
+	memmove(&samples[which], &samples[which + 1],
+			sizeof(HorizonSample) * (nsamples - which - 1));
+	nsamples--;
+}
+
+/*
+ * The top transaction IDs of the writers, in xids (*nxids of them), leaving
+ * out those that have none yet, and so no event_id up to the sample's, and
+ * those that have ended.  False when one has become a prepared transaction,
+ * whose ID is not read here: the sample is then not resumed at.
+ */
+static bool
+horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
+					TransactionId *xids, int *nxids)
+{
+	*nxids = 0;
+	for (int i = 0; i < nwriters; i++)
+	{
+		PGPROC	   *proc = NULL;
+		TransactionId xid = InvalidTransactionId;
+		bool		same = false;
+
+		/*
+		 * A prepared transaction keeps the ID its backend gave it, or has
+		 * none after a restart; its backend may run another one, or be gone.
+		 */
+		if (writers[i].backendId != InvalidBackendId)
+			proc = BackendIdGetProc(writers[i].backendId);
+		if (proc != NULL)
+		{
+			/*
+			 * The ID first, then the check that the backend still runs the
+			 * same transaction: it then ran it when the ID was read.
+			 */
+			xid = ((volatile PGPROC *) proc)->xid;
+			pg_read_barrier();
+			same = ((volatile PGPROC *) proc)->lxid == writers[i].localTransactionId;
+		}
+		if (same && TransactionIdIsValid(xid))
+			xids[(*nxids)++] = xid;
+		else if (!same && !VirtualXactLock(writers[i], false))
+			return false;		/* not its backend's, yet running: prepared */
+	}
+	return true;
 }
 
 /*
@@ -102,6 +187,9 @@ horizon_read_writers(HorizonSample *sample, Oid log_relid)
 	VirtualTransactionId *found;
 	VirtualTransactionId *writers;
 	int			nwriters;
+	TransactionId *xids;
+	int			nxids;
+	bool		resumable;
 
 	if (RecoveryInProgress())
 	{
@@ -115,11 +203,31 @@ horizon_read_writers(HorizonSample *sample, Oid log_relid)
 								 sizeof(VirtualTransactionId) * Max(nwriters, 1));
 	memcpy(writers, found, sizeof(VirtualTransactionId) * nwriters);
 	pfree(found);
+	xids = MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * Max(nwriters, 1));
+	resumable = horizon_writer_xids(writers, nwriters, xids, &nxids);
 
 	/* only now: an error above leaves the sample unread, to read again */
 	sample->writers = writers;
 	sample->nwriters = nwriters;
 	sample->writers_read = true;
+	sample->xids = xids;
+	sample->nxids = nxids;
+	sample->resumable = resumable;
+}
+
+/* Forget the writers of sample that have ended; returns how many are left. */
+static int
+horizon_forget_ended(HorizonSample *sample)
+{
+	int			keep = 0;
+
+	if (sample->nwriters < 0)
+		return -1;				/* unknown */
+	for (int j = 0; j < sample->nwriters; j++)
+		if (!VirtualXactLock(sample->writers[j], false))
+			sample->writers[keep++] = sample->writers[j];
+	sample->nwriters = keep;
+	return keep;
 }
 
 /*
@@ -141,7 +249,6 @@ OutboxHorizonCheckWriters(Oid log_relid, TransactionId xmin)
 	for (int i = 0; i < nsamples; i++)
 	{
 		HorizonSample *sample = &samples[i];
-		int			keep = 0;
 
 		if (TransactionIdPrecedesOrEquals(sample->next_xid, xmin))
 			continue;			/* complete */
@@ -153,15 +260,67 @@ OutboxHorizonCheckWriters(Oid log_relid, TransactionId xmin)
 			horizon_read_writers(sample, log_relid);
 			read = true;
 		}
-		if (sample->nwriters < 0)
-			continue;			/* unknown */
-		for (int j = 0; j < sample->nwriters; j++)
-			if (!VirtualXactLock(sample->writers[j], false))
-				sample->writers[keep++] = sample->writers[j];
-		sample->nwriters = keep;
-		if (keep > 0)
+		if (horizon_forget_ended(sample) > 0)
+		{
+			/* held: read the sample this batch took, to resume at later */
+			HorizonSample *newest = &samples[nsamples - 1];
+
+			if (!newest->writers_read && newest->batch == batches)
+				horizon_read_writers(newest, log_relid);
 			break;
+		}
 	}
+}
+
+/*
+ * Put first in sample->xids those running for snapshot, and count them in
+ * sample->nrunning, for this batch to cover the sample with.
+ */
+static void
+horizon_check_running(HorizonSample *sample, Snapshot snapshot)
+{
+	int			running = 0;
+
+	for (int j = 0; j < sample->nxids; j++)
+	{
+		if (XidInMVCCSnapshot(sample->xids[j], snapshot))
+		{
+			TransactionId xid = sample->xids[j];
+
+			sample->xids[j] = sample->xids[running];
+			sample->xids[running++] = xid;
+		}
+	}
+	sample->nrunning = running;
+	sample->checked = batches;
+}
+
+/*
+ * Where the batch's scan of the outbox starts, given its snapshot: above the
+ * horizon, or above the newest covered sample whose writers all still run
+ * for that snapshot (see the top of this file).  Checks the newest samples
+ * for the batch to cover them.
+ */
+int64
+OutboxHorizonScanStart(Snapshot snapshot)
+{
+	int64		start = consumed_horizon;
+	bool		resumed = false;
+
+	for (int i = nsamples - 1; i >= Max(nsamples - RESUME_SAMPLES, 0); i--)
+	{
+		HorizonSample *sample = &samples[i];
+
+		if (!sample->writers_read || !sample->resumable)
+			continue;
+		horizon_check_running(sample, snapshot);
+		if (!resumed && sample->covered && sample->nrunning == sample->nxids)
+		{
+			start = Max(start, sample->last_event_id);
+			resumed = true;
+		}
+	}
+	return start;
 }
 
 /*
@@ -187,6 +346,7 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 	LOCAL_FCINFO(fcinfo, 1);
 
 	batches++;
+	batch_covered = 0;
 	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for sequence %u", seqid);
@@ -221,12 +381,23 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 
 	if (nsamples > 0 && samples[nsamples - 1].last_event_id >= sample.last_event_id)
 		return true;			/* nothing new was handed out */
+	/*
+	 * Full: drop the second oldest.  The oldest is the one the horizon waits
+	 * for, and the newest are where scans resume; the horizon only advances
+	 * in coarser steps once the oldest completes.
+	 */
 	if (nsamples == HORIZON_SAMPLES)
-		horizon_forget_samples(nsamples - 1);	/* replace the newest */
+		horizon_forget_sample(1);
 	sample.batch = batches;
 	sample.writers_read = false;
 	sample.nwriters = -1;
 	sample.writers = NULL;
+	sample.resumable = false;
+	sample.nxids = 0;
+	sample.xids = NULL;
+	sample.nrunning = 0;
+	sample.checked = 0;
+	sample.covered = false;
 	samples[nsamples++] = sample;
 	return true;
 }
@@ -235,12 +406,15 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
  * The horizon reached once this batch commits: the last event_id of the
  * newest sample completed in the snapshot of xmin or by its writers' ends,
  * or, when the batch was full, only up to the last event it took
- * (last_taken).
+ * (last_taken).  Also notes how far the batch published all it saw, for
+ * OutboxHorizonAdvance() to cover the samples with once it committed.
  */
 int64
 OutboxHorizonReached(TransactionId xmin, bool full, int64 last_taken)
 {
 	int64		reached = consumed_horizon;
+
+	batch_covered = full ? last_taken : PG_INT64_MAX;
 
 	for (int i = 0; i < nsamples; i++)
 	{
@@ -255,7 +429,11 @@ OutboxHorizonReached(TransactionId xmin, bool full, int64 last_taken)
 	return reached;
 }
 
-/* The batch committed: move the horizon, forget the samples behind it. */
+/*
+ * The batch committed: move the horizon, forget the samples behind it, and
+ * cover those it checked, up to where it published all it saw, with the
+ * writers running for its snapshot.
+ */
 void
 OutboxHorizonAdvance(int64 reached)
 {
@@ -264,10 +442,19 @@ OutboxHorizonAdvance(int64 reached)
 	consumed_horizon = Max(consumed_horizon, reached);
 	for (int i = 0; i < nsamples; i++)
 	{
-		if (samples[i].last_event_id > consumed_horizon)
-			samples[keep++] = samples[i];
-		else if (samples[i].writers)
-			pfree(samples[i].writers);
+		HorizonSample *sample = &samples[i];
+
+		if (sample->last_event_id <= consumed_horizon)
+		{
+			horizon_free_sample(sample);
+			continue;
+		}
+		if (sample->checked == batches && sample->last_event_id <= batch_covered)
+		{
+			sample->nxids = sample->nrunning;
+			sample->covered = true;
+		}
+		samples[keep++] = *sample;
 	}
 	nsamples = keep;
 }

@@ -22,8 +22,9 @@
  * notifications come in version order.
  *
  * The worker reads the outbox from its consumed horizon, an event_id at or
- * below which nothing can appear in it any more (outbox_horizon.c), so that
- * it does not step over the index entries of the rows it deleted.
+ * below which nothing can appear in it any more, or from higher up while a
+ * transaction that wrote an event holds the horizon back (outbox_horizon.c),
+ * so that it does not step over the index entries of the rows it deleted.
  *
  * Only one process publishes a database (this worker), and nothing it does
  * is lost on failure; if a batch fails (a bad channel name, a full
@@ -614,16 +615,17 @@ typedef struct WaitingEvents
 
 /*
  * Read into *waiting the event_ids of up to publisher_batch_size events
- * waiting in the outbox above the consumed horizon, in order, and the TIDs
- * of their outbox rows; false when none is waiting.  A scan of the outbox's
- * primary key, below SQL: this runs for every batch, and an idle round
- * costs one probe of the index.  The snapshot is taken here, after the
- * horizon's sample (outbox_horizon.c).  The rows are deleted at these TIDs
- * at the end of the batch: they cannot go meanwhile, or be replaced, while
- * the batch's snapshot holds back VACUUM.
+ * waiting in the outbox, in order, and the TIDs of their outbox rows; false
+ * when none is waiting.  A scan of the outbox's primary key, below SQL:
+ * this runs for every batch, and an idle round costs one probe of the
+ * index.  The snapshot is taken here, after the horizon's sample, and the
+ * scan starts where outbox_horizon.c says it may, given that snapshot.
+ * The rows are deleted at these TIDs at the end of the batch: they cannot
+ * go meanwhile, or be replaced, while the batch's snapshot holds back
+ * VACUUM.
  */
 static bool
-waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
+waiting_read(Oid outbox_relid, WaitingEvents *waiting)
 {
 	KeyScan		ks;
 	ScanKeyData key;
@@ -633,7 +635,8 @@ waiting_read(Oid outbox_relid, int64 horizon, WaitingEvents *waiting)
 	waiting->tids = palloc(sizeof(Datum) * publisher_batch_size);
 
 	key_scan_begin(&ks, outbox_relid, "outbox", INT8OID, 1);
-	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(horizon));
+	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(OutboxHorizonScanStart(ks.snapshot)));
 	index_rescan(ks.scan, &key, 1, NULL, 0);
 	while (waiting->n < publisher_batch_size && key_scan_next(&ks, ForwardScanDirection))
 	{
@@ -827,7 +830,7 @@ publish_batch(void)
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 
-	if (!waiting_read(outbox_relid, OutboxHorizon(), &waiting))
+	if (!waiting_read(outbox_relid, &waiting))
 	{
 		batch_horizon = keep_horizon ? OutboxHorizonReached(xmin, false, 0) : 0;
 		return 0;

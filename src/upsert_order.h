@@ -212,9 +212,9 @@ extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 								 int64 *last_event_id, bool *reached_cutoff);
 
 /* outbox_horizon.c: where the worker's scan of the outbox may start */
-extern int64 OutboxHorizon(void);
 extern bool OutboxHorizonSample(Oid outbox_relid, Oid seqid);
 extern void OutboxHorizonCheckWriters(Oid log_relid, TransactionId xmin);
+extern int64 OutboxHorizonScanStart(Snapshot snapshot);
 extern int64 OutboxHorizonReached(TransactionId xmin, bool full, int64 last_taken);
 extern void OutboxHorizonAdvance(int64 reached);
 

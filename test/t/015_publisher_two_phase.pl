@@ -4,7 +4,8 @@
 # another session, possibly after a restart) its events are published
 # exactly once, after those that committed first; ROLLBACK PREPARED
 # publishes nothing.  COMMIT PREPARED does not wake the worker: its events
-# go out at the worker's next round.
+# go out at the worker's next round.  That holds too for a transaction
+# prepared after the worker found it writing.
 
 use strict;
 use warnings;
@@ -145,6 +146,25 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.event_log'),
 is( $node->safe_psql('postgres',
 		q{SELECT string_agg(seq || ':' || coalesce(event_id::text, 'purged'), ',') FROM upsert_order.publication}),
 	"$last:purged", 'and keeps the last publication row alone, without its event');
+
+# A transaction that wrote an event while batches went on is prepared and
+# more batches go on: its event is not published, and it is once COMMIT
+# PREPARED runs, though the worker had found that transaction running
+# before it was prepared, by the ID it had then.
+my $open = $node->background_psql('postgres');
+$open->query_safe('BEGIN');
+my $p5 = $open->query_safe(
+	q{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": 600, "ver": 10, "val": 10}')});
+UpsertOrderNode::publish_one_by_one($node, 601, 50);
+$open->query_safe("PREPARE TRANSACTION 'p5'");
+$open->quit;
+UpsertOrderNode::publish_one_by_one($node, 651, 50);
+is(times_published($p5), 0, 'the event of a transaction prepared late is not published');
+$node->safe_psql('postgres', "COMMIT PREPARED 'p5'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p5"),
+	'it is published once committed');
+is(last_published(), $p5, 'after the events that committed before it');
 
 $node->stop;
 done_testing();

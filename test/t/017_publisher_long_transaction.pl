@@ -2,8 +2,12 @@
 # transaction ID but writes no event must not hold back where the worker's
 # scan of the outbox starts: otherwise every batch steps over the index
 # entries of all the events published since it began, and publishing slows
-# down as it lasts.  One that does write an event is published when it
-# commits, after the events published meanwhile, exactly once.
+# down as it lasts.  One that does write an event holds that start back
+# until it ends, yet the scans must not step over everything published
+# since either: they resume after what was published before.  Its event is
+# published when it commits, after the events published meanwhile, exactly
+# once, and so is that of a second writer that commits while it stays open,
+# and all those of eight writers meanwhile.
 
 use strict;
 use warnings;
@@ -26,23 +30,7 @@ autovacuum = off
 $node->safe_psql('postgres',
 	'CREATE TABLE kv (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL)');
 
-# Events on keys $first .. $first + $n - 1, each committed on its own, the
-# next written once the worker has published the one before: a batch each.
-sub publish_one_by_one
-{
-	my ($first, $n) = @_;
-	$node->safe_psql('postgres', qq{
-DO \$\$
-BEGIN
-	FOR i IN $first .. $first + $n - 1 LOOP
-		PERFORM upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', 1));
-		COMMIT;
-		WHILE EXISTS (SELECT 1 FROM upsert_order.outbox) LOOP
-			PERFORM pg_sleep(0.001);
-		END LOOP;
-	END LOOP;
-END \$\$});
-}
+sub publish_one_by_one { UpsertOrderNode::publish_one_by_one($node, @_) }
 
 # Index entries the worker's scans of the outbox have read so far.  The
 # worker reports its statistics at most once a second, after a round.
@@ -84,15 +72,56 @@ $idle->query_safe('COMMIT');
 $idle->quit;
 check_exactly_once('beside a transaction without events');
 
-# 2. A transaction that wrote an event stays open while others are
-# published; its event goes out once it commits, after them.
+# 2. A transaction that wrote an event stays open while 1,100 others are
+# published, one batch each.  Its event is not published, and over the last
+# 100 batches the scans read a few entries each, as in 1.
 my $late = $node->background_psql('postgres');
 $late->query_safe('BEGIN');
 my $late_event = $late->query_safe(
 	q{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": 5000, "ver": 1}')});
-publish_one_by_one(2001, 50);
+publish_one_by_one(2001, 1000);
+$before = outbox_index_reads();
+publish_one_by_one(3001, 100);
+$reads = outbox_index_reads() - $before;
+cmp_ok($reads, '<', 1000,
+	"100 batches read $reads index entries while a transaction with an event is open");
 is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.publication WHERE event_id = $late_event"),
 	'0', 'the open transaction\'s event is not published');
+
+# 3. A second writer begins, writes an event and stays open while more are
+# published, then commits while the first is still open: its event, below
+# where the scans had come to resume, is published all the same.  Then the
+# scans resume after it again.
+my $second = $node->background_psql('postgres');
+$second->query_safe('BEGIN');
+my $second_event = $second->query_safe(
+	q{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": 5001, "ver": 1}')});
+publish_one_by_one(4001, 100);
+$second->query_safe('COMMIT');
+$second->quit;
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $second_event"),
+	'the second writer\'s event is published while the first is still open');
+publish_one_by_one(4101, 100);
+$before = outbox_index_reads();
+publish_one_by_one(4201, 100);
+$reads = outbox_index_reads() - $before;
+cmp_ok($reads, '<', 1000, "after that, 100 batches read $reads index entries");
+
+# 4. Eight writers for 10 seconds, while the first stays open: under load,
+# where the scans resume moves on and back as the writers come and go, and
+# every committed event is published, exactly once.
+my $script = $node->basedir . '/writers.sql';
+PostgreSQL::Test::Utils::append_to_file(
+	$script, q{
+\set id random(10001, 11000)
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', :id, 'ver', upsert_order.rowseq_now()));
+});
+my ($writers) = UpsertOrderNode::start_writers($node, $script, 10);
+ok($writers->finish, 'eight writers ran for 10 seconds');
+check_exactly_once('under load beside an open transaction');
+
+# Then the first commits: its event goes out, after all the others.
 $late->query_safe('COMMIT');
 $late->quit;
 check_exactly_once('after a late commit');

@@ -58,6 +58,34 @@ SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', up
   FROM generate_series($first, $first + $n - 1) i});
 }
 
+# UpsertOrderNode::publish_one_by_one($node, $first, $n): one committed
+# event on each of the keys $first .. $first + $n - 1 of table kv (id, ver),
+# the next written once the worker has published the one before: a batch
+# each.  An event left in the outbox fails the test instead of hanging it.
+sub publish_one_by_one
+{
+	my ($node, $first, $n) = @_;
+	my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+	$node->safe_psql('postgres', qq{
+DO \$\$
+DECLARE
+	deadline timestamptz;
+BEGIN
+	FOR i IN $first .. $first + $n - 1 LOOP
+		PERFORM upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', 1));
+		COMMIT;
+		deadline := clock_timestamp() + interval '$timeout s';
+		WHILE EXISTS (SELECT 1 FROM upsert_order.outbox) LOOP
+			IF clock_timestamp() > deadline THEN
+				RAISE 'events left unpublished: %',
+					(SELECT array_agg(event_id) FROM upsert_order.outbox);
+			END IF;
+			PERFORM pg_sleep(0.001);
+		END LOOP;
+	END LOOP;
+END \$\$});
+}
+
 # UpsertOrderNode::all_published($node): waits until no committed event
 # waits in the outbox; false if that does not happen within the timeout.
 sub all_published
