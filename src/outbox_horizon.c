@@ -84,13 +84,13 @@ typedef struct HorizonSample
 	bool		writers_read;	/* later, if need be, event_log's writers: */
 	int			nwriters;		/* how many, -1 if unknown; */
 	VirtualTransactionId *writers;	/* those not seen ended yet */
-	/* for resuming above the horizon (see the top of this file): */
-	bool		resumable;		/* the writers' transaction IDs are known: */
-	int			nxids;			/* how many it may wait for, */
-	TransactionId *xids;		/* those running first after a check, */
-	int			nrunning;		/* how many were running for the snapshot */
-	uint64		checked;		/* of this batch; */
-	bool		covered;		/* a committed batch covered it */
+	/* for resuming above the horizon (see the top of this file) */
+	bool		resumable;		/* false if a writer's ID is unknown */
+	int			nxids;			/* the writers' top transaction IDs kept */
+	TransactionId *xids;		/* (those running come first after a check) */
+	int			nrunning;		/* how many of them the last check found running */
+	uint64		checked;		/* the batch that last checked them */
+	bool		covered;		/* a committed batch covered the sample */
 } HorizonSample;
 
 static int64 consumed_horizon = 0;
@@ -136,8 +136,8 @@ horizon_forget_sample(int which)
 /*
  * The top transaction IDs of the writers, in xids (*nxids of them), leaving
  * out those that have none yet, and so no event_id up to the sample's, and
- * those that have ended.  False when one has become a prepared transaction,
- * whose ID is not read here: the sample is then not resumed at.
+ * those that have ended.  False when one is a prepared transaction, or is
+ * committing, whose ID is not read here: the sample is then not resumed at.
  */
 static bool
 horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
@@ -159,17 +159,22 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 		if (proc != NULL)
 		{
 			/*
-			 * The ID first, then the check that the backend still runs the
-			 * same transaction: it then ran it when the ID was read.
+			 * Both under ProcArrayLock, which a transaction's end (commit,
+			 * abort or PREPARE) holds while it clears them.  Without it, a
+			 * PREPARE could show the ID cleared and the transaction still the
+			 * same, as if it had no ID.  One with the same transaction and no
+			 * ID has taken no event_id.
 			 */
-			xid = ((volatile PGPROC *) proc)->xid;
-			pg_read_barrier();
-			same = ((volatile PGPROC *) proc)->lxid == writers[i].localTransactionId;
+			LWLockAcquire(ProcArrayLock, LW_SHARED);
+			xid = proc->xid;
+			same = proc->backendId == writers[i].backendId &&
+				proc->lxid == writers[i].localTransactionId;
+			LWLockRelease(ProcArrayLock);
 		}
 		if (same && TransactionIdIsValid(xid))
 			xids[(*nxids)++] = xid;
 		else if (!same && !VirtualXactLock(writers[i], false))
-			return false;		/* not its backend's, yet running: prepared */
+			return false;		/* not its backend's, yet running */
 	}
 	return true;
 }
@@ -187,6 +192,7 @@ horizon_read_writers(HorizonSample *sample, Oid log_relid)
 	VirtualTransactionId *found;
 	VirtualTransactionId *writers;
 	int			nwriters;
+	TransactionId *found_xids;
 	TransactionId *xids;
 	int			nxids;
 	bool		resumable;
@@ -199,14 +205,17 @@ horizon_read_writers(HorizonSample *sample, Oid log_relid)
 	SET_LOCKTAG_RELATION(tag, MyDatabaseId, log_relid);
 	/* palloc'd, outside recovery (during it, a static array) */
 	found = GetLockConflicts(&tag, ShareLock, &nwriters);
+	found_xids = palloc(sizeof(TransactionId) * Max(nwriters, 1));
+	resumable = horizon_writer_xids(found, nwriters, found_xids, &nxids);
+
+	/* only now: an error above leaves the sample unread, to read again */
 	writers = MemoryContextAlloc(TopMemoryContext,
 								 sizeof(VirtualTransactionId) * Max(nwriters, 1));
 	memcpy(writers, found, sizeof(VirtualTransactionId) * nwriters);
+	xids = MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * Max(nxids, 1));
+	memcpy(xids, found_xids, sizeof(TransactionId) * nxids);
 	pfree(found);
-	xids = MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * Max(nwriters, 1));
-	resumable = horizon_writer_xids(writers, nwriters, xids, &nxids);
-
-	/* only now: an error above leaves the sample unread, to read again */
+	pfree(found_xids);
 	sample->writers = writers;
 	sample->nwriters = nwriters;
 	sample->writers_read = true;
