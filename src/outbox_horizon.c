@@ -54,6 +54,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "access/twophase.h"
 #include "access/xlog.h"
 #include "catalog/pg_sequence.h"
 #include "miscadmin.h"
@@ -136,8 +137,10 @@ horizon_forget_sample(int which)
 /*
  * The top transaction IDs of the writers, in xids (*nxids of them), leaving
  * out those that have none yet, and so no event_id up to the sample's, and
- * those that have ended.  False when one is a prepared transaction, or is
- * committing, whose ID is not read here: the sample is then not resumed at.
+ * those that have ended.  A prepared transaction keeps the ID its backend
+ * gave it, and is found by it.  False when a writer's ID is not told here
+ * (a transaction prepared before a restart): the sample is then not
+ * resumed at.
  */
 static bool
 horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
@@ -150,12 +153,9 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 		TransactionId xid = InvalidTransactionId;
 		bool		same = false;
 
-		/*
-		 * A prepared transaction keeps the ID its backend gave it, or has
-		 * none after a restart; its backend may run another one, or be gone.
-		 */
-		if (writers[i].backendId != InvalidBackendId)
-			proc = BackendIdGetProc(writers[i].backendId);
+		if (writers[i].backendId == InvalidBackendId)
+			return false;		/* prepared before a restart */
+		proc = BackendIdGetProc(writers[i].backendId);
 		if (proc != NULL)
 		{
 			/*
@@ -171,10 +171,17 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 				proc->lxid == writers[i].localTransactionId;
 			LWLockRelease(ProcArrayLock);
 		}
-		if (same && TransactionIdIsValid(xid))
+		if (!same)
+		{
+			/* no longer its backend's: ended, or prepared */
+			bool		more = false;
+
+			xid = TwoPhaseGetXidByVirtualXID(writers[i], &more);
+			if (more)
+				return false;
+		}
+		if (TransactionIdIsValid(xid))
 			xids[(*nxids)++] = xid;
-		else if (!same && !VirtualXactLock(writers[i], false))
-			return false;		/* not its backend's, yet running */
 	}
 	return true;
 }

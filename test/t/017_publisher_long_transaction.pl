@@ -7,7 +7,8 @@
 # since either: they resume after what was published before.  Its event is
 # published when it commits, after the events published meanwhile, exactly
 # once, and so is that of a second writer that commits while it stays open,
-# and all those of eight writers meanwhile.
+# and all those of eight writers meanwhile.  A prepared transaction with an
+# event is resumed above in the same way.
 
 use strict;
 use warnings;
@@ -25,6 +26,7 @@ my $node = UpsertOrderNode::start(
 	'publisher_long_transaction', q{
 upsert_order.publish_naptime = 100ms
 autovacuum = off
+max_prepared_transactions = 2
 });
 
 $node->safe_psql('postgres',
@@ -127,6 +129,26 @@ $late->quit;
 check_exactly_once('after a late commit');
 is($node->safe_psql('postgres', 'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1'),
 	$late_event, 'the late event is published last');
+
+# 5. A transaction that wrote an event is prepared, and waits while 1,100
+# others are published: the scans resume as beside an open one.  Its event
+# goes out once COMMIT PREPARED runs, last.
+my $prepared = $node->background_psql('postgres');
+$prepared->query_safe('BEGIN');
+my $prepared_event = $prepared->query_safe(
+	q{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": 5002, "ver": 1}')});
+$prepared->query_safe("PREPARE TRANSACTION 'waiting'");
+$prepared->quit;
+publish_one_by_one(12001, 1000);
+$before = outbox_index_reads();
+publish_one_by_one(13001, 100);
+$reads = outbox_index_reads() - $before;
+cmp_ok($reads, '<', 1000,
+	"100 batches read $reads index entries while a prepared transaction with an event waits");
+$node->safe_psql('postgres', "COMMIT PREPARED 'waiting'");
+check_exactly_once('after COMMIT PREPARED');
+is($node->safe_psql('postgres', 'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1'),
+	$prepared_event, 'the prepared event is published last');
 
 $node->stop;
 done_testing();
