@@ -86,7 +86,7 @@ typedef struct HorizonSample
 	int			nwriters;		/* how many, -1 if unknown; */
 	VirtualTransactionId *writers;	/* those not seen ended yet */
 	/* for resuming above the horizon (see the top of this file) */
-	bool		resumable;		/* false if a writer's ID is unknown */
+	bool		resumable;		/* read, and every writer's ID known */
 	int			nxids;			/* the writers' top transaction IDs kept */
 	TransactionId *xids;		/* (those running come first after a check) */
 	int			nrunning;		/* how many of them the last check found running */
@@ -149,7 +149,7 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 	*nxids = 0;
 	for (int i = 0; i < nwriters; i++)
 	{
-		PGPROC	   *proc = NULL;
+		PGPROC	   *proc;
 		TransactionId xid = InvalidTransactionId;
 		bool		same = false;
 
@@ -327,7 +327,7 @@ OutboxHorizonScanStart(Snapshot snapshot)
 	{
 		HorizonSample *sample = &samples[i];
 
-		if (!sample->writers_read || !sample->resumable)
+		if (!sample->resumable)
 			continue;
 		horizon_check_running(sample, snapshot);
 		if (!resumed && sample->covered && sample->nrunning == sample->nxids)
@@ -357,7 +357,7 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 	HeapTuple	tuple;
 	int64		cache;
 	Datum		last;
-	HorizonSample sample;
+	HorizonSample sample = {0};
 	int64		highest_seen;
 	LOCAL_FCINFO(fcinfo, 1);
 
@@ -405,15 +405,7 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 	if (nsamples == HORIZON_SAMPLES)
 		horizon_forget_sample(1);
 	sample.batch = batches;
-	sample.writers_read = false;
-	sample.nwriters = -1;
-	sample.writers = NULL;
-	sample.resumable = false;
-	sample.nxids = 0;
-	sample.xids = NULL;
-	sample.nrunning = 0;
-	sample.checked = 0;
-	sample.covered = false;
+	sample.nwriters = -1;		/* not read yet; the rest stays zero */
 	samples[nsamples++] = sample;
 	return true;
 }
