@@ -60,6 +60,18 @@ sub last_published
 		'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1');
 }
 
+# COMMIT PREPARED $gid, whose event is $event_id; check that the event is
+# then published ($what), after the events that committed before it ($after).
+sub commit_prepared_published_last
+{
+	my ($gid, $event_id, $what, $after) = @_;
+	$node->safe_psql('postgres', "COMMIT PREPARED '$gid'");
+	ok( $node->poll_query_until('postgres',
+			"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $event_id"),
+		$what);
+	is(last_published(), $event_id, $after);
+}
+
 # p1 commits in another session while the worker runs; p2 is rolled back;
 # p3 stays prepared across a restart.
 my $p1 = prepare_upsert('p1', 1, 10);
@@ -72,11 +84,9 @@ wait_published('events logged after the prepared ones are published');
 is(times_published($p1) + times_published($p2) + times_published($p3),
 	0, 'no event of a prepared transaction is published');
 
-$node->safe_psql('postgres', "COMMIT PREPARED 'p1'");
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p1"),
-	'the event of a transaction committed as prepared is published');
-is(last_published(), $p1, 'after the events that committed before it');
+commit_prepared_published_last('p1', $p1,
+	'the event of a transaction committed as prepared is published',
+	'after the events that committed before it');
 
 $node->safe_psql('postgres', "ROLLBACK PREPARED 'p2'");
 write_events(200, 5);
@@ -92,11 +102,9 @@ write_events(300, 5);
 wait_published('events written after the restart are published');
 is(times_published($p3), 0, 'the event still prepared is not published after the restart');
 
-$node->safe_psql('postgres', "COMMIT PREPARED 'p3'");
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p3"),
-	'a transaction prepared before the restart and committed after is published');
-is(last_published(), $p3, 'after every event that committed before it');
+commit_prepared_published_last('p3', $p3,
+	'a transaction prepared before the restart and committed after is published',
+	'after every event that committed before it');
 
 write_events(400, 5);
 wait_published('later events are published');
@@ -160,11 +168,8 @@ $open->query_safe("PREPARE TRANSACTION 'p5'");
 $open->quit;
 UpsertOrderNode::publish_one_by_one($node, 651, 50);
 is(times_published($p5), 0, 'the event of a transaction prepared late is not published');
-$node->safe_psql('postgres', "COMMIT PREPARED 'p5'");
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM upsert_order.publication WHERE event_id = $p5"),
-	'it is published once committed');
-is(last_published(), $p5, 'after the events that committed before it');
+commit_prepared_published_last('p5', $p5, 'it is published once committed',
+	'after the events that committed before it');
 
 $node->stop;
 done_testing();
