@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,15 +56,17 @@ die(const char *what, const char *detail)
 	exit(1);
 }
 
-/* Write the messages of call n of client c into buf; returns buf. */
+/*
+ * Write the nmsg messages of call n of client c into buf, as a JSON array
+ * for a batch; returns buf.
+ */
 static char *
-build_call(char *buf, int c, int clients, long n, int rows)
+build_call(char *buf, int c, int clients, long n, int nmsg, bool batch)
 {
 	int			per_client = KEYS / clients;
-	int			nmsg = rows > 0 ? rows : 1;
 	char	   *p = buf;
 
-	if (rows > 0)
+	if (batch)
 		*p++ = '[';
 	for (int g = 1; g <= nmsg; g++)
 	{
@@ -73,7 +76,7 @@ build_call(char *buf, int c, int clients, long n, int rows)
 		p += sprintf(p, "%s{\"id\": %ld, \"ver\": %ld, \"val\": %ld, \"note\": \"note %ld\"}",
 					 g > 1 ? ", " : "", id, n, n, id);
 	}
-	if (rows > 0)
+	if (batch)
 		*p++ = ']';
 	*p = '\0';
 	return buf;
@@ -93,7 +96,7 @@ run_client(const char *conninfo, const char *target, int c, int clients,
 	const char *sql = rows > 0
 		? "SELECT count(*) FILTER (WHERE applied) FROM upsert_order.versioned_upsert_batch($1::regclass, $2::jsonb)"
 		: "SELECT count(*) FILTER (WHERE applied) FROM upsert_order.versioned_upsert($1::regclass, $2::jsonb)";
-	int			expect = rows > 0 ? rows : 1;
+	int			expect = rows > 0 ? rows : 1;	/* messages per call */
 	char	   *buf = malloc((size_t) expect * 96 + 16);
 	long		calls = 0;
 	char		go;
@@ -124,7 +127,7 @@ run_client(const char *conninfo, const char *target, int c, int clients,
 
 		calls++;
 		params[0] = target;
-		params[1] = build_call(buf, c, clients, calls, rows);
+		params[1] = build_call(buf, c, clients, calls, expect, rows > 0);
 		res = PQexecPrepared(conn, "call", 2, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 			die("call failed", PQresultErrorMessage(res));
