@@ -137,9 +137,10 @@ horizon_forget_sample(int which)
 /*
  * The top transaction IDs of the writers, in xids (*nxids of them), leaving
  * out those that have none yet, and so no event_id up to the sample's, and
- * those that have ended.  A prepared transaction keeps the ID its backend
- * gave it, and is found by it.  False when a writer's ID is not told here
- * (a transaction prepared before a restart): the sample is then not
+ * those that have ended.  A prepared transaction keeps the virtual ID its
+ * backend gave it, and is found by it; one recovered at a start or a
+ * promotion has its transaction ID for a virtual ID.  False when a virtual
+ * ID names more than one prepared transaction: the sample is then not
  * resumed at.
  */
 static bool
@@ -153,8 +154,16 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 		TransactionId xid = InvalidTransactionId;
 		bool		same = false;
 
-		if (writers[i].backendId == InvalidBackendId)
-			return false;		/* prepared before a restart */
+		if (VirtualTransactionIdIsRecoveredPreparedXact(writers[i]))
+		{
+			/*
+			 * Prepared before the server started or was promoted: its
+			 * virtual ID carries its transaction ID, as VirtualXactLock()
+			 * reads it.  Whether it has ended since, the snapshots judge.
+			 */
+			xids[(*nxids)++] = (TransactionId) writers[i].localTransactionId;
+			continue;
+		}
 		proc = BackendIdGetProc(writers[i].backendId);
 		if (proc != NULL)
 		{

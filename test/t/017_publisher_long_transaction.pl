@@ -8,7 +8,8 @@
 # published when it commits, after the events published meanwhile, exactly
 # once, and so is that of a second writer that commits while it stays open,
 # and all those of eight writers meanwhile.  A prepared transaction with an
-# event is resumed above in the same way.
+# event is resumed above in the same way, also one the server recovered at
+# its start.
 
 use strict;
 use warnings;
@@ -70,6 +71,13 @@ SELECT (SELECT count(*) FROM upsert_order.event_log WHERE outcome IN ('inserted'
 		't|t', "$label: every applied event once, seq without a gap");
 }
 
+# The event_id published last.
+sub last_published
+{
+	return $node->safe_psql('postgres',
+		'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1');
+}
+
 # 1. A transaction with an ID and no event stays open while 1,100 events
 # are published one batch each.  Over the last 100 batches, the scans read
 # a few entries each: they start after what was published before, not where
@@ -126,23 +134,36 @@ check_exactly_once('under load beside an open transaction');
 $late->query_safe('COMMIT');
 $late->quit;
 check_exactly_once('after a late commit');
-is($node->safe_psql('postgres', 'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1'),
+is(last_published(),
 	$late_event, 'the late event is published last');
 
-# 5. A transaction that wrote an event is prepared, and waits while 1,100
-# others are published: the scans resume as beside an open one.  Its event
-# goes out once COMMIT PREPARED runs, last.
-my $prepared = $node->background_psql('postgres');
-$prepared->query_safe('BEGIN');
-my $prepared_event = $prepared->query_safe(
-	q{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": 5002, "ver": 1}')});
-$prepared->query_safe("PREPARE TRANSACTION 'waiting'");
-$prepared->quit;
-check_few_reads(12001, 1000, 'while a prepared transaction with an event waits');
-$node->safe_psql('postgres', "COMMIT PREPARED 'waiting'");
-check_exactly_once('after COMMIT PREPARED');
-is($node->safe_psql('postgres', 'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1'),
-	$prepared_event, 'the prepared event is published last');
+# A transaction that writes the event of key $id is prepared as $gid (and
+# the server restarted, if $restart says so), and waits while 1,100 others
+# are published: the scans resume as beside an open one.  Its event goes
+# out once COMMIT PREPARED runs, last.
+sub check_prepared
+{
+	my ($gid, $id, $first, $restart, $label) = @_;
+	my $session = $node->background_psql('postgres');
+	$session->query_safe('BEGIN');
+	my $event = $session->query_safe(
+		qq{SELECT event_id FROM upsert_order.versioned_upsert('kv', '{"id": $id, "ver": 1}')});
+	$session->query_safe("PREPARE TRANSACTION '$gid'");
+	$session->quit;
+	$node->restart if $restart;
+	check_few_reads($first, 1000, "while $label waits");
+	$node->safe_psql('postgres', "COMMIT PREPARED '$gid'");
+	check_exactly_once("after COMMIT PREPARED of $label");
+	is(last_published(),
+		$event, "the event of $label is published last");
+}
+
+# 5. A prepared transaction with an event.
+check_prepared('waiting', 5002, 12001, 0, 'a prepared transaction with an event');
+
+# 6. The same, prepared before the server restarted: the server recovered
+# it at its start.
+check_prepared('recovered', 5003, 14001, 1, 'a prepared transaction recovered at start');
 
 $node->stop;
 done_testing();
