@@ -134,8 +134,7 @@ check_exactly_once('under load beside an open transaction');
 $late->query_safe('COMMIT');
 $late->quit;
 check_exactly_once('after a late commit');
-is(last_published(),
-	$late_event, 'the late event is published last');
+is(last_published(), $late_event, 'the late event is published last');
 
 # A transaction that writes the event of key $id is prepared as $gid (and
 # the server restarted, if $restart says so), and waits while 1,100 others
@@ -154,8 +153,7 @@ sub check_prepared
 	check_few_reads($first, 1000, "while $label waits");
 	$node->safe_psql('postgres', "COMMIT PREPARED '$gid'");
 	check_exactly_once("after COMMIT PREPARED of $label");
-	is(last_published(),
-		$event, "the event of $label is published last");
+	is(last_published(), $event, "the event of $label is published last");
 }
 
 # 5. A prepared transaction with an event.
