@@ -551,6 +551,16 @@ target_lock(Oid relid)
 	AclResult	aclresult;
 
 	LockRelationOid(relid, RowExclusiveLock);
+
+	/*
+	 * Taking the lock processed pending invalidations, but holding it
+	 * already (from an earlier call in this transaction, or an earlier
+	 * element of a batch) processed none.  Renaming the primary key index
+	 * or the schema conflicts with no lock of ours, so either may have
+	 * committed since, and a statement parsed now would see the new name
+	 * while the cached entry still spells the old one.
+	 */
+	AcceptInvalidationMessages();
 	nspid = get_rel_namespace(relid);
 	if (!OidIsValid(nspid))
 		ereport(ERROR,
