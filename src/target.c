@@ -657,6 +657,37 @@ TargetLookup(Oid relid)
 	return entry->target;
 }
 
+/*
+ * The quoted names of the table and of its primary key, for a statement
+ * about to be prepared: the entry's, and true, while the entry holds once
+ * pending invalidations are processed.  Otherwise the names as they are
+ * now, and false: a statement spelled with them is for this call only, and
+ * the next lookup rebuilds the entry.
+ *
+ * Since the lookup, the call ran the columns' input functions (a domain's
+ * CHECK may call anything) and maybe triggers, which may have waited, or
+ * read other tables and so seen invalidations, while a rename of the schema
+ * or of the primary key index committed: no lock of the call's conflicts
+ * with either.  The columns cannot have changed: that takes a lock that
+ * conflicts with the call's.
+ */
+bool
+TargetNames(UpsertTarget *target, const char **qualname, const char **pkey_constraint)
+{
+	AcceptInvalidationMessages();
+	if (target->valid)
+	{
+		*qualname = target->qualname;
+		*pkey_constraint = target->pkey_constraint;
+		return true;
+	}
+	*qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(target->relid)),
+										   get_rel_name(target->relid));
+	*pkey_constraint =
+		quote_identifier(get_constraint_name(get_index_constraint(target->pkey_index)));
+	return false;
+}
+
 /* The attribute number of a live user column, or InvalidAttrNumber. */
 AttrNumber
 TargetColumnByName(UpsertTarget *target, const char *name)

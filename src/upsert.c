@@ -210,9 +210,10 @@ event_id_for_statement(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(conflict_note.event_id);
 }
 
-/* The SQL text of the upsert for one set of other columns. */
+/* The SQL text of the upsert for one set of other columns, with these names. */
 static char *
-build_upsert_sql(UpsertTarget *target, Bitmapset *others)
+build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname,
+				 const char *pkey_constraint)
 {
 	StringInfoData sql;
 	StringInfoData select;
@@ -225,7 +226,7 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 	initStringInfo(&select);
 	initStringInfo(&sets);
 
-	appendStringInfo(&sql, "INSERT INTO %s AS upsert_order_target (", target->qualname);
+	appendStringInfo(&sql, "INSERT INTO %s AS upsert_order_target (", qualname);
 	for (int i = 0; i < target->npkey; i++)
 	{
 		appendStringInfo(&sql, "%s, ",
@@ -258,7 +259,7 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 					 " RETURNING upsert_order_target.%s,"
 					 " pg_catalog.to_jsonb(upsert_order_target.*),"
 					 " upsert_order._event_id($%d)",
-					 target->pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1,
+					 pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1,
 					 target->row_security ?
 					 ", upsert_order_target.tableoid, upsert_order_target.ctid" : "",
 					 ver, PARAM_TOKEN + 1);
@@ -269,18 +270,25 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others)
 }
 
 /*
- * Prepare a statement and keep it for the life of the backend (until the
- * caller frees it).  Shared by the upsert path and the publisher worker.
+ * Prepare a statement, kept for the life of the backend (until the caller
+ * frees it) or, if not keep, until SPI_finish().
  */
-SPIPlanPtr
-SpiPrepareKept(const char *sql, int nargs, Oid *argtypes)
+static SPIPlanPtr
+spi_prepare_checked(const char *sql, int nargs, Oid *argtypes, bool keep)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
-	if (plan == NULL || SPI_keepplan(plan) != 0)
+	if (plan == NULL || (keep && SPI_keepplan(plan) != 0))
 		elog(ERROR, "could not prepare statement \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
 	return plan;
+}
+
+/* Prepare and keep a statement.  Shared by the upsert path and the publisher worker. */
+SPIPlanPtr
+SpiPrepareKept(const char *sql, int nargs, Oid *argtypes)
+{
+	return spi_prepare_checked(sql, nargs, argtypes, true);
 }
 
 /* Free one kept upsert. */
@@ -337,11 +345,18 @@ upsert_statements_trim(UpsertTarget *target)
 	}
 }
 
-/* The prepared upsert for the columns of this message, prepared on first use. */
+/*
+ * The prepared upsert for the columns of this message, prepared on first
+ * use and kept; prepared for this call only if the names it would spell
+ * changed since the lookup (see TargetNames()).
+ */
 static SPIPlanPtr
 upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 {
-	UpsertStatement *stmt = upsert_statement_find(target, msg);
+	const char *qualname;
+	const char *pkey_constraint;
+	bool		keep = TargetNames(target, &qualname, &pkey_constraint);
+	UpsertStatement *stmt = keep ? upsert_statement_find(target, msg) : NULL;
 	SPIPlanPtr	plan;
 	MemoryContext oldcxt;
 	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->others);
@@ -362,7 +377,10 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 		argtypes[param++] = target->columns[attnum - 1].typid;
 
 	/* Prepared before anything goes into the target's memory: it may fail. */
-	plan = SpiPrepareKept(build_upsert_sql(target, msg->others), nargs, argtypes);
+	plan = spi_prepare_checked(build_upsert_sql(target, msg->others, qualname, pkey_constraint),
+							   nargs, argtypes, keep);
+	if (!keep)
+		return plan;
 	upsert_statements_trim(target);
 
 	oldcxt = MemoryContextSwitchTo(target->cxt);
@@ -389,6 +407,10 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
 {
 	Datum		args[2];
 	int			ret;
+	const char *qualname;
+	const char *pkey_constraint;
+	bool		keep;
+	SPIPlanPtr	plan;
 
 	if (!target->row_security ||
 		check_enable_rls(target->relid, InvalidOid, true) != RLS_ENABLED)
@@ -397,21 +419,26 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
 	if (!OidIsValid(note->stored_table) || !ItemPointerIsValid(&note->stored_tid))
 		elog(ERROR, "the upsert statement did not note where the stored row is");
 
-	if (target->visible_plan == NULL)
+	/* After the upsert's triggers: the names may have changed meanwhile. */
+	keep = TargetNames(target, &qualname, &pkey_constraint);
+	plan = keep ? target->visible_plan : NULL;
+	if (plan == NULL)
 	{
 		Oid			argtypes[2] = {OIDOID, TIDOID};
 		char	   *sql = psprintf("SELECT 1 FROM %s"
 								   " WHERE tableoid OPERATOR(pg_catalog.=) $1"
 								   " AND ctid OPERATOR(pg_catalog.=) $2",
-								   target->qualname);
+								   qualname);
 
-		target->visible_plan = SpiPrepareKept(sql, 2, argtypes);
+		plan = spi_prepare_checked(sql, 2, argtypes, keep);
+		if (keep)
+			target->visible_plan = plan;
 	}
 
 	/* Not read-only: the probe needs a snapshot that sees the row just locked. */
 	args[0] = ObjectIdGetDatum(note->stored_table);
 	args[1] = PointerGetDatum(&note->stored_tid);
-	ret = SPI_execute_plan(target->visible_plan, args, NULL, false, 1);
+	ret = SPI_execute_plan(plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)

@@ -112,6 +112,8 @@ typedef struct UpsertTarget
 } UpsertTarget;
 
 extern UpsertTarget *TargetLookup(Oid relid);
+extern bool TargetNames(UpsertTarget *target, const char **qualname,
+						const char **pkey_constraint);
 extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
 extern void TargetInitCache(void);
 
