@@ -217,6 +217,9 @@ static TimestampTz retention_cutoff = 0;
 static int64 retention_after = 0;
 static TimestampTz next_retention = 0;
 
+/* After a retention batch failed, no other before this time. */
+static TimestampTz retention_retry_at = 0;
+
 /* The last error logged, to keep a repeating error from flooding the log. */
 static char last_logged_error[256] = "";
 static TimestampTz last_logged_at = 0;
@@ -1106,23 +1109,28 @@ back_off(void)
 /*
  * Run up to max_batches batches of the retention pass, starting one when
  * upsert_order.event_retention is set and the last one ended long enough
- * ago.  Returns false on error, true otherwise; *more says that the pass
- * has batches left.
+ * ago; *more says that the pass has batches left.
+ *
+ * A batch that fails (most likely on a row that event_log's owner locked
+ * by hand, after its lock timeout) leaves the pass where it was, for
+ * RETENTION_INTERVAL_S: only retention waits, not publishing, which the
+ * worker's pause after an error would hold back for a whole naptime each
+ * time, and commits would not cut short.
  */
-static bool
+static void
 run_retention(int max_batches, bool *more)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		purged;
 
 	*more = false;
-	if (publisher_event_retention <= 0)
-		return true;
+	if (publisher_event_retention <= 0 || now < retention_retry_at)
+		return;
 
 	if (retention_cutoff == 0)
 	{
 		if (now < next_retention)
-			return true;
+			return;
 		retention_cutoff = now - (TimestampTz) publisher_event_retention * USECS_PER_SEC;
 		retention_after = 0;
 		next_retention = TimestampTzPlusMilliseconds(now, Min(publisher_event_retention,
@@ -1132,11 +1140,15 @@ run_retention(int max_batches, bool *more)
 	for (int i = 0; i < max_batches && retention_cutoff != 0; i++)
 	{
 		if (!run_in_transaction(retention_batch, "deleting expired upsert_order events", &purged))
-			return false;
+		{
+			retention_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 RETENTION_INTERVAL_S * 1000);
+			return;
+		}
 		if (purged == RETENTION_PURGE_BUSY)
 		{
 			/* the pass goes on where it was, after the worker's next sleep */
-			return true;
+			return;
 		}
 		if (purged < 0)
 		{
@@ -1145,7 +1157,6 @@ run_retention(int max_batches, bool *more)
 		}
 	}
 	*more = retention_cutoff != 0;
-	return true;
 }
 
 /*
@@ -1341,12 +1352,8 @@ PublisherMain(Datum main_arg)
 
 		if (published >= 0)
 		{
-			if (!run_retention(batch_full ? RETENTION_BATCHES_PER_BUSY_ROUND :
-							   RETENTION_BATCHES_PER_ROUND, &more_retention))
-			{
-				back_off();
-				continue;
-			}
+			run_retention(batch_full ? RETENTION_BATCHES_PER_BUSY_ROUND :
+						  RETENTION_BATCHES_PER_ROUND, &more_retention);
 			/* a full batch: more may be waiting, go on without sleeping */
 			if (batch_full || more_retention)
 				continue;

@@ -3,7 +3,8 @@
 # expired events.  The worker must not wait for the row locks of the open
 # transaction's deletions, which would stop all publishing until it ends;
 # it leaves its pass for later, and takes it up once the purge is over.
-# Nor may it wait long for a row that event_log's owner locked by hand.
+# Nor may it wait long for a row that event_log's owner locked by hand, nor
+# hold back publishing after it gave up on one.
 
 use strict;
 use warnings;
@@ -90,9 +91,13 @@ only_last_publication_left(20, 'once the purge has committed');
 # transaction that stays open while the event expires: the worker's
 # retention waits for that lock a moment only, logs why it gave up, and goes
 # on publishing.  The retention is longer here, so that the row is locked
-# well before it expires.
+# well before it expires.  With a naptime of an hour, the worker's rounds
+# come with commits only: a retention pass that gave up must not hold back
+# publishing for the naptime, as the pause after a failed publishing batch
+# does.
 $node->safe_psql('postgres', q{
 ALTER SYSTEM SET upsert_order.event_retention = '5s';
+ALTER SYSTEM SET upsert_order.publish_naptime = '1h';
 SELECT pg_reload_conf();
 });
 UpsertOrderNode::write_events($node, 200, 5);
@@ -103,15 +108,29 @@ SELECT event_id FROM upsert_order.event_log
  ORDER BY event_id DESC OFFSET 2 LIMIT 1 FOR UPDATE});
 my $log_offset = -s $node->logfile;
 ok(UpsertOrderNode::all_published($node), 'five more events are published');
-ok($node->wait_for_log(qr/canceling statement due to lock timeout/, $log_offset),
-	'the worker gives up waiting for the row locked by hand, and logs it');
-UpsertOrderNode::write_events($node, 300, 5);
-ok(UpsertOrderNode::all_published($node), 'events are published while the row stays locked');
+my $written = 25;
+my $key = 300;
+my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+until ($node->log_contains(qr/canceling statement due to lock timeout/, $log_offset))
+{
+	die 'the retention pass never gave up on the locked row' if time > $deadline;
+	UpsertOrderNode::write_events($node, $key++, 1);
+	$written++;
+	usleep(200_000);
+}
+pass('the worker gives up waiting for the row locked by hand, and logs it');
+UpsertOrderNode::write_events($node, 450, 5);
+$written += 5;
+ok(UpsertOrderNode::all_published($node), 'events are published at once while the row stays locked');
 is($node->safe_psql('postgres', "SELECT count(*) FROM upsert_order.event_log WHERE event_id = $locked"),
 	'1', 'the locked event is still there');
 $locker->query_safe('COMMIT');
 $locker->quit;
-only_last_publication_left(30, 'once the lock is gone');
+$node->safe_psql('postgres', q{
+ALTER SYSTEM RESET upsert_order.publish_naptime;
+SELECT pg_reload_conf();
+});
+only_last_publication_left($written, 'once the lock is gone');
 
 # The moment the retention pass waits is its own: with retention off again,
 # a publishing batch that waits for a lock (publication locked by hand, as
