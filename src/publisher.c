@@ -220,6 +220,13 @@ static TimestampTz next_retention = 0;
 /* After a retention batch failed, no other before this time. */
 static TimestampTz retention_retry_at = 0;
 
+/*
+ * Where the retention batch in progress came to, and whether it reached
+ * the cutoff: the pass moves on only once the batch has committed.
+ */
+static int64 retention_batch_after = 0;
+static bool retention_batch_reached = false;
+
 /* The last error logged, to keep a repeating error from flooding the log. */
 static char last_logged_error[256] = "";
 static TimestampTz last_logged_at = 0;
@@ -898,15 +905,14 @@ PublisherLockPurge(bool wait)
 
 /*
  * One batch of PublisherPurgeBatch() for the worker's retention pass;
- * returns how many events it deleted, -1 when the extension is not
- * installed, or RETENTION_PURGE_BUSY when purge_events() is running.
+ * returns how many events it deleted (and where it came to, in
+ * retention_batch_after and retention_batch_reached), -1 when the
+ * extension is not installed, or RETENTION_PURGE_BUSY when purge_events()
+ * is running.
  */
 static int64
 retention_batch(void)
 {
-	bool		reached_cutoff;
-	int64		purged;
-
 	if (!extension_ready())
 		return -1;
 	if (!PublisherLockPurge(false))
@@ -916,8 +922,9 @@ retention_batch(void)
 	 * A transaction that deleted or locked expired rows itself (only the
 	 * owner of event_log can) would hold this batch, and all publishing
 	 * with it, until it ends: give up waiting after a moment instead.  The
-	 * error shows in publisher_status, and the pass is tried again after
-	 * the worker's pause.  For this transaction only: a setting made with
+	 * error shows in publisher_status, and the pass is tried again
+	 * RETENTION_INTERVAL_S later (run_retention()).  For this transaction
+	 * only: a setting made with
 	 * the source of override_settings() (PGC_S_OVERRIDE) would also become
 	 * the value the transaction's end goes back to, and the publishing
 	 * batches, which wait for as long as it takes, would then give up too.
@@ -926,15 +933,8 @@ retention_batch(void)
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 
-	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
-								 &retention_after, &reached_cutoff);
-	if (reached_cutoff)
-	{
-		/* the pass is over; the next one starts from the oldest event again */
-		retention_after = 0;
-		retention_cutoff = 0;
-	}
-	return purged;
+	return PublisherPurgeBatch(retention_cutoff, retention_after,
+							   &retention_batch_after, &retention_batch_reached);
 }
 
 /*
@@ -1115,7 +1115,8 @@ back_off(void)
  * by hand, after its lock timeout) leaves the pass where it was, for
  * RETENTION_INTERVAL_S: only retention waits, not publishing, which the
  * worker's pause after an error would hold back for a whole naptime each
- * time, and commits would not cut short.
+ * time, and commits would not cut short.  The pass moves on only past
+ * batches that committed.
  */
 static void
 run_retention(int max_batches, bool *more)
@@ -1154,6 +1155,13 @@ run_retention(int max_batches, bool *more)
 		{
 			retention_cutoff = 0;	/* the extension is gone */
 			break;
+		}
+		retention_after = retention_batch_after;
+		if (retention_batch_reached)
+		{
+			/* the pass is over; the next one starts from the oldest event again */
+			retention_after = 0;
+			retention_cutoff = 0;
 		}
 	}
 	*more = retention_cutoff != 0;
