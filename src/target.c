@@ -669,7 +669,10 @@ TargetLookup(Oid relid)
  * read other tables and so seen invalidations, while a rename of the schema
  * or of the primary key index committed: no lock of the call's conflicts
  * with either.  The columns cannot have changed: that takes a lock that
- * conflicts with the call's.
+ * conflicts with the call's.  A rename that commits between this and the
+ * parsing or planning of the statement can still make it fail: a window
+ * of microseconds, which no lock the call could take would close without
+ * serializing the writers.
  */
 bool
 TargetNames(UpsertTarget *target, const char **qualname, const char **pkey_constraint)
