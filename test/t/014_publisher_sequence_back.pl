@@ -90,8 +90,7 @@ $late->quit;
 wait_published('the late event is published once it commits');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.publication WHERE event_id = 16'),
 	'1', 'event 16 was published once');
-is($node->safe_psql('postgres', 'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1'),
-	'16', 'after every event that committed before it');
+is(UpsertOrderNode::last_published($node), '16', 'after every event that committed before it');
 
 $node->stop;
 done_testing();

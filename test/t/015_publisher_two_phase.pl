@@ -54,11 +54,7 @@ sub times_published
 		"SELECT count(*) FROM upsert_order.publication WHERE event_id = $event_id");
 }
 
-sub last_published
-{
-	return $node->safe_psql('postgres',
-		'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1');
-}
+sub last_published { UpsertOrderNode::last_published($node) }
 
 # COMMIT PREPARED $gid, whose event is $event_id; check that the event is
 # then published ($what), after the events that committed before it ($after).

@@ -71,12 +71,7 @@ SELECT (SELECT count(*) FROM upsert_order.event_log WHERE outcome IN ('inserted'
 		't|t', "$label: every applied event once, seq without a gap");
 }
 
-# The event_id published last.
-sub last_published
-{
-	return $node->safe_psql('postgres',
-		'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1');
-}
+sub last_published { UpsertOrderNode::last_published($node) }
 
 # 1. A transaction with an ID and no event stays open while 1,100 events
 # are published one batch each.  Over the last 100 batches, the scans read

@@ -86,6 +86,14 @@ BEGIN
 END \$\$});
 }
 
+# UpsertOrderNode::last_published($node): the event_id published last.
+sub last_published
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		'SELECT event_id FROM upsert_order.publication ORDER BY seq DESC LIMIT 1');
+}
+
 # UpsertOrderNode::all_published($node): waits until no committed event
 # waits in the outbox; false if that does not happen within the timeout.
 sub all_published
