@@ -924,10 +924,10 @@ retention_batch(void)
 	 * with it, until it ends: give up waiting after a moment instead.  The
 	 * error shows in publisher_status, and the pass is tried again
 	 * RETENTION_INTERVAL_S later (run_retention()).  For this transaction
-	 * only: a setting made with
-	 * the source of override_settings() (PGC_S_OVERRIDE) would also become
-	 * the value the transaction's end goes back to, and the publishing
-	 * batches, which wait for as long as it takes, would then give up too.
+	 * only: a setting made with the source of override_settings()
+	 * (PGC_S_OVERRIDE) would also become the value the transaction's end
+	 * goes back to, and the publishing batches, which wait for as long as
+	 * it takes, would then give up too.
 	 */
 	(void) set_config_option("lock_timeout", RETENTION_LOCK_TIMEOUT,
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
