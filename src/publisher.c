@@ -578,8 +578,6 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 		BatchTarget *target;
 		char		version[MAXINT8LEN + 1];
 		char	   *payload_text;
-		bool		data_isnull;
-		Datum		data;
 
 		CHECK_FOR_INTERRUPTS();
 
@@ -592,12 +590,11 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 		event.table = target->name;
 		event.inserted = strcmp(TextDatumGetCString(event_column(events, row, LOG_OUTCOME, NULL)),
 								"inserted") == 0;
-		event.key = DatumGetJsonbP(event_column(events, row, LOG_KEY, NULL));
+		event.key = event_column(events, row, LOG_KEY, NULL);
 		/* rowseq's text is its decimal number */
 		(void) pg_lltoa(DatumGetRowseq(event_column(events, row, LOG_VERSION, NULL)), version);
 		event.version = version;
-		data = event_column(events, row, LOG_DATA, &data_isnull);
-		event.data = data_isnull ? NULL : DatumGetJsonbP(data);
+		event.data = event_column(events, row, LOG_DATA, &event.data_isnull);
 		payload_text = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT);
 
 		MemoryContextSwitchTo(batch_cxt);

@@ -22,6 +22,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -62,13 +63,33 @@ append_int8(StringInfo buf, const char *name, int64 value)
 	append_member(buf, name, digits);
 }
 
-/* jsonb's text of value, or null */
+/*
+ * jsonb's binary form takes at most about 4 bytes for each byte of its text
+ * (a small number: a 4-byte entry and an aligned numeric of 8 bytes, for a
+ * digit and a separator), and a handful more for a small value.  A value
+ * of more than twice that many bytes per byte of limit cannot print within
+ * limit.
+ */
+#define UNPRINTABLE_JSONB_SIZE(limit)	(8 * (Size) (limit))
+
+/*
+ * jsonb's text of value, "null" if isnull, or NULL if it is too large to
+ * fit in limit bytes.  That is decided before printing: the text of a
+ * large value could exceed what one allocation may hold (a control
+ * character prints as six), and the worker would then fail on that event
+ * at every try.
+ */
 static char *
-jsonb_text(Jsonb *value)
+jsonb_text(Datum value, bool isnull, int limit)
 {
-	if (value == NULL)
+	Jsonb	   *jsonb;
+
+	if (isnull)
 		return "null";
-	return JsonbToCString(NULL, &value->root, VARSIZE(value));
+	if (toast_raw_datum_size(value) > UNPRINTABLE_JSONB_SIZE(limit))
+		return NULL;
+	jsonb = DatumGetJsonbP(value);
+	return JsonbToCString(NULL, &jsonb->root, VARSIZE(jsonb));
 }
 
 /* The payload of event, with key and data unless they are NULL. */
@@ -103,16 +124,22 @@ char *
 PublisherPayload(const PublishedEvent *event, int limit)
 {
 	StringInfoData buf;
-	char	   *key = jsonb_text(event->key);
-	char	   *data = jsonb_text(event->data);
+	char	   *key = jsonb_text(event->key, false, limit);
+	char	   *data = key ? jsonb_text(event->data, event->data_isnull, limit) : NULL;
 
 	initStringInfo(&buf);
-	payload_build(&buf, event, key, data);
-	if (buf.len < limit)
-		return buf.data;
-	payload_build(&buf, event, key, NULL);
-	if (buf.len < limit)
-		return buf.data;
+	if (data)
+	{
+		payload_build(&buf, event, key, data);
+		if (buf.len < limit)
+			return buf.data;
+	}
+	if (key)
+	{
+		payload_build(&buf, event, key, NULL);
+		if (buf.len < limit)
+			return buf.data;
+	}
 	payload_build(&buf, event, NULL, NULL);
 	return buf.data;
 }

@@ -199,9 +199,10 @@ typedef struct PublishedEvent
 	int64		event_id;
 	const char *table;			/* schema.table, or NULL if it was dropped */
 	bool		inserted;		/* else updated */
-	Jsonb	   *key;
+	Datum		key;			/* jsonb, maybe still toasted */
 	const char *version;		/* as text */
-	Jsonb	   *data;			/* NULL when the row is unknown */
+	Datum		data;			/* jsonb, maybe still toasted */
+	bool		data_isnull;	/* the row is unknown */
 } PublishedEvent;
 
 extern char *PublisherPayload(const PublishedEvent *event, int limit);

@@ -2,7 +2,8 @@
 # published (without "data", as the payload limit requires), and the worker
 # holds one event's row at a time, not the whole batch's.  Then payloads
 # just under the limit, more of them than a batch may hold in all: batches
-# are cut by size.
+# are cut by size.  Then a row whose text is larger than an allocation may
+# be.
 
 use strict;
 use warnings;
@@ -105,6 +106,35 @@ SELECT count(*), count(DISTINCT p.seq), min(p.seq), max(p.seq),
 is("$count|$distinct|$with_data", "$big|$big|$big", 'each published once, with its row');
 is($last - $first + 1, $big, 'in consecutive seqs');
 cmp_ok($batches, '>=', 3, 'in batches cut by size');
+
+# A row whose text would not fit in one allocation: 190 million control
+# characters, 190 MB (compressed to little on disk), print as 1.14 GB, each
+# one as \u0001.  Its event is published without the row, as any other too
+# large for a notification, and the events after it are published too.
+# (The row is written by INSERT, and the event by a message that names
+# only the key and the version: a message carrying the text would cost the
+# writer three times the memory.)
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE huge (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, body text);
+INSERT INTO huge VALUES (1, '1', repeat(chr(1), 190000000));
+});
+$node->safe_psql(
+	'postgres', q{
+SELECT outcome FROM upsert_order.versioned_upsert('huge', '{"id": 1, "ver": 2}');
+SELECT outcome FROM upsert_order.versioned_upsert('huge', '{"id": 2, "ver": 1, "body": "small"}');
+});
+ok(UpsertOrderNode::all_published($node), 'the events after a row too large to print are published');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT string_agg(format('%s %s %s', p.payload::jsonb -> 'key' ->> 'id', p.payload::jsonb ? 'data',
+						 p.payload::jsonb ? 'data_omitted'), ', ' ORDER BY p.seq)
+  FROM upsert_order.publication p JOIN upsert_order.event_log e USING (event_id)
+ WHERE e.target = 'huge'::regclass}),
+	'1 f t, 2 t f',
+	'the large row is left out of its payload, the small one is not');
+is($node->safe_psql('postgres', 'SELECT last_error IS NULL FROM upsert_order.publisher_status'),
+	't', 'the worker reports no error');
 
 $node->stop;
 done_testing();
