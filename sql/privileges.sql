@@ -7,6 +7,7 @@ CREATE EXTENSION upsert_order;
 DROP ROLE IF EXISTS upsert_writer;
 DROP ROLE IF EXISTS upsert_reader;
 DROP ROLE IF EXISTS upsert_nobody;
+DROP ROLE IF EXISTS upsert_schema_squatter;
 RESET client_min_messages;
 CREATE SCHEMA privileges;
 GRANT USAGE ON SCHEMA privileges TO PUBLIC;
@@ -246,3 +247,35 @@ DROP OWNED BY upsert_writer, upsert_reader, upsert_nobody;
 DROP ROLE upsert_writer;
 DROP ROLE upsert_reader;
 DROP ROLE upsert_nobody;
+
+-- A table in the extension's schema that CREATE EXTENSION did not create
+-- is never written, whoever made it: here outbox, taken out of the
+-- extension by hand.  (In a new session: taking a table out of an
+-- extension changes nothing that sessions keep.)
+CREATE TABLE member_check (id int PRIMARY KEY, ver rowseq NOT NULL);
+ALTER EXTENSION upsert_order DROP TABLE upsert_order.outbox;
+\c
+SET search_path = privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 1}');
+ALTER EXTENSION upsert_order ADD TABLE upsert_order.outbox;
+\c
+SET search_path = privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 1}');
+DROP TABLE member_check;
+
+-- CREATE EXTENSION refuses a schema of its name that a role other than a
+-- superuser created first: that role could put objects of its own in the
+-- place of the extension's.
+CREATE ROLE upsert_schema_squatter;
+SET client_min_messages = warning;
+DROP EXTENSION upsert_order CASCADE;
+RESET client_min_messages;
+DROP SCHEMA upsert_order;
+CREATE SCHEMA upsert_order AUTHORIZATION upsert_schema_squatter;
+CREATE EXTENSION upsert_order;
+SELECT count(*) AS installed FROM pg_extension WHERE extname = 'upsert_order';
+DROP SCHEMA upsert_order;
+DROP ROLE upsert_schema_squatter;
+CREATE EXTENSION upsert_order;
+SELECT pg_get_userbyid(nspowner) = current_user AS owned_by_installer
+  FROM pg_namespace WHERE nspname = 'upsert_order';

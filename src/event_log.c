@@ -25,8 +25,10 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "commands/extension.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -123,7 +125,10 @@ EventLogInitCache(void)
 
 /*
  * Find one of the extension's tables by name; returns its OID and sets
- * *owner.  A missing table means the extension was tampered with.
+ * *owner.  A missing table means the extension was tampered with.  So does
+ * a table of that name that the extension did not create: whoever made it
+ * could have given it triggers, which would run where the extension writes
+ * it, in the worker as a superuser.
  */
 Oid
 ExtensionTableLookup(const char *relname, Oid *owner)
@@ -136,6 +141,14 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"%s.%s\" does not exist", UPSERT_ORDER_SCHEMA, relname),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+	if (getExtensionOfObject(RelationRelationId, relid) !=
+		get_extension_oid("upsert_order", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.%s\" is not a member of extension \"upsert_order\"",
+						UPSERT_ORDER_SCHEMA, relname),
+				 errdetail("The extension writes only the tables that CREATE EXTENSION created."),
 				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
 	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tuple))
