@@ -414,6 +414,62 @@ COMMIT;
 DROP FUNCTION burst(int);
 DROP TABLE purge_burst;
 
+-- The worker, a superuser, writes publication as the table's owner, and
+-- deletes expired events (upsert_order.event_retention) as event_log's, in
+-- a restricted context: triggers that the owner of the extension's tables
+-- added run as that owner.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS publish_table_owner;
+RESET client_min_messages;
+CREATE ROLE publish_table_owner;
+SELECT current_user AS superuser \gset
+CREATE TABLE trigger_runs (tg_table name, tg_op text, runner name, runner_is_superuser boolean);
+GRANT INSERT ON trigger_runs TO publish_table_owner;
+CREATE FUNCTION record_runner() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO publish.trigger_runs
+		SELECT TG_TABLE_NAME, TG_OP, current_user, rolsuper
+		  FROM pg_catalog.pg_roles WHERE rolname = current_user;
+	RETURN NULL;
+END $$;
+CREATE FUNCTION wait_purged(t regclass) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '30 s';
+BEGIN
+	WHILE EXISTS (SELECT FROM upsert_order.event_log e WHERE e.target = t) LOOP
+		IF clock_timestamp() > deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+	RETURN true;
+END $$;
+ALTER TABLE publication OWNER TO publish_table_owner;
+ALTER TABLE event_log OWNER TO publish_table_owner;
+ALTER TABLE outbox OWNER TO publish_table_owner;
+CREATE TRIGGER record_runner AFTER INSERT ON publication
+	FOR EACH ROW EXECUTE FUNCTION record_runner();
+CREATE TRIGGER record_runner AFTER DELETE ON event_log
+	FOR EACH ROW EXECUTE FUNCTION record_runner();
+CREATE TABLE owned (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT last_seq AS seq FROM publisher_status \gset
+SELECT outcome FROM versioned_upsert('owned', '{"id": 1, "ver": 1}');
+SELECT wait_notified(:seq + 1) AS published;
+ALTER SYSTEM SET upsert_order.event_retention = '1s';
+SELECT pg_reload_conf();
+SELECT wait_purged('owned') AS purged;
+ALTER SYSTEM RESET upsert_order.event_retention;
+SELECT pg_reload_conf();
+SELECT DISTINCT tg_table, tg_op, runner, runner_is_superuser FROM trigger_runs ORDER BY 1;
+DROP TRIGGER record_runner ON publication;
+DROP TRIGGER record_runner ON event_log;
+ALTER TABLE publication OWNER TO :"superuser";
+ALTER TABLE event_log OWNER TO :"superuser";
+ALTER TABLE outbox OWNER TO :"superuser";
+DROP TABLE owned, trigger_runs;
+DROP FUNCTION record_runner(), wait_purged(regclass);
+DROP ROLE publish_table_owner;
+
 -- Columns of publication and target_settings that the superuser drops and
 -- adds again move to the end of their tables.  The worker keeps where the
 -- columns are from one batch to the next, and looks again once they

@@ -216,6 +216,29 @@ OwnerSearchPathBegin(void)
 }
 
 /*
+ * Run what follows as owner (of one of the extension's tables), in a
+ * restricted context, with OwnerSearchPathBegin()'s search_path.  An error
+ * needs no cleanup: aborting the (sub)transaction restores both the user
+ * and the setting.
+ */
+void
+OwnerSectionBegin(Oid owner, OwnerSection *section)
+{
+	GetUserIdAndSecContext(&section->save_userid, &section->save_sec_context);
+	SetUserIdAndSecContext(owner,
+						   section->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	section->save_nestlevel = OwnerSearchPathBegin();
+}
+
+void
+OwnerSectionEnd(OwnerSection *section)
+{
+	AtEOXact_GUC(true, section->save_nestlevel);
+	SetUserIdAndSecContext(section->save_userid, section->save_sec_context);
+}
+
+/*
  * Does an index expression or predicate run code: anything but columns,
  * constants, and NULL, boolean and AND/OR/NOT tests on them?  A predicate
  * such as publication's "event_id IS NULL" does not: evaluating it cannot

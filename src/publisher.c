@@ -271,6 +271,7 @@ typedef struct WorkerTables
 	uint64		publication_found_at;	/* of publication_attnums */
 	uint64		channel_found_at;	/* of channel_attnum */
 	Oid			publication;
+	Oid			publication_owner;	/* whom its rows are written as */
 	Oid			target_settings;
 	AttrNumber	publication_attnums[lengthof(publication_columns)];
 	AttrNumber	channel_attnum; /* target_settings.channel */
@@ -298,7 +299,8 @@ worker_tables_find(void)
 	uint64		generation = tables_generation;
 	Oid			owner;
 
-	worker_tables.publication = ExtensionTableLookup("publication", &owner);
+	worker_tables.publication = ExtensionTableLookup("publication",
+													 &worker_tables.publication_owner);
 	worker_tables.target_settings = ExtensionTableLookup("target_settings", &owner);
 	worker_tables.found_at = generation;
 	worker_tables.publication_found_at = 0;
@@ -769,8 +771,22 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 	AttrNumber *attnums = worker_tables.publication_attnums;
 	Appender   *ap;
 	Relation	outbox;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	publication_columns_find();
+
+	/*
+	 * As the table's owner, in a restricted context, as writers append to
+	 * event_log (EventLogAppend()): what the insert runs (a trigger, a
+	 * constraint or an index expression that the owner added) must not run
+	 * as the superuser the worker is.  An error needs no cleanup: aborting
+	 * the transaction restores the user.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(worker_tables.publication_owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	ap = AppenderOpen(worker_tables.publication);
 	for (int i = 0; i < batch->n; i++)
 	{
@@ -783,6 +799,7 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 		AppenderInsert(ap);
 	}
 	AppenderClose(ap);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	outbox = table_open(outbox_relid, RowExclusiveLock);
 	for (int i = 0; i < ntaken; i++)
@@ -910,6 +927,10 @@ PublisherLockPurge(bool wait)
 static int64
 retention_batch(void)
 {
+	Oid			log_owner;
+	OwnerSection section;
+	int64		purged;
+
 	if (!extension_ready())
 		return -1;
 	if (!PublisherLockPurge(false))
@@ -930,8 +951,16 @@ retention_batch(void)
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 
-	return PublisherPurgeBatch(retention_cutoff, retention_after,
-							   &retention_batch_after, &retention_batch_reached);
+	/*
+	 * As event_log's owner, as purge_events() runs it: a trigger its owner
+	 * added must not run as the superuser the worker is.
+	 */
+	(void) ExtensionTableLookup("event_log", &log_owner);
+	OwnerSectionBegin(log_owner, &section);
+	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
+								 &retention_batch_after, &retention_batch_reached);
+	OwnerSectionEnd(&section);
+	return purged;
 }
 
 /*

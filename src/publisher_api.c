@@ -38,14 +38,6 @@
 
 #include "upsert_order.h"
 
-/* What owner_section_begin() saved. */
-typedef struct OwnerSection
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} OwnerSection;
-
 PG_FUNCTION_INFO_V1(configure);
 PG_FUNCTION_INFO_V1(forget_dropped_targets);
 PG_FUNCTION_INFO_V1(purge_events);
@@ -68,28 +60,6 @@ PublisherChannelIsValid(const char *channel, const char **reason)
 		return false;
 	}
 	return true;
-}
-
-/*
- * Run what follows as the owner of the extension's tables, with a safe
- * search_path.  An error needs no cleanup: aborting the (sub)transaction
- * restores both the user and the settings.
- */
-static void
-owner_section_begin(Oid owner, OwnerSection *section)
-{
-	GetUserIdAndSecContext(&section->save_userid, &section->save_sec_context);
-	SetUserIdAndSecContext(owner,
-						   section->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	section->save_nestlevel = OwnerSearchPathBegin();
-}
-
-static void
-owner_section_end(OwnerSection *section)
-{
-	AtEOXact_GUC(true, section->save_nestlevel);
-	SetUserIdAndSecContext(section->save_userid, section->save_sec_context);
 }
 
 /*
@@ -183,7 +153,7 @@ configure(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	owner_section_begin(settings_owner, &section);
+	OwnerSectionBegin(settings_owner, &section);
 
 	values[0] = ObjectIdGetDatum(relid);
 	if (PG_ARGISNULL(1))
@@ -202,7 +172,7 @@ configure(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not write upsert_order.target_settings: %s",
 			 SPI_result_code_string(ret));
 
-	owner_section_end(&section);
+	OwnerSectionEnd(&section);
 	SPI_finish();
 
 	PG_RETURN_VOID();
@@ -236,7 +206,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	owner_section_begin(settings_owner, &section);
+	OwnerSectionBegin(settings_owner, &section);
 	ret = SPI_execute("DELETE FROM upsert_order.target_settings s"
 					  " USING pg_event_trigger_dropped_objects() d"
 					  " WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0"
@@ -245,7 +215,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not write upsert_order.target_settings: %s",
 			 SPI_result_code_string(ret));
-	owner_section_end(&section);
+	OwnerSectionEnd(&section);
 	SPI_finish();
 
 	PG_RETURN_NULL();
@@ -300,7 +270,7 @@ purge_events(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	owner_section_begin(log_owner, &section);
+	OwnerSectionBegin(log_owner, &section);
 	/* by index only, as in the worker (see PublisherMain()) */
 	(void) set_config_option("enable_seqscan", "off",
 							 PGC_USERSET, PGC_S_SESSION,
@@ -312,7 +282,7 @@ purge_events(PG_FUNCTION_ARGS)
 		purged += PublisherPurgeBatch(cutoff, after, &after, &reached_cutoff);
 	}
 
-	owner_section_end(&section);
+	OwnerSectionEnd(&section);
 	SPI_finish();
 
 	PG_RETURN_INT64(purged);

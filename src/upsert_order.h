@@ -162,6 +162,17 @@ extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
 extern AttrNumber ExtensionColumn(Oid relid, const char *relname, const char *colname);
 extern int	OwnerSearchPathBegin(void);
 
+/* What OwnerSectionBegin() saved, for OwnerSectionEnd(). */
+typedef struct OwnerSection
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} OwnerSection;
+
+extern void OwnerSectionBegin(Oid owner, OwnerSection *section);
+extern void OwnerSectionEnd(OwnerSection *section);
+
 /* Inserts into one of the extension's tables, below SQL (event_log.c). */
 typedef struct Appender Appender;
 
