@@ -25,6 +25,7 @@
 #include "access/detoast.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
@@ -73,11 +74,54 @@ append_int8(StringInfo buf, const char *name, int64 value)
 #define UNPRINTABLE_JSONB_SIZE(limit)	(8 * (Size) (limit))
 
 /*
+ * Does jsonb's text certainly exceed limit bytes?  Judged from a lower bound
+ * of its length, the text of its scalars (a string's with its quotes but
+ * not its escapes), which stops growing as soon as it passes the limit.  A
+ * number prints as long as its exponent and scale make it (1e131071 takes
+ * 16 bytes and prints as 131,072 digits), so each is printed alone; the
+ * text of a value that passes has at most about six times the bound.
+ */
+static bool
+jsonb_text_exceeds(Jsonb *jsonb, int limit)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jsonb->root);
+	JsonbIteratorToken token;
+	JsonbValue	v;
+	Size		len = 0;
+
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		char	   *digits;
+
+		if (token != WJB_KEY && token != WJB_VALUE && token != WJB_ELEM)
+			continue;
+		switch (v.type)
+		{
+			case jbvString:
+				len += v.val.string.len + 2;
+				break;
+			case jbvNumeric:
+				digits = DatumGetCString(DirectFunctionCall1(numeric_out,
+															 NumericGetDatum(v.val.numeric)));
+				len += strlen(digits);
+				pfree(digits);
+				break;
+			default:			/* true, false, null */
+				len += 4;
+				break;
+		}
+		if (len > (Size) limit)
+			return true;
+	}
+	return false;
+}
+
+/*
  * jsonb's text of value, "null" if isnull, or NULL if it is too large to
  * fit in limit bytes.  That is decided before printing: the text of a
  * large value could exceed what one allocation may hold (a control
- * character prints as six), and the worker would then fail on that event
- * at every try.
+ * character prints as six, a number as its exponent says), and the worker
+ * would then fail on that event at every try.
  */
 static char *
 jsonb_text(Datum value, bool isnull, int limit)
@@ -89,6 +133,8 @@ jsonb_text(Datum value, bool isnull, int limit)
 	if (toast_raw_datum_size(value) > UNPRINTABLE_JSONB_SIZE(limit))
 		return NULL;
 	jsonb = DatumGetJsonbP(value);
+	if (jsonb_text_exceeds(jsonb, limit))
+		return NULL;
 	return JsonbToCString(NULL, &jsonb->root, VARSIZE(jsonb));
 }
 

@@ -136,5 +136,28 @@ SELECT string_agg(format('%s %s %s', p.payload::jsonb -> 'key' ->> 'id', p.paylo
 is($node->safe_psql('postgres', 'SELECT last_error IS NULL FROM upsert_order.publisher_status'),
 	't', 'the worker reports no error');
 
+# A row whose jsonb is small and whose text is not: 2,000 copies of the
+# number 1e131071, 16 bytes each, that print as 131,072 digits each (262 MB
+# in all).  Left out unprinted, each number printed alone to tell: the
+# worker's peak memory stays far below the text's size.
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE nums (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, j jsonb);
+INSERT INTO nums SELECT 1, '1', jsonb_agg(n)
+  FROM (SELECT '1e131071'::numeric AS n) one, generate_series(1, 2000);
+SELECT outcome FROM upsert_order.versioned_upsert('nums', '{"id": 1, "ver": 2}');
+});
+ok(UpsertOrderNode::all_published($node), 'the row of long numbers is published');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT p.payload::jsonb ? 'data_omitted'
+  FROM upsert_order.publication p JOIN upsert_order.event_log e USING (event_id)
+ WHERE e.target = 'nums'::regclass}),
+	't', 'without its row');
+open($status, '<', "/proc/$worker/status") or die "cannot read /proc/$worker/status: $!";
+($peak_kb) = map { /^VmHWM:\s+(\d+) kB/ ? ($1) : () } <$status>;
+close($status);
+cmp_ok($peak_kb * 1024, '<', 200_000_000, 'the worker never printed the row');
+
 $node->stop;
 done_testing();
