@@ -444,6 +444,18 @@ BEGIN
 	END LOOP;
 	RETURN true;
 END $$;
+CREATE TABLE owned (id int PRIMARY KEY, ver rowseq NOT NULL);
+-- While a superuser owns the tables, its deferred trigger on publication
+-- runs when the worker commits: the restricted context, which would refuse
+-- it, is for other owners only.
+CREATE CONSTRAINT TRIGGER record_runner AFTER INSERT ON publication
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION record_runner();
+SELECT last_seq AS seq FROM publisher_status \gset
+SELECT outcome FROM versioned_upsert('owned', '{"id": 0, "ver": 1}');
+SELECT wait_notified(:seq + 1) AS published;
+SELECT tg_table, tg_op, runner_is_superuser FROM trigger_runs;
+DROP TRIGGER record_runner ON publication;
+DELETE FROM trigger_runs;
 ALTER TABLE publication OWNER TO publish_table_owner;
 ALTER TABLE event_log OWNER TO publish_table_owner;
 ALTER TABLE outbox OWNER TO publish_table_owner;
@@ -451,7 +463,6 @@ CREATE TRIGGER record_runner AFTER INSERT ON publication
 	FOR EACH ROW EXECUTE FUNCTION record_runner();
 CREATE TRIGGER record_runner AFTER DELETE ON event_log
 	FOR EACH ROW EXECUTE FUNCTION record_runner();
-CREATE TABLE owned (id int PRIMARY KEY, ver rowseq NOT NULL);
 SELECT last_seq AS seq FROM publisher_status \gset
 SELECT outcome FROM versioned_upsert('owned', '{"id": 1, "ver": 1}');
 SELECT wait_notified(:seq + 1) AS published;

@@ -773,6 +773,7 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 	Relation	outbox;
 	Oid			save_userid;
 	int			save_sec_context;
+	bool		as_owner;
 
 	publication_columns_find();
 
@@ -780,13 +781,18 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 	 * As the table's owner, in a restricted context, as writers append to
 	 * event_log (EventLogAppend()): what the insert runs (a trigger, a
 	 * constraint or an index expression that the owner added) must not run
-	 * as the superuser the worker is.  An error needs no cleanup: aborting
-	 * the transaction restores the user.
+	 * as the superuser the worker is.  Unless the owner is a superuser:
+	 * its code may run as one anyway, and a restricted context would only
+	 * refuse its deferred triggers (a deferrable foreign key referencing
+	 * publication, for one).  An error needs no cleanup: aborting the
+	 * transaction restores the user.
 	 */
+	as_owner = !superuser_arg(worker_tables.publication_owner);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(worker_tables.publication_owner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	if (as_owner)
+		SetUserIdAndSecContext(worker_tables.publication_owner,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 	ap = AppenderOpen(worker_tables.publication);
 	for (int i = 0; i < batch->n; i++)
 	{
@@ -953,9 +959,13 @@ retention_batch(void)
 
 	/*
 	 * As event_log's owner, as purge_events() runs it: a trigger its owner
-	 * added must not run as the superuser the worker is.
+	 * added must not run as the superuser the worker is.  Unless the owner
+	 * is a superuser, as in record_notifications().
 	 */
 	(void) ExtensionTableLookup("event_log", &log_owner);
+	if (superuser_arg(log_owner))
+		return PublisherPurgeBatch(retention_cutoff, retention_after,
+								   &retention_batch_after, &retention_batch_reached);
 	OwnerSectionBegin(log_owner, &section);
 	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
 								 &retention_batch_after, &retention_batch_reached);
