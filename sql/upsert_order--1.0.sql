@@ -4,24 +4,12 @@
 \echo Use "CREATE EXTENSION upsert_order" to load this file. \quit
 
 -- CREATE EXTENSION installs into the schema it finds under this name, whoever
--- owns it.  An owner who is not a superuser could rename that schema and put
--- tables and functions of their own in its place, which callers and the
--- publisher (a superuser) would then use: refuse it.
-DO $$
-DECLARE
-	owner name;
-BEGIN
-	SELECT r.rolname INTO owner
-	  FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
-	 WHERE n.nspname = '@extschema@' AND NOT r.rolsuper;
-	IF FOUND THEN
-		RAISE EXCEPTION 'schema "@extschema@" is owned by role "%", which is not a superuser', owner
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'Its owner could replace the extension''s tables and functions with objects of their own.',
-				  HINT = 'Drop the schema, or make a superuser its owner, before CREATE EXTENSION upsert_order.';
-	END IF;
-END
-$$;
+-- owns it: refuse one that a role other than a superuser owns (see
+-- check_install_schema() in src/event_log.c).
+CREATE FUNCTION @extschema@._check_install_schema() RETURNS void
+	AS 'MODULE_PATHNAME', 'check_install_schema' LANGUAGE C;
+SELECT @extschema@._check_install_schema();
+DROP FUNCTION @extschema@._check_install_schema();
 
 -- Anyone may call the functions; what they can write is still decided by
 -- their privileges on each target table.

@@ -28,6 +28,7 @@
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "commands/extension.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -156,6 +157,38 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 	*owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
 	return relid;
+}
+
+/*
+ * _check_install_schema(), which the install script calls (and drops)
+ * before it creates anything: refuse a schema that a role other than a
+ * superuser owns.  CREATE EXTENSION installs into an existing schema of the
+ * control file's name, whoever owns it, and that owner could rename it and
+ * put tables and functions of its own in the place of the extension's.
+ * In C rather than a DO block, so that installing needs no PL/pgSQL.
+ */
+PG_FUNCTION_INFO_V1(check_install_schema);
+
+Datum
+check_install_schema(PG_FUNCTION_ARGS)
+{
+	Oid			nspid = get_namespace_oid(UPSERT_ORDER_SCHEMA, false);
+	HeapTuple	tuple;
+	Oid			owner;
+
+	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for schema %u", nspid);
+	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
+	ReleaseSysCache(tuple);
+	if (!superuser_arg(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("schema \"%s\" is owned by role \"%s\", which is not a superuser",
+						UPSERT_ORDER_SCHEMA, GetUserNameFromId(owner, false)),
+				 errdetail("Its owner could replace the extension's tables and functions with objects of their own."),
+				 errhint("Drop the schema, or make a superuser its owner, before CREATE EXTENSION upsert_order.")));
+	PG_RETURN_VOID();
 }
 
 /* The attribute number of a column of one of the extension's tables. */
