@@ -377,6 +377,13 @@ target_has_deferrable_primary_key(Relation rel)
 	return found;
 }
 
+/* The quoted name of the constraint of a primary key index, as it is now. */
+static const char *
+pkey_constraint_name(Oid pkey_index)
+{
+	return quote_identifier(get_constraint_name(get_index_constraint(pkey_index)));
+}
+
 /* Record the primary key columns and how to read their values from JSON. */
 static void
 target_read_primary_key(UpsertTarget *target, Relation rel)
@@ -399,8 +406,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 
 	/* before reading its constraint's name, which a catalog read may change */
 	building_pkey_index = pkoid;
-	target->pkey_constraint =
-		pstrdup(quote_identifier(get_constraint_name(get_index_constraint(pkoid))));
+	target->pkey_constraint = pstrdup(pkey_constraint_name(pkoid));
 
 	target->pkey_index = pkoid;
 	index = index_open(pkoid, AccessShareLock);
@@ -686,8 +692,7 @@ TargetNames(UpsertTarget *target, const char **qualname, const char **pkey_const
 	}
 	*qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(target->relid)),
 										   get_rel_name(target->relid));
-	*pkey_constraint =
-		quote_identifier(get_constraint_name(get_index_constraint(target->pkey_index)));
+	*pkey_constraint = pkey_constraint_name(target->pkey_index);
 	return false;
 }
 
