@@ -581,6 +581,14 @@ EventLogTableOids(Oid *log_relid, Oid *seq_relid, Oid *outbox_relid)
 	*outbox_relid = tables.outbox_relid;
 }
 
+/* The owner of event_log, as kept here with its OID. */
+Oid
+EventLogOwner(void)
+{
+	event_log_tables();
+	return tables.log_owner;
+}
+
 /*
  * Are the OIDs kept here current: has none of the tables changed since they
  * were looked up, as far as the invalidations taken in so far tell?

@@ -758,6 +758,25 @@ events_read(const WaitingEvents *waiting, Oid log_relid, BatchEvents *events)
 }
 
 /*
+ * Run what follows as owner, the owner of one of the extension's tables,
+ * and return true (end with OwnerSectionEnd()); unless owner is a
+ * superuser.  What the worker's writes run (a trigger, a constraint or an
+ * index expression that the owner added) must not run as the superuser the
+ * worker is, as writers append to event_log as its owner.  A superuser
+ * owner's code may run as one anyway, and the restricted context would
+ * only refuse its deferred triggers (a deferrable foreign key referencing
+ * publication, for one).
+ */
+static bool
+worker_owner_section_begin(Oid owner, OwnerSection *section)
+{
+	if (superuser_arg(owner))
+		return false;
+	OwnerSectionBegin(owner, section);
+	return true;
+}
+
+/*
  * Record the batch's notifications in publication, and take the first
  * ntaken events of waiting out of the outbox (outbox_relid), those that
  * were not published included, so that they cannot block the queue.  Below
@@ -771,28 +790,11 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 	AttrNumber *attnums = worker_tables.publication_attnums;
 	Appender   *ap;
 	Relation	outbox;
-	Oid			save_userid;
-	int			save_sec_context;
+	OwnerSection section;
 	bool		as_owner;
 
 	publication_columns_find();
-
-	/*
-	 * As the table's owner, in a restricted context, as writers append to
-	 * event_log (EventLogAppend()): what the insert runs (a trigger, a
-	 * constraint or an index expression that the owner added) must not run
-	 * as the superuser the worker is.  Unless the owner is a superuser:
-	 * its code may run as one anyway, and a restricted context would only
-	 * refuse its deferred triggers (a deferrable foreign key referencing
-	 * publication, for one).  An error needs no cleanup: aborting the
-	 * transaction restores the user.
-	 */
-	as_owner = !superuser_arg(worker_tables.publication_owner);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	if (as_owner)
-		SetUserIdAndSecContext(worker_tables.publication_owner,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
+	as_owner = worker_owner_section_begin(worker_tables.publication_owner, &section);
 	ap = AppenderOpen(worker_tables.publication);
 	for (int i = 0; i < batch->n; i++)
 	{
@@ -805,7 +807,8 @@ record_notifications(BatchNotifications *batch, const WaitingEvents *waiting, in
 		AppenderInsert(ap);
 	}
 	AppenderClose(ap);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (as_owner)
+		OwnerSectionEnd(&section);
 
 	outbox = table_open(outbox_relid, RowExclusiveLock);
 	for (int i = 0; i < ntaken; i++)
@@ -933,8 +936,8 @@ PublisherLockPurge(bool wait)
 static int64
 retention_batch(void)
 {
-	Oid			log_owner;
 	OwnerSection section;
+	bool		as_owner;
 	int64		purged;
 
 	if (!extension_ready())
@@ -957,19 +960,12 @@ retention_batch(void)
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 
-	/*
-	 * As event_log's owner, as purge_events() runs it: a trigger its owner
-	 * added must not run as the superuser the worker is.  Unless the owner
-	 * is a superuser, as in record_notifications().
-	 */
-	(void) ExtensionTableLookup("event_log", &log_owner);
-	if (superuser_arg(log_owner))
-		return PublisherPurgeBatch(retention_cutoff, retention_after,
-								   &retention_batch_after, &retention_batch_reached);
-	OwnerSectionBegin(log_owner, &section);
+	/* as event_log's owner, as purge_events() runs it */
+	as_owner = worker_owner_section_begin(EventLogOwner(), &section);
 	purged = PublisherPurgeBatch(retention_cutoff, retention_after,
 								 &retention_batch_after, &retention_batch_reached);
-	OwnerSectionEnd(&section);
+	if (as_owner)
+		OwnerSectionEnd(&section);
 	return purged;
 }
 

@@ -263,7 +263,7 @@ purge_events(PG_FUNCTION_ARGS)
 				 errmsg("older_than must not be negative"),
 				 errdetail("Subtracted from the start of the transaction by the calendar, it gives a later time.")));
 
-	(void) ExtensionTableLookup("event_log", &log_owner);
+	log_owner = EventLogOwner();
 	/* before the lock, which a standby would refuse with a less clear error */
 	PreventCommandIfReadOnly("purge_events()");
 	PublisherLockPurge(true);

@@ -152,6 +152,7 @@ typedef enum EventLogColumn
 extern Oid	EventLogColumns(AttrNumber *attnums);
 extern void EventLogTableOids(Oid *log_relid, Oid *seq_relid, Oid *outbox_relid);
 extern bool EventLogTablesCurrent(void);
+extern Oid	EventLogOwner(void);
 extern int64 EventLogTakeId(void);
 extern int64 EventLogAppend(const LoggedEvent *event);
 extern void EventLogInitCache(void);
