@@ -35,6 +35,17 @@ $node->safe_psql(
 CREATE TABLE doc (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, body text);
 });
 
+# The worker's peak resident memory in kB (shared memory it touched
+# included), from /proc.
+sub worker_peak_kb
+{
+	my ($pid) = @_;
+	open(my $status, '<', "/proc/$pid/status") or die "cannot read /proc/$pid/status: $!";
+	my ($kb) = map { /^VmHWM:\s+(\d+) kB/ ? ($1) : () } <$status>;
+	close($status);
+	return $kb;
+}
+
 my $worker = $node->poll_query_until('postgres',
 	'SELECT worker_pid IS NOT NULL FROM upsert_order.publisher_status')
   ? $node->safe_psql('postgres', 'SELECT worker_pid FROM upsert_order.publisher_status')
@@ -68,9 +79,7 @@ is( $node->safe_psql(
 
 # Peak resident memory of the worker (shared memory it touched included):
 # holding the batch's rows at once would take more than their total size.
-open(my $status, '<', "/proc/$worker/status") or die "cannot read /proc/$worker/status: $!";
-my ($peak_kb) = map { /^VmHWM:\s+(\d+) kB/ ? ($1) : () } <$status>;
-close($status);
+my $peak_kb = worker_peak_kb($worker);
 ok(defined $peak_kb, 'the worker\'s peak memory is known');
 cmp_ok($peak_kb * 1024, '<', $events * $row_bytes / 2,
 	'the worker never held the batch\'s rows at once');
@@ -154,9 +163,7 @@ SELECT p.payload::jsonb ? 'data_omitted'
   FROM upsert_order.publication p JOIN upsert_order.event_log e USING (event_id)
  WHERE e.target = 'nums'::regclass}),
 	't', 'without its row');
-open($status, '<', "/proc/$worker/status") or die "cannot read /proc/$worker/status: $!";
-($peak_kb) = map { /^VmHWM:\s+(\d+) kB/ ? ($1) : () } <$status>;
-close($status);
+$peak_kb = worker_peak_kb($worker);
 cmp_ok($peak_kb * 1024, '<', 200_000_000, 'the worker never printed the row');
 
 $node->stop;
