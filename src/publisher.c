@@ -1121,21 +1121,34 @@ serve_interrupts(void)
 }
 
 /*
- * After an error, wait the whole naptime before trying again: under load,
- * every commit sets the latch, and retrying at that pace would only repeat
- * the error.  Signals are still served.
+ * Wait until the time given, serving signals, whatever commits meanwhile:
+ * the caller runs a batch next, which takes what they queued.
  */
 static void
-back_off(void)
+pause_until(TimestampTz until)
 {
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), publisher_naptime);
 	long		remaining;
 
+	if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until) <= 0)
+		return;
+	PublisherPausing(true);
 	while ((remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
 	{
 		wait_for_work(remaining);
 		serve_interrupts();
 	}
+	PublisherPausing(false);
+}
+
+/*
+ * After an error, wait the whole naptime before trying again: under load,
+ * commits come all the time, and retrying at that pace would only repeat
+ * the error.
+ */
+static void
+back_off(void)
+{
+	pause_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), publisher_naptime));
 }
 
 /*
@@ -1360,6 +1373,7 @@ PublisherMain(Datum main_arg)
 		int64		published;
 		bool		more_retention;
 		uint64		commits_before;
+		TimestampTz batch_started;
 
 		/*
 		 * Reset first: a commit from now on makes the next wait return at
@@ -1371,6 +1385,7 @@ PublisherMain(Datum main_arg)
 		MemoryContextReset(loop_cxt);
 		serve_interrupts();
 
+		batch_started = GetCurrentTimestamp();
 		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
 		{
 			/* the retry reads the last seq and finds its own tables again */
@@ -1399,9 +1414,17 @@ PublisherMain(Datum main_arg)
 				continue;
 		}
 
-		/* a commit during the batch: its events may not be in it */
+		/*
+		 * A commit during the batch: its events may not be in it.  Events
+		 * keep coming, so let them gather for the next batch: a batch costs
+		 * its own transaction and commit, and the worker's time is taken
+		 * from the writers' cores.
+		 */
 		if (PublisherCommitCount() != commits_before)
+		{
+			pause_until(TimestampTzPlusMilliseconds(batch_started, publisher_delay));
 			continue;
+		}
 		wait_for_work(publisher_naptime);
 	}
 }

@@ -13,7 +13,8 @@
  * it only touches a counter and a pointer under a spinlock and sets a latch.
  * The count is for the wake-ups the latch loses: any wait inside a batch (a
  * lock, the commit's wait for a synchronous standby) uses and resets the
- * worker's latch too.
+ * worker's latch too.  While the worker pauses between batches on purpose,
+ * commits are only counted.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +43,8 @@ typedef struct PublisherShared
 	slock_t		mutex;			/* protects everything below */
 	pid_t		pid;			/* the worker's, 0 when it is not running */
 	Latch	   *latch;			/* the worker's latch, NULL when not running */
+	bool		pausing;		/* the worker pauses on purpose: commits need
+								 * not wake it */
 	uint64		commits;		/* commits that queued events, ever */
 	Oid			database;		/* the database the worker is connected to */
 	bool		connecting;		/* the worker is connecting, or its last start
@@ -122,6 +125,20 @@ PublisherCommitCount(void)
 	return commits;
 }
 
+/*
+ * The worker starts (or ends) a pause after which it runs a batch whatever
+ * happened meanwhile: until then, a commit only counts itself, and spares
+ * the worker a wake-up, and itself the signal that sends it.  Signals to the
+ * worker (SIGTERM, SIGHUP) still set its latch.
+ */
+void
+PublisherPausing(bool pausing)
+{
+	SpinLockAcquire(&publisher->mutex);
+	publisher->pausing = pausing;
+	SpinLockRelease(&publisher->mutex);
+}
+
 /* Called by the event log once it queued an event in this transaction. */
 void
 PublisherWakeAtCommit(void)
@@ -149,7 +166,7 @@ publisher_xact_callback(XactEvent event, void *arg)
 				break;
 			SpinLockAcquire(&publisher->mutex);
 			publisher->commits++;
-			latch = publisher->latch;
+			latch = publisher->pausing ? NULL : publisher->latch;
 			SpinLockRelease(&publisher->mutex);
 			if (latch != NULL)
 				SetLatch(latch);
@@ -181,6 +198,7 @@ publisher_detach(int code, Datum arg)
 	SpinLockAcquire(&publisher->mutex);
 	publisher->pid = 0;
 	publisher->latch = NULL;
+	publisher->pausing = false;
 	SpinLockRelease(&publisher->mutex);
 }
 
@@ -210,6 +228,7 @@ PublisherAttach(void)
 	SpinLockAcquire(&publisher->mutex);
 	publisher->pid = MyProcPid;
 	publisher->latch = MyLatch;
+	publisher->pausing = false;
 	publisher->database = MyDatabaseId;
 	publisher->publication_relid = InvalidOid;
 	publisher->last_seq = 0;

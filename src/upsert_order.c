@@ -25,6 +25,7 @@ char	   *publisher_database = NULL;
 char	   *publisher_channel = NULL;
 int			publisher_naptime = 1000;
 int			publisher_batch_size = 1000;
+int			publisher_delay = 0;
 int			publisher_event_retention = 0;
 
 #if PG_VERSION_NUM >= 150000
@@ -100,6 +101,17 @@ define_reload_settings(void)
 							1000, 1, 100000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("upsert_order.publish_delay",
+							"Shortest time between the starts of two publishing batches while events keep coming.",
+							"Events committed meanwhile wait for the next batch: fewer, larger batches "
+							"cost the publisher less per event, and add up to this much latency.  "
+							"Zero starts the next batch at once.",
+							&publisher_delay,
+							0, 0, 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("upsert_order.event_retention",

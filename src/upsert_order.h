@@ -202,6 +202,7 @@ extern char *publisher_database;
 extern char *publisher_channel;
 extern int	publisher_naptime;
 extern int	publisher_batch_size;
+extern int	publisher_delay;
 extern int	publisher_event_retention;
 
 /* publisher_payload.c: what a notification says about one event */
@@ -240,6 +241,7 @@ extern void PublisherInitCallbacks(void);
 extern bool PublisherServesThisDatabase(void);
 extern void PublisherWakeAtCommit(void);
 extern uint64 PublisherCommitCount(void);
+extern void PublisherPausing(bool pausing);
 extern bool PublisherNoteConnecting(bool connecting);
 extern void PublisherAttach(void);
 extern void PublisherReportSuccess(Oid publication_relid, int64 last_seq);

@@ -76,6 +76,40 @@ ok($listener->wait_for_seq($last + 1), 'the next event gets the next seq');
 is($node->safe_psql('postgres', "SELECT max(seq) FROM upsert_order.publication"),
 	$last + 1, 'seq goes on after retention');
 
+# Gathering: while events keep coming, a batch starts publish_delay after
+# the one before (unless that one was full), and takes what committed in
+# between.  With a long delay, none of those events is lost, and a commit
+# after the pauses still wakes the worker at once: the naptime, a minute
+# here, would show a lost wake-up.
+$node->safe_psql('postgres', q{
+ALTER SYSTEM RESET upsert_order.event_retention;
+ALTER SYSTEM SET upsert_order.publish_delay = '300ms';
+ALTER SYSTEM SET upsert_order.publish_naptime = '60s';
+SELECT pg_reload_conf()});
+my $started = Time::HiRes::time();
+($writers, $out) = UpsertOrderNode::start_writers($node, $script, 3);
+while ($writers->pumpable)
+{
+	$listener->poll;
+	eval { $writers->pump_nb; };
+	usleep(10_000);
+}
+ok($writers->finish, 'eight writers ran for 3 seconds with a pause of 300 ms between batches');
+ok( PublisherListener::query_until(
+		$node, 'postgres', 'SELECT events_waiting = 0 FROM upsert_order.publisher_status', 20),
+	'the events that committed during the pauses are published');
+my $elapsed = Time::HiRes::time() - $started;
+my ($events, $batches, $max) = split /\|/,
+  $node->safe_psql('postgres', qq{
+	SELECT count(*), count(DISTINCT xmin::text), max(seq)
+	  FROM upsert_order.publication WHERE seq > $last + 1});
+cmp_ok($batches, '<=', int($elapsed / 0.3) + int($events / 1000) + 5,
+	sprintf('%d events in %d batches over %.1f s', $events, $batches, $elapsed));
+ok($listener->wait_for_seq($max), 'the listener was notified of all of them');
+$node->safe_psql('postgres',
+	"SELECT upsert_order.versioned_upsert('account', jsonb_build_object('id', 1, 'ver', upsert_order.rowseq_now()))");
+ok($listener->wait_for_seq($max + 1, 20), 'an event after the pauses is published without waiting for the naptime');
+
 $listener->stop;
 $node->stop;
 done_testing();
