@@ -18,6 +18,9 @@
 #   3. the worker's own publishing rate: BENCH_BACKLOG (default 200000)
 #      events queued while publishing is held up, then released.
 #
+# BENCH_PUB_DELAY, when set, is the worker's upsert_order.publish_delay
+# throughout.
+#
 # Durability settings are PostgreSQL's defaults (fsync and
 # synchronous_commit on).  It prints a summary and leaves it, with the
 # server log, in the work directory it names.  Not a test: it asserts
@@ -67,7 +70,10 @@ EOF
 
 # Restart with the given settings (written to bench.conf).
 restart() {
-	printf '%s\n' "$@" | pg tee "$data/bench.conf" >/dev/null
+	{
+		printf '%s\n' "$@"
+		[[ -z ${BENCH_PUB_DELAY:-} ]] || echo "upsert_order.publish_delay = '$BENCH_PUB_DELAY'"
+	} | pg tee "$data/bench.conf" >/dev/null
 	pg "$bindir/pg_ctl" -D "$data" -l "$log" -w restart >/dev/null 2>&1 ||
 		pg "$bindir/pg_ctl" -D "$data" -l "$log" -w start >/dev/null
 }
