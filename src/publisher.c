@@ -1127,16 +1127,16 @@ serve_interrupts(void)
 static void
 pause_until(TimestampTz until)
 {
-	long		remaining;
+	long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 
-	if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until) <= 0)
+	if (remaining <= 0)
 		return;
 	PublisherPausing(true);
-	while ((remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
+	do
 	{
 		wait_for_work(remaining);
 		serve_interrupts();
-	}
+	} while ((remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0);
 	PublisherPausing(false);
 }
 
