@@ -328,6 +328,56 @@ SELECT wait_notified(20);
 SELECT payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'key' AS key, payload::jsonb -> 'data' ->> 'name' AS name
   FROM receive() ORDER BY n;
 
+-- publish_data(): the notifications of a table whose rows must not reach
+-- every role that can LISTEN leave the row out, as for a row too large, and
+-- listeners read it by key with their own privileges.  It and configure()
+-- each set one setting and leave the other alone; the table keeps a row in
+-- target_settings only while one of them is not the default.
+CREATE TABLE secret (id int PRIMARY KEY, ver rowseq NOT NULL, pin text);
+SELECT publish_data('secret', false);
+SELECT channel, publish_data FROM target_settings WHERE target = 'secret'::regclass;
+SELECT outcome FROM versioned_upsert('secret', '{"id": 1, "ver": 1, "pin": "1234"}');
+SELECT wait_notified(21);
+SELECT channel, payload FROM receive();
+SELECT configure('secret', 'secret_events');
+SELECT dblink_exec('listener', 'LISTEN secret_events');
+SELECT channel, publish_data FROM target_settings WHERE target = 'secret'::regclass;
+SELECT outcome FROM versioned_upsert('secret', '{"id": 1, "ver": 2, "pin": "5678"}');
+SELECT wait_notified(22);
+SELECT channel, payload::jsonb ? 'data' AS has_data, payload::jsonb -> 'data_omitted' AS data_omitted FROM receive();
+SELECT publish_data('secret', NULL);
+SELECT channel, publish_data FROM target_settings WHERE target = 'secret'::regclass;
+SELECT outcome FROM versioned_upsert('secret', '{"id": 1, "ver": 3, "pin": "9012"}');
+SELECT wait_notified(23);
+SELECT channel, payload::jsonb -> 'data' AS data, payload::jsonb ? 'data_omitted' AS has_data_omitted FROM receive();
+SELECT publish_data('secret', false);
+SELECT configure('secret', NULL);
+SELECT channel, publish_data FROM target_settings WHERE target = 'secret'::regclass;
+SELECT publish_data('secret', true);
+SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
+-- The same checks as configure(): only the owner of a permanent table that
+-- may be a target, once granted EXECUTE.
+SELECT publish_data(NULL, false);
+CREATE VIEW secret_view AS SELECT * FROM secret;
+SELECT publish_data('secret_view', false);
+DROP VIEW secret_view;
+SELECT publish_data('upsert_order.publication', false);
+CREATE TEMP TABLE secret_temp (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT publish_data('secret_temp', false);
+DROP TABLE secret_temp;
+SET ROLE publish_stranger;
+SELECT publish_data('secret', false);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION publish_data(regclass, boolean) TO publish_stranger;
+SET ROLE publish_stranger;
+SELECT publish_data('secret', false);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION publish_data(regclass, boolean) FROM publish_stranger;
+-- The setting goes with the table.
+SELECT publish_data('secret', false);
+DROP TABLE secret;
+SELECT count(*) AS settings_left FROM target_settings WHERE publish_data = false;
+
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,
        min((payload::jsonb ->> 'seq')::bigint) AS first, max((payload::jsonb ->> 'seq')::bigint) AS last

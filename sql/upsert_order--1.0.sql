@@ -394,7 +394,8 @@ COMMENT ON FUNCTION @extschema@.versioned_upsert_batch(regclass, jsonb) IS
 -- Privileges: the three tables are written by the extension only.  To let a
 -- role catch up with events_since(), GRANT SELECT ON upsert_order.publication.
 -- NOTIFY itself has no privileges: any role that can connect to the database
--- can LISTEN, and so read every notified row.
+-- can LISTEN, and so read every notified row; publish_data() keeps a table's
+-- rows out of its notifications.
 -------------------------------------------------------------------------------
 
 -- Applied events not yet published, by event_id.  A queue: rows come and go
@@ -424,15 +425,17 @@ CREATE INDEX publication_event_purged ON @extschema@.publication (seq) WHERE eve
 COMMENT ON TABLE @extschema@.publication IS
 	'the notifications sent by the publisher worker, in seq order';
 
--- Per-target channels, set with configure().  configure() checks the name;
--- a bad one written here directly stops the publisher, which reports the
--- error in publisher_status and retries until it is fixed.
+-- Per-target settings, set with configure() and publish_data(); a target
+-- has a row only while one of them differs from its default.  configure()
+-- checks the name; a bad one written here directly stops the publisher,
+-- which reports the error in publisher_status and retries until it is fixed.
 CREATE TABLE @extschema@.target_settings (
 	target		regclass PRIMARY KEY,
-	channel		text NOT NULL
+	channel		text,			-- null: upsert_order.channel
+	publish_data boolean NOT NULL DEFAULT true
 );
 COMMENT ON TABLE @extschema@.target_settings IS
-	'channel of each target that does not use upsert_order.channel';
+	'channel of each target that does not use upsert_order.channel, and whether its notifications carry the row';
 
 REVOKE ALL ON @extschema@.outbox FROM PUBLIC;
 REVOKE ALL ON @extschema@.publication FROM PUBLIC;
@@ -452,6 +455,17 @@ CREATE FUNCTION @extschema@.configure(target regclass, channel text)
 COMMENT ON FUNCTION @extschema@.configure(regclass, text) IS
 	'notify the applied events of target on channel (null: back to upsert_order.channel); for the owner of target';
 REVOKE ALL ON FUNCTION @extschema@.configure(regclass, text) FROM PUBLIC;
+
+-- Whether the notifications of target's events carry the row ("data"), or
+-- leave it out ("data_omitted": true) for listeners to read it by key, with
+-- their own privileges and under row level security.  Checked and written
+-- like configure().
+CREATE FUNCTION @extschema@.publish_data(target regclass, publish boolean)
+	RETURNS void
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
+COMMENT ON FUNCTION @extschema@.publish_data(regclass, boolean) IS
+	'whether the notifications of target carry the row (null: back to true); for the owner of target';
+REVOKE ALL ON FUNCTION @extschema@.publish_data(regclass, boolean) FROM PUBLIC;
 
 -- A dropped table's channel is forgotten with it, so that a table given the
 -- same OID later does not inherit it.  The function deletes as the owner of

@@ -269,12 +269,13 @@ typedef struct WorkerTables
 {
 	uint64		found_at;		/* generation of the OIDs, 0 before any */
 	uint64		publication_found_at;	/* of publication_attnums */
-	uint64		channel_found_at;	/* of channel_attnum */
+	uint64		settings_found_at;	/* of the settings' attnums */
 	Oid			publication;
 	Oid			publication_owner;	/* whom its rows are written as */
 	Oid			target_settings;
 	AttrNumber	publication_attnums[lengthof(publication_columns)];
 	AttrNumber	channel_attnum; /* target_settings.channel */
+	AttrNumber	publish_data_attnum;	/* target_settings.publish_data */
 } WorkerTables;
 
 static WorkerTables worker_tables;
@@ -304,7 +305,7 @@ worker_tables_find(void)
 	worker_tables.target_settings = ExtensionTableLookup("target_settings", &owner);
 	worker_tables.found_at = generation;
 	worker_tables.publication_found_at = 0;
-	worker_tables.channel_found_at = 0;
+	worker_tables.settings_found_at = 0;
 }
 
 /*
@@ -326,15 +327,17 @@ publication_columns_find(void)
 }
 
 static void
-channel_column_find(void)
+settings_columns_find(void)
 {
 	uint64		generation = tables_generation;
 
-	if (worker_tables.channel_found_at == generation)
+	if (worker_tables.settings_found_at == generation)
 		return;
 	worker_tables.channel_attnum =
 		ExtensionColumn(worker_tables.target_settings, "target_settings", "channel");
-	worker_tables.channel_found_at = generation;
+	worker_tables.publish_data_attnum =
+		ExtensionColumn(worker_tables.target_settings, "target_settings", "publish_data");
+	worker_tables.settings_found_at = generation;
 }
 
 /* The extension as extension_ready() last found it. */
@@ -382,11 +385,12 @@ extension_ready(void)
 	return true;
 }
 
-/* What a batch needs to know of a target: its channel and its name. */
+/* What a batch needs to know of a target: its settings and its name. */
 typedef struct BatchTarget
 {
 	Oid			target;			/* hash key */
 	char	   *channel;
+	bool		publish_data;
 	char	   *name;			/* schema.table, NULL if it was dropped */
 } BatchTarget;
 
@@ -458,20 +462,23 @@ key_scan_end(KeyScan *ks)
 }
 
 /*
- * The channel that target_settings gives target, or NULL.  With a snapshot
- * of its own, newer than the one the events were read with: that one may
- * predate a channel set before one of the events committed.
+ * Set entry's settings from target_settings, or to the defaults where it has
+ * none.  With a snapshot of its own, newer than the one the events were read
+ * with: that one may predate a setting made before one of the events
+ * committed.
  */
-static char *
-configured_channel(Oid target)
+static void
+configured_settings(BatchTarget *entry)
 {
 	KeyScan		ks;
 	ScanKeyData key;
-	char	   *channel = NULL;
+
+	entry->channel = publisher_channel;
+	entry->publish_data = true;
 
 	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", REGCLASSOID, 1);
-	channel_column_find();
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(target));
+	settings_columns_find();
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(entry->target));
 	index_rescan(ks.scan, &key, 1, NULL, 0);
 	if (key_scan_next(&ks, ForwardScanDirection))
 	{
@@ -479,13 +486,15 @@ configured_channel(Oid target)
 		Datum		value = slot_getattr(ks.slot, worker_tables.channel_attnum, &isnull);
 
 		if (!isnull)
-			channel = TextDatumGetCString(value);
+			entry->channel = TextDatumGetCString(value);
+		value = slot_getattr(ks.slot, worker_tables.publish_data_attnum, &isnull);
+		if (!isnull)
+			entry->publish_data = DatumGetBool(value);
 	}
 	key_scan_end(&ks);
-	return channel;
 }
 
-/* The channel and name of target, looked up once per batch. */
+/* The settings and name of target, looked up once per batch. */
 static BatchTarget *
 batch_target(HTAB *targets, Oid target)
 {
@@ -504,18 +513,19 @@ batch_target(HTAB *targets, Oid target)
 	entry->name = nspname ? psprintf("%s.%s", nspname, relname) : NULL;
 
 	/*
-	 * A dropped table's events go on the default channel, even while the
-	 * batch's snapshot still shows its settings (it was dropped since).
+	 * A dropped table's settings went with it, even while the batch's
+	 * snapshot still shows them (it was dropped since): its events go on the
+	 * default channel, and without their rows, which publish_data() may have
+	 * kept out of its notifications and which no privilege guards any more.
 	 */
 	if (entry->name == NULL)
 	{
 		entry->channel = publisher_channel;
+		entry->publish_data = false;
 		return entry;
 	}
 
-	entry->channel = configured_channel(target);
-	if (entry->channel == NULL)
-		entry->channel = publisher_channel;
+	configured_settings(entry);
 	return entry;
 }
 
@@ -596,7 +606,9 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 		/* rowseq's text is its decimal number */
 		(void) pg_lltoa(DatumGetRowseq(event_column(events, row, LOG_VERSION, NULL)), version);
 		event.version = version;
-		event.data = event_column(events, row, LOG_DATA, &event.data_isnull);
+		event.publish_data = target->publish_data;
+		if (event.publish_data)
+			event.data = event_column(events, row, LOG_DATA, &event.data_isnull);
 		payload_text = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT);
 
 		MemoryContextSwitchTo(batch_cxt);

@@ -2,17 +2,18 @@
  *
  * publisher_api.c
  *	  SQL-callable functions around the publisher: configure() sets a
- *	  target's channel, purge_events() deletes old published events.
+ *	  target's channel, publish_data() whether its notifications carry the
+ *	  row, purge_events() deletes old published events.
  *
- * Both write tables that ordinary roles cannot write (nobody but the
+ * All three write tables that ordinary roles cannot write (nobody but the
  * extension may rewrite its settings or its log).  Like the event log
  * writer, they check the caller's right first, then run their fixed
  * statements as the owner of the table, in a security-restricted operation
  * with search_path reduced to pg_catalog so that no object the caller
- * created can stand in for a built-in one.  EXECUTE on both is revoked from
+ * created can stand in for a built-in one.  EXECUTE on them is revoked from
  * PUBLIC by the install script.
  *
- * A third, the sql_drop event trigger's function, deletes the settings of
+ * A fourth, the sql_drop event trigger's function, deletes the settings of
  * dropped tables the same way; it checks nothing, since whoever could drop
  * a table may forget its setting.
  *
@@ -39,6 +40,7 @@
 #include "upsert_order.h"
 
 PG_FUNCTION_INFO_V1(configure);
+PG_FUNCTION_INFO_V1(publish_data);
 PG_FUNCTION_INFO_V1(forget_dropped_targets);
 PG_FUNCTION_INFO_V1(purge_events);
 
@@ -83,21 +85,16 @@ check_table_owner(Oid relid)
 }
 
 /*
- * configure(target regclass, channel text): notify the applied events of
- * target on channel instead of upsert_order.channel; a null channel goes
- * back to upsert_order.channel.  Only the owner of target (or a member of
- * the owning role) may, besides holding EXECUTE on this function.
+ * Lock the table named by argument 0 of a settings function and check that
+ * the caller may set what it sets: only its owner (or a member of the owning
+ * role) may, besides holding EXECUTE on the function, and only for a table
+ * that versioned_upsert() may write and that goes with an event trigger.
  */
-Datum
-configure(PG_FUNCTION_ARGS)
+static Oid
+settings_target_check(FunctionCallInfo fcinfo)
 {
 	Oid			relid;
 	char		relkind;
-	Oid			settings_owner;
-	OwnerSection section;
-	Datum		values[2];
-	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
-	int			ret;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -109,7 +106,7 @@ configure(PG_FUNCTION_ARGS)
 	 * Locked, so that a concurrent DROP either went first (and the table is
 	 * gone) or waits for this setting, which its event trigger then deletes.
 	 * Ownership is checked before, so that nobody else can wait in the
-	 * table's lock queue through this function, and again once locked.
+	 * table's lock queue through these functions, and again once locked.
 	 */
 	check_table_owner(relid);
 	LockRelationOid(relid, AccessShareLock);
@@ -118,6 +115,7 @@ configure(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
+
 	/*
 	 * A setting must name what versioned_upsert() writes, and go when the
 	 * table goes: a temporary table is dropped without any event trigger.
@@ -127,15 +125,64 @@ configure(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a permanent table", get_rel_name(relid)),
-				 errdetail("Only ordinary and partitioned tables that are not temporary have a channel of their own.")));
+				 errdetail("Only ordinary and partitioned tables that are not temporary have settings of their own.")));
 	/* nor does a table versioned_upsert() never writes */
 	if (IsCatalogRelationOid(relid) ||
 		get_rel_namespace(relid) == get_namespace_oid(UPSERT_ORDER_SCHEMA, true))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a target of versioned_upsert()", get_rel_name(relid)),
-				 errdetail("System catalogs and the extension's own tables have no channel.")));
+				 errdetail("System catalogs and the extension's own tables have no settings.")));
 	check_table_owner(relid);
+	return relid;
+}
+
+/*
+ * Write one setting of target to target_settings, as the table's owner:
+ * upsert, a statement of two parameters (the target and the value, null
+ * if isnull), sets it; then the row goes if every setting is back to its
+ * default, so that a target has a row only while it needs one.
+ */
+static void
+settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool isnull)
+{
+	Oid			settings_owner;
+	OwnerSection section;
+	Oid			argtypes[2] = {REGCLASSOID, valuetype};
+	Datum		values[2] = {ObjectIdGetDatum(target), value};
+	const char	nulls[2] = {' ', isnull ? 'n' : ' '};
+	int			ret;
+
+	(void) ExtensionTableLookup("target_settings", &settings_owner);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	OwnerSectionBegin(settings_owner, &section);
+
+	ret = SPI_execute_with_args(upsert, 2, argtypes, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not write upsert_order.target_settings: %s",
+			 SPI_result_code_string(ret));
+	ret = SPI_execute_with_args("DELETE FROM upsert_order.target_settings"
+								" WHERE target = $1 AND channel IS NULL AND publish_data",
+								1, argtypes, values, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not write upsert_order.target_settings: %s",
+			 SPI_result_code_string(ret));
+
+	OwnerSectionEnd(&section);
+	SPI_finish();
+}
+
+/*
+ * configure(target regclass, channel text): notify the applied events of
+ * target on channel instead of upsert_order.channel; a null channel goes
+ * back to upsert_order.channel.
+ */
+Datum
+configure(PG_FUNCTION_ARGS)
+{
+	Oid			relid = settings_target_check(fcinfo);
 
 	if (!PG_ARGISNULL(1))
 	{
@@ -149,32 +196,33 @@ configure(PG_FUNCTION_ARGS)
 					 errdetail("%s", reason)));
 	}
 
-	(void) ExtensionTableLookup("target_settings", &settings_owner);
+	settings_write(relid,
+				   "INSERT INTO upsert_order.target_settings (target, channel)"
+				   " VALUES ($1, $2)"
+				   " ON CONFLICT (target) DO UPDATE SET channel = excluded.channel",
+				   TEXTOID, PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+				   PG_ARGISNULL(1));
+	PG_RETURN_VOID();
+}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	OwnerSectionBegin(settings_owner, &section);
+/*
+ * publish_data(target regclass, publish boolean): whether the notifications
+ * of target's events carry the row.  Without it they say "data_omitted", as
+ * for a row too large, and a listener reads the row by key: NOTIFY has no
+ * privileges, so this is how an owner keeps a table's rows from roles that
+ * may LISTEN but not SELECT them.  A null goes back to the default, true.
+ */
+Datum
+publish_data(PG_FUNCTION_ARGS)
+{
+	Oid			relid = settings_target_check(fcinfo);
+	bool		publish = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
 
-	values[0] = ObjectIdGetDatum(relid);
-	if (PG_ARGISNULL(1))
-		ret = SPI_execute_with_args("DELETE FROM upsert_order.target_settings"
-									" WHERE target = $1",
-									1, argtypes, values, NULL, false, 0);
-	else
-	{
-		values[1] = PG_GETARG_DATUM(1);
-		ret = SPI_execute_with_args("INSERT INTO upsert_order.target_settings (target, channel)"
-									" VALUES ($1, $2)"
-									" ON CONFLICT (target) DO UPDATE SET channel = excluded.channel",
-									2, argtypes, values, NULL, false, 0);
-	}
-	if (ret != SPI_OK_DELETE && ret != SPI_OK_INSERT)
-		elog(ERROR, "could not write upsert_order.target_settings: %s",
-			 SPI_result_code_string(ret));
-
-	OwnerSectionEnd(&section);
-	SPI_finish();
-
+	settings_write(relid,
+				   "INSERT INTO upsert_order.target_settings (target, publish_data)"
+				   " VALUES ($1, $2)"
+				   " ON CONFLICT (target) DO UPDATE SET publish_data = excluded.publish_data",
+				   BOOLOID, BoolGetDatum(publish), false);
 	PG_RETURN_VOID();
 }
 

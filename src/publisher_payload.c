@@ -7,8 +7,9 @@
  * The payload is the JSON object {"op", "key", "seq", "data", "table",
  * "version", "event_id"}: sent by NOTIFY, and recorded as the same text in
  * the publication table, whose events_since() returns it as jsonb.  When
- * the text would not fit in a notification, "data" is left out and
- * "data_omitted" set; if it still would not fit, "key" too ("key_omitted").
+ * the text would not fit in a notification, or the target's rows are not
+ * to be published (publish_data()), "data" is left out and "data_omitted"
+ * set; if it still would not fit, "key" too ("key_omitted").
  *
  * The text is written here in the form jsonb's output function gives the
  * same object: keys in jsonb's order (shorter first, then bytewise), the
@@ -171,7 +172,10 @@ PublisherPayload(const PublishedEvent *event, int limit)
 {
 	StringInfoData buf;
 	char	   *key = jsonb_text(event->key, false, limit);
-	char	   *data = key ? jsonb_text(event->data, event->data_isnull, limit) : NULL;
+	char	   *data = NULL;
+
+	if (key && event->publish_data)
+		data = jsonb_text(event->data, event->data_isnull, limit);
 
 	initStringInfo(&buf);
 	if (data)

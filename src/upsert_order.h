@@ -214,7 +214,8 @@ typedef struct PublishedEvent
 	bool		inserted;		/* else updated */
 	Datum		key;			/* jsonb, maybe still toasted */
 	const char *version;		/* as text */
-	Datum		data;			/* jsonb, maybe still toasted */
+	bool		publish_data;	/* else data is left out, whatever its size */
+	Datum		data;			/* jsonb, maybe still toasted; if publish_data */
 	bool		data_isnull;	/* the row is unknown */
 } PublishedEvent;
 

@@ -1,5 +1,6 @@
 # pg_dump keeps the event log: its rows and its sequence come back with a
-# restore, and versioned_upsert() goes on from where it was.
+# restore, and versioned_upsert() goes on from where it was.  The targets'
+# publishing settings come back too.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -22,6 +23,10 @@ $node->safe_psql('source', q{
 	SELECT upsert_order.versioned_upsert('item', '{"id": 1, "ver": 3, "name": "c"}');
 	SELECT upsert_order.versioned_upsert('item', '{"id": 1, "ver": 2, "name": "b"}');
 	SELECT upsert_order.versioned_upsert('item', '{"id": 2, "ver": 1, "name": "x"}');
+	CREATE TABLE quiet (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL);
+	SELECT upsert_order.configure('item', 'items');
+	SELECT upsert_order.publish_data('item', false);
+	SELECT upsert_order.publish_data('quiet', false);
 });
 my $before = $node->safe_psql('source',
 	'SELECT event_id, target, key, version, outcome, payload, data FROM upsert_order.event_log ORDER BY event_id');
@@ -37,6 +42,9 @@ $node->command_ok(
 is( $node->safe_psql('restored',
 		'SELECT event_id, target, key, version, outcome, payload, data FROM upsert_order.event_log ORDER BY event_id'),
 	$before, 'every event comes back, unchanged');
+is( $node->safe_psql('restored',
+		'SELECT target, channel, publish_data FROM upsert_order.target_settings ORDER BY target::text'),
+	"item|items|f\nquiet||f", 'the targets\' settings come back');
 is($node->safe_psql('restored', 'SELECT id, ver, name FROM item ORDER BY id'),
 	"1|3|c\n2|1|x", 'the table comes back');
 

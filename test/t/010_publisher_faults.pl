@@ -301,12 +301,14 @@ DROP ROLE nobody_special});
 
 # 7. A table dropped while the worker is in the middle of a batch that
 # holds its event: the event goes out on the default channel with "table":
-# null, as for any event whose table is gone, although the batch's
-# snapshot still shows the table's own channel.
+# null and without its row, as for any event whose table is gone, although
+# the batch's snapshot still shows the table's own channel (and that its
+# rows are not to be published).
 {
 	$node->safe_psql('postgres', q{
 CREATE TABLE short_lived (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL);
-SELECT upsert_order.configure('short_lived', 'short_lived_events')});
+SELECT upsert_order.configure('short_lived', 'short_lived_events');
+SELECT upsert_order.publish_data('short_lived', false)});
 	my $holder = hold_in_batch('short_lived', 1);
 	$node->safe_psql('postgres', 'DROP TABLE short_lived');
 	$holder->query_safe('COMMIT');
@@ -314,10 +316,11 @@ SELECT upsert_order.configure('short_lived', 'short_lived_events')});
 	ok(UpsertOrderNode::all_published($node), 'the event of the dropped table is published');
 	is( $node->safe_psql(
 			'postgres', q{
-SELECT p.channel = current_setting('upsert_order.channel'), p.payload::jsonb->'table' = 'null'
+SELECT p.channel = current_setting('upsert_order.channel'), p.payload::jsonb->'table' = 'null',
+       p.payload::jsonb ? 'data', p.payload::jsonb->'data_omitted' = 'true', p.payload::jsonb->'key' = '{"id": 1}'
   FROM upsert_order.publication p
  WHERE p.seq = (SELECT max(seq) FROM upsert_order.publication)}),
-		"t|t", 'on the default channel, with "table": null');
+		"t|t|f|t|t", 'on the default channel, with "table": null, its key and no data');
 }
 
 # 7a. A channel configured while the worker waits inside a batch, which
