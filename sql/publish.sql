@@ -378,6 +378,42 @@ SELECT publish_data('secret', false);
 DROP TABLE secret;
 SELECT count(*) AS settings_left FROM target_settings WHERE publish_data = false;
 
+-- A partition's rows stay out when the partitioned table's do, also when a
+-- message names the partition itself (at any depth); a partition cannot
+-- publish what its parent keeps out.
+CREATE TABLE hidden (region text, id int, ver rowseq NOT NULL, pin text, PRIMARY KEY (region, id))
+	PARTITION BY LIST (region);
+CREATE TABLE hidden_eu PARTITION OF hidden FOR VALUES IN ('eu', 'uk') PARTITION BY LIST (region);
+CREATE TABLE hidden_uk PARTITION OF hidden_eu FOR VALUES IN ('uk');
+SELECT publish_data('hidden', false);
+SELECT publish_data('hidden_uk', true);
+SELECT outcome FROM versioned_upsert('hidden', '{"region": "uk", "id": 1, "ver": 1, "pin": "1"}');
+SELECT outcome FROM versioned_upsert('hidden_eu', '{"region": "uk", "id": 1, "ver": 2, "pin": "2"}');
+SELECT outcome FROM versioned_upsert('hidden_uk', '{"region": "uk", "id": 1, "ver": 3, "pin": "3"}');
+SELECT wait_notified(26);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb ? 'data' AS has_data,
+       payload::jsonb -> 'data_omitted' AS data_omitted
+  FROM receive() ORDER BY n;
+-- Once the parent publishes them, the partition's own setting counts again.
+SELECT publish_data('hidden', NULL);
+SELECT publish_data('hidden_uk', false);
+SELECT outcome FROM versioned_upsert('hidden', '{"region": "uk", "id": 1, "ver": 4, "pin": "4"}');
+SELECT outcome FROM versioned_upsert('hidden_uk', '{"region": "uk", "id": 1, "ver": 5, "pin": "5"}');
+SELECT wait_notified(28);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'data' ->> 'pin' AS pin,
+       payload::jsonb -> 'data_omitted' AS data_omitted
+  FROM receive() ORDER BY n;
+DROP TABLE hidden;
+-- A temporary table has no settings, and its rows, which only its session can
+-- read, are not published.
+CREATE TEMP TABLE private (id int PRIMARY KEY, ver rowseq NOT NULL, pin text);
+SELECT outcome FROM versioned_upsert('private', '{"id": 1, "ver": 1, "pin": "1234"}');
+SELECT wait_notified(29);
+SELECT payload::jsonb ->> 'table' LIKE 'pg_temp_%.private' AS temp_table, payload::jsonb ? 'data' AS has_data,
+       payload::jsonb -> 'data_omitted' AS data_omitted
+  FROM receive();
+DROP TABLE private;
+
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,
        min((payload::jsonb ->> 'seq')::bigint) AS first, max((payload::jsonb ->> 'seq')::bigint) AS last

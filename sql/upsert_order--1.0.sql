@@ -467,12 +467,12 @@ COMMENT ON FUNCTION @extschema@.publish_data(regclass, boolean) IS
 	'whether the notifications of target carry the row (null: back to true); for the owner of target';
 REVOKE ALL ON FUNCTION @extschema@.publish_data(regclass, boolean) FROM PUBLIC;
 
--- A dropped table's channel is forgotten with it, so that a table given the
--- same OID later does not inherit it.  The function deletes as the owner of
--- target_settings (see publisher_api.c); it is not meant to be called.  The
--- trigger fires ALWAYS: a session with session_replication_role = replica
--- (a replication tool's, a restore's) drops tables too, and a channel it
--- left behind would go to the next table that gets the OID.
+-- A dropped table's settings are forgotten with it, so that a table given
+-- the same OID later does not inherit them.  The function deletes as the
+-- owner of target_settings (see publisher_api.c); it is not meant to be
+-- called.  The trigger fires ALWAYS: a session with session_replication_role
+-- = replica (a replication tool's, a restore's) drops tables too, and
+-- settings it left behind would go to the next table that gets the OID.
 CREATE FUNCTION @extschema@._forget_dropped_targets()
 	RETURNS event_trigger
 	AS 'MODULE_PATHNAME', 'forget_dropped_targets' LANGUAGE C SECURITY INVOKER;

@@ -40,7 +40,9 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/partition.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
@@ -462,36 +464,110 @@ key_scan_end(KeyScan *ks)
 }
 
 /*
- * Set entry's settings from target_settings, or to the defaults where it has
- * none.  With a snapshot of its own, newer than the one the events were read
- * with: that one may predate a setting made before one of the events
- * committed.
+ * The pg_class row of relid as snapshot shows it, copied, or NULL if it
+ * shows none.
  */
-static void
+static HeapTuple
+class_row(Oid relid, Snapshot snapshot)
+{
+	Relation	pg_class = table_open(RelationRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	row;
+
+	ScanKeyInit(&key, Anum_pg_class_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(pg_class, ClassOidIndexId, true, snapshot, 1, &key);
+	row = systable_getnext(scan);
+	if (HeapTupleIsValid(row))
+		row = heap_copytuple(row);
+	systable_endscan(scan);
+	table_close(pg_class, AccessShareLock);
+	return row;
+}
+
+/* Position ks, a scan of target_settings, on relid's row; false if none. */
+static bool
+settings_row(KeyScan *ks, Oid relid)
+{
+	ScanKeyData key;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	index_rescan(ks->scan, &key, 1, NULL, 0);
+	return key_scan_next(ks, ForwardScanDirection);
+}
+
+/* publish_data of the row ks is on */
+static bool
+settings_publish_data(KeyScan *ks)
+{
+	bool		isnull;
+	Datum		value = slot_getattr(ks->slot, worker_tables.publish_data_attnum, &isnull);
+
+	return isnull || DatumGetBool(value);
+}
+
+/*
+ * Set entry's settings, or the defaults where target_settings has none for
+ * it; false if the table is gone.  Read with a snapshot of its own, newer
+ * than the one the events were read with (that one may predate a setting
+ * made before one of the events committed), and the table looked up in
+ * pg_class with the same snapshot: the catalog cache may still show a table
+ * whose DROP committed, together with its settings, before that snapshot was
+ * taken.
+ *
+ * A temporary table has no settings (configure() refuses it), and its rows,
+ * which only its own session can read, are not published.  A partition's
+ * rows are not published if the table it is a partition of (at any level)
+ * says so either: a message may name the partition itself.
+ */
+static bool
 configured_settings(BatchTarget *entry)
 {
 	KeyScan		ks;
-	ScanKeyData key;
+	HeapTuple	class;
+	Form_pg_class form;
 
 	entry->channel = publisher_channel;
 	entry->publish_data = true;
 
 	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", REGCLASSOID, 1);
 	settings_columns_find();
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(entry->target));
-	index_rescan(ks.scan, &key, 1, NULL, 0);
-	if (key_scan_next(&ks, ForwardScanDirection))
+	class = class_row(entry->target, ks.snapshot);
+	if (class == NULL)
+	{
+		key_scan_end(&ks);
+		return false;
+	}
+	form = (Form_pg_class) GETSTRUCT(class);
+
+	if (form->relpersistence == RELPERSISTENCE_TEMP)
+		entry->publish_data = false;
+	else if (settings_row(&ks, entry->target))
 	{
 		bool		isnull;
 		Datum		value = slot_getattr(ks.slot, worker_tables.channel_attnum, &isnull);
 
 		if (!isnull)
 			entry->channel = TextDatumGetCString(value);
-		value = slot_getattr(ks.slot, worker_tables.publish_data_attnum, &isnull);
-		if (!isnull)
-			entry->publish_data = DatumGetBool(value);
+		entry->publish_data = settings_publish_data(&ks);
+	}
+
+	if (entry->publish_data && form->relispartition)
+	{
+		ListCell   *lc;
+
+		foreach(lc, get_partition_ancestors(entry->target))
+		{
+			if (settings_row(&ks, lfirst_oid(lc)) && !settings_publish_data(&ks))
+			{
+				entry->publish_data = false;
+				break;
+			}
+		}
 	}
 	key_scan_end(&ks);
+	return true;
 }
 
 /* The settings and name of target, looked up once per batch. */
@@ -513,19 +589,16 @@ batch_target(HTAB *targets, Oid target)
 	entry->name = nspname ? psprintf("%s.%s", nspname, relname) : NULL;
 
 	/*
-	 * A dropped table's settings went with it, even while the batch's
-	 * snapshot still shows them (it was dropped since): its events go on the
-	 * default channel, and without their rows, which publish_data() may have
-	 * kept out of its notifications and which no privilege guards any more.
+	 * A dropped table's settings went with it: its events go on the default
+	 * channel, and without their rows, which publish_data() may have kept
+	 * out of its notifications and which no privilege guards any more.
 	 */
-	if (entry->name == NULL)
+	if (entry->name == NULL || !configured_settings(entry))
 	{
+		entry->name = NULL;
 		entry->channel = publisher_channel;
 		entry->publish_data = false;
-		return entry;
 	}
-
-	configured_settings(entry);
 	return entry;
 }
 
@@ -607,6 +680,8 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 		(void) pg_lltoa(DatumGetRowseq(event_column(events, row, LOG_VERSION, NULL)), version);
 		event.version = version;
 		event.publish_data = target->publish_data;
+		event.data = (Datum) 0;
+		event.data_isnull = true;
 		if (event.publish_data)
 			event.data = event_column(events, row, LOG_DATA, &event.data_isnull);
 		payload_text = PublisherPayload(&event, PUBLISHER_PAYLOAD_LIMIT);

@@ -227,11 +227,11 @@ publish_data(PG_FUNCTION_ARGS)
 }
 
 /*
- * The sql_drop event trigger: forget the channel of every table the command
- * dropped, so that a table later given the same OID does not inherit it (and
- * a dump does not carry a setting for a table that is gone).  Whoever could
- * drop the table may forget its setting; it is deleted as the owner of
- * target_settings, like configure() writes it.
+ * The sql_drop event trigger: forget the settings of every table the
+ * command dropped, so that a table later given the same OID does not inherit
+ * them (and a dump does not carry settings for a table that is gone).
+ * Whoever could drop the table may forget its settings; they are deleted as
+ * the owner of target_settings, like configure() writes them.
  */
 Datum
 forget_dropped_targets(PG_FUNCTION_ARGS)

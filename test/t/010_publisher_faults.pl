@@ -299,28 +299,34 @@ ALTER DATABASE postgres RESET role;
 DROP ROLE nobody_special});
 }
 
-# 7. A table dropped while the worker is in the middle of a batch that
-# holds its event: the event goes out on the default channel with "table":
-# null and without its row, as for any event whose table is gone, although
-# the batch's snapshot still shows the table's own channel (and that its
-# rows are not to be published).
+# 7. Tables dropped while the worker is in the middle of a batch that holds
+# the event of one: their events go out on the default channel with
+# "table": null and without their rows, as for any event whose table is
+# gone, although the batch's snapshot still shows the first table's own
+# channel (and that its rows are not to be published).  The second table
+# had the default settings.
 {
 	$node->safe_psql('postgres', q{
 CREATE TABLE short_lived (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL);
+CREATE TABLE short_lived_plain (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, note text);
 SELECT upsert_order.configure('short_lived', 'short_lived_events');
 SELECT upsert_order.publish_data('short_lived', false)});
 	my $holder = hold_in_batch('short_lived', 1);
-	$node->safe_psql('postgres', 'DROP TABLE short_lived');
+	$node->safe_psql('postgres',
+		q{SELECT upsert_order.versioned_upsert('short_lived_plain', '{"id": 2, "ver": 1, "note": "x"}')});
+	$node->safe_psql('postgres', 'DROP TABLE short_lived, short_lived_plain');
 	$holder->query_safe('COMMIT');
 	$holder->quit;
-	ok(UpsertOrderNode::all_published($node), 'the event of the dropped table is published');
+	ok(UpsertOrderNode::all_published($node), 'the events of the dropped tables are published');
 	is( $node->safe_psql(
 			'postgres', q{
 SELECT p.channel = current_setting('upsert_order.channel'), p.payload::jsonb->'table' = 'null',
-       p.payload::jsonb ? 'data', p.payload::jsonb->'data_omitted' = 'true', p.payload::jsonb->'key' = '{"id": 1}'
+       p.payload::jsonb ? 'data', p.payload::jsonb->'data_omitted' = 'true', p.payload::jsonb->'key'
   FROM upsert_order.publication p
- WHERE p.seq = (SELECT max(seq) FROM upsert_order.publication)}),
-		"t|t|f|t|t", 'on the default channel, with "table": null, its key and no data');
+ WHERE p.seq > (SELECT max(seq) - 2 FROM upsert_order.publication)
+ ORDER BY p.seq}),
+		qq{t|t|f|t|{"id": 1}\nt|t|f|t|{"id": 2}},
+		'on the default channel, with "table": null, their keys and no data');
 }
 
 # 7a. A channel configured while the worker waits inside a batch, which
