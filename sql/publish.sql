@@ -353,7 +353,7 @@ SELECT channel, payload::jsonb -> 'data' AS data, payload::jsonb ? 'data_omitted
 SELECT publish_data('secret', false);
 SELECT configure('secret', NULL);
 SELECT channel, publish_data FROM target_settings WHERE target = 'secret'::regclass;
-SELECT publish_data('secret', true);
+SELECT publish_data('secret', NULL);
 SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
 -- The same checks as configure(): only the owner of a permanent table that
 -- may be a target, once granted EXECUTE.
@@ -413,6 +413,38 @@ SELECT payload::jsonb ->> 'table' LIKE 'pg_temp_%.private' AS temp_table, payloa
        payload::jsonb -> 'data_omitted' AS data_omitted
   FROM receive();
 DROP TABLE private;
+-- A table with row level security enabled publishes no rows unless its owner
+-- says so: its policies say which rows each role may see, and a notification
+-- goes to every listener.  The same holds for its partitions.
+CREATE TABLE guarded (id int PRIMARY KEY, ver rowseq NOT NULL, pin text);
+ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
+CREATE TABLE guarded_tree (id int PRIMARY KEY, ver rowseq NOT NULL) PARTITION BY RANGE (id);
+CREATE TABLE guarded_leaf PARTITION OF guarded_tree FOR VALUES FROM (0) TO (100);
+ALTER TABLE guarded_tree ENABLE ROW LEVEL SECURITY;
+SELECT outcome FROM versioned_upsert('guarded', '{"id": 1, "ver": 1, "pin": "1"}');
+SELECT outcome FROM versioned_upsert('guarded_leaf', '{"id": 1, "ver": 1}');
+SELECT wait_notified(31);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb ? 'data' AS has_data,
+       payload::jsonb -> 'data_omitted' AS data_omitted
+  FROM receive() ORDER BY n;
+SELECT publish_data('guarded', true);
+SELECT publish_data('guarded_tree', true);
+SELECT target, channel, publish_data FROM target_settings
+ WHERE target IN ('guarded'::regclass, 'guarded_tree'::regclass) ORDER BY target::text;
+SELECT outcome FROM versioned_upsert('guarded', '{"id": 1, "ver": 2, "pin": "2"}');
+SELECT outcome FROM versioned_upsert('guarded_leaf', '{"id": 1, "ver": 2}');
+SELECT wait_notified(33);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'data' AS data
+  FROM receive() ORDER BY n;
+-- Back to the default, which follows the table: without row level security,
+-- the rows go out again.
+SELECT publish_data('guarded', NULL);
+SELECT count(*) AS settings_left FROM target_settings WHERE target = 'guarded'::regclass;
+ALTER TABLE guarded DISABLE ROW LEVEL SECURITY;
+SELECT outcome FROM versioned_upsert('guarded', '{"id": 1, "ver": 3, "pin": "3"}');
+SELECT wait_notified(34);
+SELECT payload::jsonb -> 'data' AS data FROM receive();
+DROP TABLE guarded, guarded_tree;
 
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,

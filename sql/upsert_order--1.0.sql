@@ -432,7 +432,7 @@ COMMENT ON TABLE @extschema@.publication IS
 CREATE TABLE @extschema@.target_settings (
 	target		regclass PRIMARY KEY,
 	channel		text,			-- null: upsert_order.channel
-	publish_data boolean NOT NULL DEFAULT true
+	publish_data boolean		-- null: unless the table has row level security
 );
 COMMENT ON TABLE @extschema@.target_settings IS
 	'channel of each target that does not use upsert_order.channel, and whether its notifications carry the row';
@@ -458,13 +458,14 @@ REVOKE ALL ON FUNCTION @extschema@.configure(regclass, text) FROM PUBLIC;
 
 -- Whether the notifications of target's events carry the row ("data"), or
 -- leave it out ("data_omitted": true) for listeners to read it by key, with
--- their own privileges and under row level security.  Checked and written
+-- their own privileges and under row level security.  By default they carry
+-- it unless the table has row level security enabled.  Checked and written
 -- like configure().
 CREATE FUNCTION @extschema@.publish_data(target regclass, publish boolean)
 	RETURNS void
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
 COMMENT ON FUNCTION @extschema@.publish_data(regclass, boolean) IS
-	'whether the notifications of target carry the row (null: back to true); for the owner of target';
+	'whether the notifications of target carry the row (null: back to the default, true unless it has row level security); for the owner of target';
 REVOKE ALL ON FUNCTION @extschema@.publish_data(regclass, boolean) FROM PUBLIC;
 
 -- A dropped table's settings are forgotten with it, so that a table given

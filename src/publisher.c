@@ -497,19 +497,29 @@ settings_row(KeyScan *ks, Oid relid)
 	return key_scan_next(ks, ForwardScanDirection);
 }
 
-/* publish_data of the row ks is on */
+/*
+ * Are the rows of a table (its pg_class row: class) to be published?  As its
+ * row in target_settings says, if it has one (ks is on it) that does; else
+ * unless the table has row level security enabled: its policies say which
+ * rows each role may see, and a notification goes to every listener.
+ */
 static bool
-settings_publish_data(KeyScan *ks)
+table_publishes_data(KeyScan *ks, bool has_settings, Form_pg_class class)
 {
-	bool		isnull;
-	Datum		value = slot_getattr(ks->slot, worker_tables.publish_data_attnum, &isnull);
+	if (has_settings)
+	{
+		bool		isnull;
+		Datum		value = slot_getattr(ks->slot, worker_tables.publish_data_attnum, &isnull);
 
-	return isnull || DatumGetBool(value);
+		if (!isnull)
+			return DatumGetBool(value);
+	}
+	return !class->relrowsecurity;
 }
 
 /*
  * Set entry's settings, or the defaults where target_settings has none for
- * it; false if the table is gone.  Read with a snapshot of its own, newer
+ * it (see table_publishes_data()); false if the table is gone.  Read with a snapshot of its own, newer
  * than the one the events were read with (that one may predate a setting
  * made before one of the events committed), and the table looked up in
  * pg_class with the same snapshot: the catalog cache may still show a table
@@ -517,9 +527,9 @@ settings_publish_data(KeyScan *ks)
  * taken.
  *
  * A temporary table has no settings (configure() refuses it), and its rows,
- * which only its own session can read, are not published.  A partition's
- * rows are not published if the table it is a partition of (at any level)
- * says so either: a message may name the partition itself.
+ * which only its own session can read, are not published.  Nor are a
+ * partition's if those of a table it is a partition of (at any level) are
+ * not: a message may name the partition itself.
  */
 static bool
 configured_settings(BatchTarget *entry)
@@ -527,9 +537,10 @@ configured_settings(BatchTarget *entry)
 	KeyScan		ks;
 	HeapTuple	class;
 	Form_pg_class form;
+	bool		has_settings;
 
 	entry->channel = publisher_channel;
-	entry->publish_data = true;
+	entry->publish_data = false;
 
 	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", REGCLASSOID, 1);
 	settings_columns_find();
@@ -542,15 +553,19 @@ configured_settings(BatchTarget *entry)
 	form = (Form_pg_class) GETSTRUCT(class);
 
 	if (form->relpersistence == RELPERSISTENCE_TEMP)
-		entry->publish_data = false;
-	else if (settings_row(&ks, entry->target))
+	{
+		key_scan_end(&ks);
+		return true;
+	}
+	has_settings = settings_row(&ks, entry->target);
+	entry->publish_data = table_publishes_data(&ks, has_settings, form);
+	if (has_settings)
 	{
 		bool		isnull;
 		Datum		value = slot_getattr(ks.slot, worker_tables.channel_attnum, &isnull);
 
 		if (!isnull)
 			entry->channel = TextDatumGetCString(value);
-		entry->publish_data = settings_publish_data(&ks);
 	}
 
 	if (entry->publish_data && form->relispartition)
@@ -559,7 +574,13 @@ configured_settings(BatchTarget *entry)
 
 		foreach(lc, get_partition_ancestors(entry->target))
 		{
-			if (settings_row(&ks, lfirst_oid(lc)) && !settings_publish_data(&ks))
+			Oid			ancestor = lfirst_oid(lc);
+			HeapTuple	ancestor_class = class_row(ancestor, ks.snapshot);
+
+			if (ancestor_class == NULL)
+				continue;		/* detached and dropped since */
+			if (!table_publishes_data(&ks, settings_row(&ks, ancestor),
+									  (Form_pg_class) GETSTRUCT(ancestor_class)))
 			{
 				entry->publish_data = false;
 				break;

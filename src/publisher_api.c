@@ -164,7 +164,7 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
 		elog(ERROR, "could not write upsert_order.target_settings: %s",
 			 SPI_result_code_string(ret));
 	ret = SPI_execute_with_args("DELETE FROM upsert_order.target_settings"
-								" WHERE target = $1 AND channel IS NULL AND publish_data",
+								" WHERE target = $1 AND channel IS NULL AND publish_data IS NULL",
 								1, argtypes, values, NULL, false, 0);
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not write upsert_order.target_settings: %s",
@@ -210,19 +210,21 @@ configure(PG_FUNCTION_ARGS)
  * of target's events carry the row.  Without it they say "data_omitted", as
  * for a row too large, and a listener reads the row by key: NOTIFY has no
  * privileges, so this is how an owner keeps a table's rows from roles that
- * may LISTEN but not SELECT them.  A null goes back to the default, true.
+ * may LISTEN but not SELECT them.  A null goes back to the default, which
+ * the worker decides when it publishes: true unless the table has row level
+ * security enabled.
  */
 Datum
 publish_data(PG_FUNCTION_ARGS)
 {
 	Oid			relid = settings_target_check(fcinfo);
-	bool		publish = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
 
 	settings_write(relid,
 				   "INSERT INTO upsert_order.target_settings (target, publish_data)"
 				   " VALUES ($1, $2)"
 				   " ON CONFLICT (target) DO UPDATE SET publish_data = excluded.publish_data",
-				   BOOLOID, BoolGetDatum(publish), false);
+				   BOOLOID, PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+				   PG_ARGISNULL(1));
 	PG_RETURN_VOID();
 }
 
