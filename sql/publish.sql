@@ -444,7 +444,28 @@ ALTER TABLE guarded DISABLE ROW LEVEL SECURITY;
 SELECT outcome FROM versioned_upsert('guarded', '{"id": 1, "ver": 3, "pin": "3"}');
 SELECT wait_notified(34);
 SELECT payload::jsonb -> 'data' AS data FROM receive();
-DROP TABLE guarded, guarded_tree;
+-- The leaf's own row level security counts for messages that name the leaf,
+-- not for those that name its parent, which publishes; the leaf's setting
+-- cannot publish what a parent keeps out; once detached, it decides alone.
+-- (Each event is waited for: the settings are read when it is published.)
+ALTER TABLE guarded_tree DISABLE ROW LEVEL SECURITY;
+ALTER TABLE guarded_leaf ENABLE ROW LEVEL SECURITY;
+SELECT publish_data('guarded_tree', NULL);
+SELECT outcome FROM versioned_upsert('guarded_tree', '{"id": 1, "ver": 3}');
+SELECT outcome FROM versioned_upsert('guarded_leaf', '{"id": 1, "ver": 4}');
+SELECT wait_notified(36);
+ALTER TABLE guarded_tree ENABLE ROW LEVEL SECURITY;
+ALTER TABLE guarded_leaf DISABLE ROW LEVEL SECURITY;
+SELECT publish_data('guarded_leaf', true);
+SELECT outcome FROM versioned_upsert('guarded_leaf', '{"id": 1, "ver": 5}');
+SELECT wait_notified(37);
+ALTER TABLE guarded_tree DETACH PARTITION guarded_leaf;
+SELECT outcome FROM versioned_upsert('guarded_leaf', '{"id": 1, "ver": 6}');
+SELECT wait_notified(38);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'version' AS version,
+       payload::jsonb ? 'data' AS has_data
+  FROM receive() ORDER BY n;
+DROP TABLE guarded, guarded_tree, guarded_leaf;
 
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,

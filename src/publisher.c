@@ -40,11 +40,11 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/partition.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
@@ -464,26 +464,47 @@ key_scan_end(KeyScan *ks)
 }
 
 /*
- * The pg_class row of relid as snapshot shows it, copied, or NULL if it
- * shows none.
+ * The row of a catalog whose key, the first column of index (attnum in the
+ * catalog), is oid, as snapshot shows it; copied, or NULL if it shows none.
  */
 static HeapTuple
-class_row(Oid relid, Snapshot snapshot)
+catalog_row(Oid catalog, Oid index, AttrNumber attnum, Oid oid, Snapshot snapshot)
 {
-	Relation	pg_class = table_open(RelationRelationId, AccessShareLock);
+	Relation	rel = table_open(catalog, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	row;
 
-	ScanKeyInit(&key, Anum_pg_class_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(relid));
-	scan = systable_beginscan(pg_class, ClassOidIndexId, true, snapshot, 1, &key);
+	ScanKeyInit(&key, attnum, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(oid));
+	scan = systable_beginscan(rel, index, true, snapshot, 1, &key);
 	row = systable_getnext(scan);
 	if (HeapTupleIsValid(row))
 		row = heap_copytuple(row);
 	systable_endscan(scan);
-	table_close(pg_class, AccessShareLock);
+	table_close(rel, AccessShareLock);
 	return row;
+}
+
+/* The pg_class row of relid as snapshot shows it, or NULL. */
+static HeapTuple
+class_row(Oid relid, Snapshot snapshot)
+{
+	return catalog_row(RelationRelationId, ClassOidIndexId, Anum_pg_class_oid,
+					   relid, snapshot);
+}
+
+/*
+ * The table relid is a partition of, as snapshot shows pg_inherits, or
+ * InvalidOid.  A partition being detached concurrently still counts as one:
+ * until that commits, messages may reach it through its parent.
+ */
+static Oid
+partition_parent(Oid relid, Snapshot snapshot)
+{
+	HeapTuple	row = catalog_row(InheritsRelationId, InheritsRelidSeqnoIndexId,
+								  Anum_pg_inherits_inhrelid, relid, snapshot);
+
+	return row ? ((Form_pg_inherits) GETSTRUCT(row))->inhparent : InvalidOid;
 }
 
 /* Position ks, a scan of target_settings, on relid's row; false if none. */
@@ -568,24 +589,15 @@ configured_settings(BatchTarget *entry)
 			entry->channel = TextDatumGetCString(value);
 	}
 
-	if (entry->publish_data && form->relispartition)
+	/* the partitions, read with the same snapshot, up to the root */
+	while (entry->publish_data && form->relispartition)
 	{
-		ListCell   *lc;
+		Oid			parent = partition_parent(form->oid, ks.snapshot);
 
-		foreach(lc, get_partition_ancestors(entry->target))
-		{
-			Oid			ancestor = lfirst_oid(lc);
-			HeapTuple	ancestor_class = class_row(ancestor, ks.snapshot);
-
-			if (ancestor_class == NULL)
-				continue;		/* detached and dropped since */
-			if (!table_publishes_data(&ks, settings_row(&ks, ancestor),
-									  (Form_pg_class) GETSTRUCT(ancestor_class)))
-			{
-				entry->publish_data = false;
-				break;
-			}
-		}
+		if (!OidIsValid(parent) || (class = class_row(parent, ks.snapshot)) == NULL)
+			break;
+		form = (Form_pg_class) GETSTRUCT(class);
+		entry->publish_data = table_publishes_data(&ks, settings_row(&ks, parent), form);
 	}
 	key_scan_end(&ks);
 	return true;
