@@ -540,12 +540,12 @@ table_publishes_data(KeyScan *ks, bool has_settings, Form_pg_class class)
 
 /*
  * Set entry's settings, or the defaults where target_settings has none for
- * it (see table_publishes_data()); false if the table is gone.  Read with a snapshot of its own, newer
- * than the one the events were read with (that one may predate a setting
- * made before one of the events committed), and the table looked up in
- * pg_class with the same snapshot: the catalog cache may still show a table
- * whose DROP committed, together with its settings, before that snapshot was
- * taken.
+ * it (see table_publishes_data()); false if the table is gone.  Read with a
+ * snapshot of its own, newer than the one the events were read with (that
+ * one may predate a setting made before one of the events committed), and
+ * the table looked up in pg_class with the same snapshot: the catalog cache
+ * may still show a table whose DROP committed, together with its settings,
+ * before that snapshot was taken.
  *
  * A temporary table has no settings (configure() refuses it), and its rows,
  * which only its own session can read, are not published.  Nor are a
@@ -589,7 +589,7 @@ configured_settings(BatchTarget *entry)
 			entry->channel = TextDatumGetCString(value);
 	}
 
-	/* the partitions, read with the same snapshot, up to the root */
+	/* its parents, read with the same snapshot, up to the root */
 	while (entry->publish_data && form->relispartition)
 	{
 		Oid			parent = partition_parent(form->oid, ks.snapshot);
