@@ -35,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "upsert_order.h"
@@ -241,6 +242,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	Oid			nspid;
 	Oid			settings_owner;
 	OwnerSection section;
+	SPIPlanPtr	plan;
 	int			ret;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
@@ -257,11 +259,24 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	OwnerSectionBegin(settings_owner, &section);
-	ret = SPI_execute("DELETE FROM upsert_order.target_settings s"
-					  " USING pg_event_trigger_dropped_objects() d"
-					  " WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0"
-					  "   AND d.objid = s.target::oid",
-					  false, 0);
+	plan = SPI_prepare("DELETE FROM upsert_order.target_settings s"
+					   " USING pg_event_trigger_dropped_objects() d"
+					   " WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0"
+					   "   AND d.objid = s.target::oid",
+					   0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+
+	/*
+	 * With the latest snapshot, not the transaction's: at REPEATABLE READ
+	 * that one may predate a setting written before the DROP took its lock
+	 * on the table, and a row it cannot see would outlive the table, for the
+	 * next one given its OID.  Every write of a dropped table's settings
+	 * has committed by now, since configure() and publish_data() hold a lock
+	 * on the table to the end of their transaction.
+	 */
+	ret = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							   false, true, 0);
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not write upsert_order.target_settings: %s",
 			 SPI_result_code_string(ret));
