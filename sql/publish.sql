@@ -355,6 +355,12 @@ SELECT configure('secret', NULL);
 SELECT channel, publish_data FROM target_settings WHERE target = 'secret'::regclass;
 SELECT publish_data('secret', NULL);
 SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
+-- A change of settings commits in order with the batches of notifications,
+-- and so cannot be prepared.
+BEGIN;
+SELECT publish_data('secret', false);
+PREPARE TRANSACTION 'publish_settings';
+SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
 -- The same checks as configure(): only the owner of a permanent table that
 -- may be a target, once granted EXECUTE.
 SELECT publish_data(NULL, false);

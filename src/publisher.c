@@ -90,6 +90,9 @@
 /* The sub-ID of the lock on the extension that the deleters of events take */
 #define PURGE_LOCK_SUBID		1
 
+/* The sub-ID of the lock that orders settings changes and batches */
+#define SETTINGS_LOCK_SUBID		2
+
 /* The longest wait of a retention batch for a row lock */
 #define RETENTION_LOCK_TIMEOUT	"1s"
 
@@ -992,6 +995,7 @@ publish_batch(void)
 
 	batch_relid = worker_tables.publication;
 	events_read(&waiting, log_relid, &events);
+	PublisherLockSettings(ShareLock);
 	describe_events(&events, &batch);
 	nevents = events.n;
 	ntaken = waiting.n;
@@ -1044,6 +1048,27 @@ PublisherLockPurge(bool wait)
 	}
 	return ConditionalLockDatabaseObject(ExtensionRelationId, extoid, PURGE_LOCK_SUBID,
 										 ExclusiveLock);
+}
+
+/*
+ * Order changes of the targets' settings and batches: a batch holds this lock
+ * in share mode from before it reads any settings to its commit, and a
+ * transaction that changed settings takes it in exclusive mode as it
+ * commits, to the end.  So a change either has committed when a batch reads
+ * the settings, or commits after the batch: once configure() or
+ * publish_data() has committed, no notification sent later was made with
+ * the setting before.  Neither side holds it long, the batch for its own
+ * work, the change for its commit alone.
+ */
+void
+PublisherLockSettings(LOCKMODE mode)
+{
+	Oid			extoid = get_extension_oid("upsert_order", true);
+
+	/* dropped in this very transaction, with its settings */
+	if (!OidIsValid(extoid))
+		return;
+	LockDatabaseObject(ExtensionRelationId, extoid, SETTINGS_LOCK_SUBID, mode);
 }
 
 /*

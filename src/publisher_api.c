@@ -45,6 +45,9 @@ PG_FUNCTION_INFO_V1(publish_data);
 PG_FUNCTION_INFO_V1(forget_dropped_targets);
 PG_FUNCTION_INFO_V1(purge_events);
 
+/* Did this transaction change a target's settings? */
+static bool settings_changed = false;
+
 /*
  * Can NOTIFY use this channel?  It refuses empty names and names of
  * NAMEDATALEN bytes or more.  On false, *reason says why.
@@ -173,6 +176,48 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
 
 	OwnerSectionEnd(&section);
 	SPI_finish();
+	settings_changed = true;
+}
+
+/*
+ * Transaction callback: a transaction that changed settings waits, as it
+ * commits, for the batch the worker may be publishing with the settings
+ * before (see PublisherLockSettings()).  It may not be prepared: the lock
+ * would then stay with the prepared transaction, and hold up all
+ * publishing, until its COMMIT PREPARED.  A subtransaction that changed
+ * settings and rolled back leaves the flag set; the wait it causes is
+ * harmless.
+ */
+static void
+settings_xact_callback(XactEvent event, void *arg)
+{
+	if (!settings_changed)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			PublisherLockSettings(ExclusiveLock);
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot PREPARE a transaction that has called configure() or publish_data()"),
+					 errdetail("Its commit waits for the batch of notifications being sent, and a prepared transaction would hold up publishing until it ends.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			settings_changed = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+PublisherSettingsInitCallbacks(void)
+{
+	RegisterXactCallback(settings_xact_callback, NULL);
 }
 
 /*

@@ -155,6 +155,7 @@ _PG_init(void)
 	TargetInitCache();
 	EventLogInitCache();
 	PublisherInitCallbacks();
+	PublisherSettingsInitCallbacks();
 
 	define_reload_settings();
 

@@ -225,6 +225,7 @@ extern char *PublisherPayload(const PublishedEvent *event, int limit);
 extern void PublisherRegisterWorker(void);
 extern PGDLLEXPORT void PublisherMain(Datum main_arg);
 extern bool PublisherLockPurge(bool wait);
+extern void PublisherLockSettings(LOCKMODE mode);
 extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 								 int64 *last_event_id, bool *reached_cutoff);
 
@@ -239,6 +240,9 @@ extern void OutboxHorizonAdvance(int64 reached);
 extern void PublisherRequestShmem(void);
 extern void PublisherStartupShmem(void);
 extern void PublisherInitCallbacks(void);
+
+/* publisher_api.c: the settings functions */
+extern void PublisherSettingsInitCallbacks(void);
 extern bool PublisherServesThisDatabase(void);
 extern void PublisherWakeAtCommit(void);
 extern uint64 PublisherCommitCount(void);

@@ -361,6 +361,55 @@ SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)
 		'rerouted_events', 'on the channel set before it committed');
 }
 
+# 7b. A setting changed while a batch that has read the settings goes on:
+# the change waits for the batch to commit, so that no notification made
+# with the setting before is sent after the change has committed.  The
+# batch is held at its deletion from the outbox, which a session's
+# EXCLUSIVE lock on the outbox blocks (reading it does not).
+{
+	$node->safe_psql('postgres',
+		'CREATE TABLE withheld (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, pin text)');
+	my $pid = worker_pid();
+	my $holder = hold_in_batch('withheld', 1);
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_safe('LOCK upsert_order.outbox IN EXCLUSIVE MODE');
+	$holder->query_safe('COMMIT');
+	$holder->quit;
+	ok( $node->poll_query_until(
+			'postgres', qq{
+SELECT EXISTS (SELECT 1 FROM pg_locks
+                WHERE pid = $pid AND NOT granted AND relation = 'upsert_order.outbox'::regclass)}),
+		'the worker waits inside its batch, the settings read');
+	my $changer = $node->background_psql('postgres');
+	my $changer_pid = $changer->query_safe('SELECT pg_backend_pid()');
+	$changer->query_until(qr/changing/,
+		"\\echo changing\nSELECT upsert_order.publish_data('withheld', false);\n");
+	ok( $node->poll_query_until(
+			'postgres', qq{
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $changer_pid AND NOT granted AND locktype = 'object')}),
+		'publish_data() waits for the batch as it commits');
+	is( $node->safe_psql('postgres',
+			"SELECT count(*) FROM upsert_order.target_settings WHERE target = 'withheld'::regclass"),
+		'0', 'and has not committed yet');
+	$locker->query_safe('COMMIT');
+	$locker->quit;
+	$changer->quit;
+	ok(UpsertOrderNode::all_published($node), 'the event is published');
+	is( $node->safe_psql('postgres', q{
+SELECT p.payload::jsonb ? 'data', s.publish_data
+  FROM upsert_order.publication p, upsert_order.target_settings s
+ WHERE p.payload::jsonb ->> 'table' = 'public.withheld' AND s.target = 'withheld'::regclass}),
+		't|f', 'with its row, sent before the change committed');
+	$node->safe_psql('postgres',
+		q{SELECT upsert_order.versioned_upsert('withheld', '{"id": 1, "ver": 2, "pin": "x"}')});
+	ok(UpsertOrderNode::all_published($node), 'the next event is published');
+	is( $node->safe_psql('postgres', q{
+SELECT p.payload::jsonb ? 'data' FROM upsert_order.publication p
+ WHERE p.seq = (SELECT max(seq) FROM upsert_order.publication)}),
+		'f', 'without its row');
+}
+
 # 8. A commit whose wake-up the worker loses: the worker waits for a lock
 # inside a batch, and that wait consumes the wake-up of a writer that
 # commits meanwhile.  Its event is not in the batch (the batch's snapshot
