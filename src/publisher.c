@@ -995,7 +995,17 @@ publish_batch(void)
 
 	batch_relid = worker_tables.publication;
 	events_read(&waiting, log_relid, &events);
-	PublisherLockSettings(ShareLock);
+
+	/*
+	 * The locks of the tables the batch goes on to write and read come
+	 * first: a transaction that changed settings waits for this batch as it
+	 * commits, and must not hold one of them up (by a LOCK of its own) in
+	 * a cycle with the batch.
+	 */
+	LockRelationOid(worker_tables.publication, RowExclusiveLock);
+	LockRelationOid(outbox_relid, RowExclusiveLock);
+	LockRelationOid(worker_tables.target_settings, AccessShareLock);
+	PublisherLockSettings(ready_extoid, ShareLock);
 	describe_events(&events, &batch);
 	nevents = events.n;
 	ntaken = waiting.n;
@@ -1051,23 +1061,19 @@ PublisherLockPurge(bool wait)
 }
 
 /*
- * Order changes of the targets' settings and batches: a batch holds this lock
- * in share mode from before it reads any settings to its commit, and a
- * transaction that changed settings takes it in exclusive mode as it
- * commits, to the end.  So a change either has committed when a batch reads
- * the settings, or commits after the batch: once configure() or
- * publish_data() has committed, no notification sent later was made with
- * the setting before.  Neither side holds it long, the batch for its own
- * work, the change for its commit alone.
+ * Order changes of the targets' settings and batches, with a lock on the
+ * extension (extoid): a batch holds it in share mode from before it reads
+ * any settings to its commit, and a transaction that changed settings takes
+ * it in row exclusive mode (which conflicts with share mode, not with
+ * itself) as it commits, to the end.  So a change either has committed when
+ * a batch reads the settings, or commits after the batch: once configure()
+ * or publish_data() has committed, every notification made with the setting
+ * before was queued before.  Neither side holds it long, the batch for its
+ * own work, the change for its commit alone.
  */
 void
-PublisherLockSettings(LOCKMODE mode)
+PublisherLockSettings(Oid extoid, LOCKMODE mode)
 {
-	Oid			extoid = get_extension_oid("upsert_order", true);
-
-	/* dropped in this very transaction, with its settings */
-	if (!OidIsValid(extoid))
-		return;
 	LockDatabaseObject(ExtensionRelationId, extoid, SETTINGS_LOCK_SUBID, mode);
 }
 

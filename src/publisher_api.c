@@ -27,6 +27,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -196,7 +197,13 @@ settings_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			PublisherLockSettings(ExclusiveLock);
+			{
+				Oid			extoid = get_extension_oid("upsert_order", true);
+
+				/* unless it was dropped in this very transaction, with them */
+				if (OidIsValid(extoid))
+					PublisherLockSettings(extoid, RowExclusiveLock);
+			}
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			ereport(ERROR,

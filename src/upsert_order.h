@@ -225,7 +225,7 @@ extern char *PublisherPayload(const PublishedEvent *event, int limit);
 extern void PublisherRegisterWorker(void);
 extern PGDLLEXPORT void PublisherMain(Datum main_arg);
 extern bool PublisherLockPurge(bool wait);
-extern void PublisherLockSettings(LOCKMODE mode);
+extern void PublisherLockSettings(Oid extoid, LOCKMODE mode);
 extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 								 int64 *last_event_id, bool *reached_cutoff);
 

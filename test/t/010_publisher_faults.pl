@@ -364,8 +364,8 @@ SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)
 # 7b. A setting changed while a batch that has read the settings goes on:
 # the change waits for the batch to commit, so that no notification made
 # with the setting before is sent after the change has committed.  The
-# batch is held at its deletion from the outbox, which a session's
-# EXCLUSIVE lock on the outbox blocks (reading it does not).
+# batch is held at its deletion of the event from the outbox, whose row a
+# session has locked.
 {
 	$node->safe_psql('postgres',
 		'CREATE TABLE withheld (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, pin text)');
@@ -373,13 +373,12 @@ SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted)
 	my $holder = hold_in_batch('withheld', 1);
 	my $locker = $node->background_psql('postgres');
 	$locker->query_safe('BEGIN');
-	$locker->query_safe('LOCK upsert_order.outbox IN EXCLUSIVE MODE');
+	$locker->query_safe('SELECT event_id FROM upsert_order.outbox FOR UPDATE');
 	$holder->query_safe('COMMIT');
 	$holder->quit;
 	ok( $node->poll_query_until(
 			'postgres', qq{
-SELECT EXISTS (SELECT 1 FROM pg_locks
-                WHERE pid = $pid AND NOT granted AND relation = 'upsert_order.outbox'::regclass)}),
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $pid AND NOT granted AND locktype = 'transactionid')}),
 		'the worker waits inside its batch, the settings read');
 	my $changer = $node->background_psql('postgres');
 	my $changer_pid = $changer->query_safe('SELECT pg_backend_pid()');
@@ -387,7 +386,9 @@ SELECT EXISTS (SELECT 1 FROM pg_locks
 		"\\echo changing\nSELECT upsert_order.publish_data('withheld', false);\n");
 	ok( $node->poll_query_until(
 			'postgres', qq{
-SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $changer_pid AND NOT granted AND locktype = 'object')}),
+SELECT EXISTS (SELECT 1 FROM pg_locks
+                WHERE pid = $changer_pid AND NOT granted AND locktype = 'object'
+                  AND classid = 'pg_extension'::regclass AND objsubid = 2)}),
 		'publish_data() waits for the batch as it commits');
 	is( $node->safe_psql('postgres',
 			"SELECT count(*) FROM upsert_order.target_settings WHERE target = 'withheld'::regclass"),
