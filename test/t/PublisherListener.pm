@@ -26,6 +26,11 @@ use Time::HiRes qw(time usleep);
 
 my $json = JSON::PP->new->utf8;
 
+# A statement that has not come back after this many seconds means psql is
+# stuck: the listener's statements take no locks (but for events_since() at
+# a reconnection, which the tests never hold up that long).
+use constant STUCK_SECONDS => 30;
+
 sub new
 {
 	my ($class, $node, $dbname, @channels) = @_;
@@ -88,6 +93,7 @@ sub _connect
 		$self->contiguous);
 	$self->{in} .= "SELECT 'tick';\n";
 	$self->{pending} = 1;
+	$self->{pending_since} = time;
 	$self->{connections}++;
 	return;
 }
@@ -124,6 +130,11 @@ sub poll
 	my ($self) = @_;
 	my $h = $self->{handle};
 
+	# a statement waits for an answer only while the test polls: the
+	# listener is fed by the polls themselves
+	$self->{pending_since} = time if time - ($self->{last_poll} // 0) > 1;
+	$self->{last_poll} = time;
+
 	# each pump reads one chunk: read until nothing more comes
 	while ($h && $h->pumpable)
 	{
@@ -156,6 +167,17 @@ sub poll
 		$self->{handle} = undef;
 		$self->{retry_at} = time + 0.2;
 	}
+	elsif ($h && $self->{pending} && time - $self->{pending_since} > STUCK_SECONDS)
+	{
+		# No answer for that long: psql died with the server in a way that
+		# leaves the harness pumpable (seen once: a zombie psql, its pump
+		# failing on the statement it could not write).  Start afresh.
+		eval { $h->kill_kill; };
+		eval { $h->finish; };
+		$self->{handle} = undef;
+		$self->{retry_at} = time + 0.2;
+		$self->{stuck}++;
+	}
 	if (!$self->{handle})
 	{
 		$self->_connect if time >= ($self->{retry_at} // 0);
@@ -165,6 +187,7 @@ sub poll
 	{
 		$self->{in} .= "SELECT 'tick';\n";
 		$self->{pending} = 1;
+		$self->{pending_since} = time;
 	}
 	return;
 }
