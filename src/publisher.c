@@ -542,44 +542,53 @@ table_publishes_data(KeyScan *ks, bool has_settings, Form_pg_class class)
 }
 
 /*
- * Set entry's settings, or the defaults where target_settings has none for
- * it (see table_publishes_data()); false if the table is gone.  Read with a
- * snapshot of its own, newer than the one the events were read with (that
- * one may predate a setting made before one of the events committed), and
- * the table looked up in pg_class with the same snapshot: the catalog cache
- * may still show a table whose DROP committed, together with its settings,
- * before that snapshot was taken.
+ * Set entry's name and settings, or the defaults where target_settings has
+ * none for it (see table_publishes_data()).  A dropped table's settings went
+ * with it: its name is NULL, its events go on the default channel, and
+ * without their rows, which publish_data() may have kept out of its
+ * notifications and which no privilege guards any more.
+ * Read with a snapshot of its own, newer than the one the events were read
+ * with (that one may predate a setting made before one of the events
+ * committed), and the table looked up in pg_class with the same snapshot:
+ * the catalog cache may still show a table whose DROP committed, together
+ * with its settings, before that snapshot was taken.  A rename committed
+ * before it shows.
  *
  * A temporary table has no settings (configure() refuses it), and its rows,
  * which only its own session can read, are not published.  Nor are a
  * partition's if those of a table it is a partition of (at any level) are
  * not: a message may name the partition itself.
  */
-static bool
+static void
 configured_settings(BatchTarget *entry)
 {
 	KeyScan		ks;
 	HeapTuple	class;
 	Form_pg_class form;
+	char	   *nspname = NULL;
 	bool		has_settings;
 
+	entry->name = NULL;
 	entry->channel = publisher_channel;
 	entry->publish_data = false;
 
 	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", REGCLASSOID, 1);
 	settings_columns_find();
 	class = class_row(entry->target, ks.snapshot);
-	if (class == NULL)
+	if (class != NULL)
+		nspname = get_namespace_name(((Form_pg_class) GETSTRUCT(class))->relnamespace);
+	if (nspname == NULL)
 	{
 		key_scan_end(&ks);
-		return false;
+		return;
 	}
 	form = (Form_pg_class) GETSTRUCT(class);
+	entry->name = psprintf("%s.%s", nspname, NameStr(form->relname));
 
 	if (form->relpersistence == RELPERSISTENCE_TEMP)
 	{
 		key_scan_end(&ks);
-		return true;
+		return;
 	}
 	has_settings = settings_row(&ks, entry->target);
 	entry->publish_data = table_publishes_data(&ks, has_settings, form);
@@ -603,7 +612,6 @@ configured_settings(BatchTarget *entry)
 		entry->publish_data = table_publishes_data(&ks, settings_row(&ks, parent), form);
 	}
 	key_scan_end(&ks);
-	return true;
 }
 
 /* The settings and name of target, looked up once per batch. */
@@ -612,29 +620,10 @@ batch_target(HTAB *targets, Oid target)
 {
 	BatchTarget *entry;
 	bool		found;
-	char	   *relname;
-	char	   *nspname;
 
 	entry = hash_search(targets, &target, HASH_ENTER, &found);
-	if (found)
-		return entry;
-
-	/* as the catalog cache has it: a rename committed meanwhile shows */
-	relname = get_rel_name(target);
-	nspname = relname ? get_namespace_name(get_rel_namespace(target)) : NULL;
-	entry->name = nspname ? psprintf("%s.%s", nspname, relname) : NULL;
-
-	/*
-	 * A dropped table's settings went with it: its events go on the default
-	 * channel, and without their rows, which publish_data() may have kept
-	 * out of its notifications and which no privilege guards any more.
-	 */
-	if (entry->name == NULL || !configured_settings(entry))
-	{
-		entry->name = NULL;
-		entry->channel = publisher_channel;
-		entry->publish_data = false;
-	}
+	if (!found)
+		configured_settings(entry);
 	return entry;
 }
 

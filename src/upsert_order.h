@@ -240,9 +240,6 @@ extern void OutboxHorizonAdvance(int64 reached);
 extern void PublisherRequestShmem(void);
 extern void PublisherStartupShmem(void);
 extern void PublisherInitCallbacks(void);
-
-/* publisher_api.c: the settings functions */
-extern void PublisherSettingsInitCallbacks(void);
 extern bool PublisherServesThisDatabase(void);
 extern void PublisherWakeAtCommit(void);
 extern uint64 PublisherCommitCount(void);
@@ -254,6 +251,7 @@ extern void PublisherReportError(const char *message);
 
 /* publisher_api.c: SQL-callable functions and the checks they share */
 extern bool PublisherChannelIsValid(const char *channel, const char **reason);
+extern void PublisherSettingsInitCallbacks(void);
 
 /* One parsed message (message.c). */
 typedef struct UpsertMessage
