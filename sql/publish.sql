@@ -472,6 +472,27 @@ SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'version' AS ver
        payload::jsonb ? 'data' AS has_data
   FROM receive() ORDER BY n;
 DROP TABLE guarded, guarded_tree, guarded_leaf;
+-- The same holds for a child made with INHERITS, of any of its parents, at
+-- any level: their readers see the child's rows through them.
+CREATE TABLE watched (id int, ver rowseq NOT NULL, pin text);
+CREATE TABLE audited (note text);
+CREATE TABLE watched_child (PRIMARY KEY (id)) INHERITS (watched, audited);
+CREATE TABLE watched_grandchild (PRIMARY KEY (id)) INHERITS (watched_child);
+ALTER TABLE audited ENABLE ROW LEVEL SECURITY;
+SELECT outcome FROM versioned_upsert('watched_child', '{"id": 1, "ver": 1, "pin": "1"}');
+SELECT outcome FROM versioned_upsert('watched_grandchild', '{"id": 1, "ver": 1, "pin": "1"}');
+SELECT wait_notified(40);
+ALTER TABLE audited DISABLE ROW LEVEL SECURITY;
+SELECT publish_data('watched', false);
+SELECT outcome FROM versioned_upsert('watched_grandchild', '{"id": 1, "ver": 2, "pin": "2"}');
+SELECT wait_notified(41);
+SELECT publish_data('watched', NULL);
+SELECT outcome FROM versioned_upsert('watched_grandchild', '{"id": 1, "ver": 3, "pin": "3"}');
+SELECT wait_notified(42);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'version' AS version,
+       payload::jsonb -> 'data' ->> 'pin' AS pin, payload::jsonb -> 'data_omitted' AS data_omitted
+  FROM receive() ORDER BY n;
+DROP TABLE watched_grandchild, watched_child, watched, audited;
 
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,

@@ -497,17 +497,26 @@ class_row(Oid relid, Snapshot snapshot)
 }
 
 /*
- * The table relid is a partition of, as snapshot shows pg_inherits, or
- * InvalidOid.  A partition being detached concurrently still counts as one:
- * until that commits, messages may reach it through its parent.
+ * The tables relid inherits from directly, as snapshot shows pg_inherits:
+ * its partitioned table, or its parents under INHERITS.
  */
-static Oid
-partition_parent(Oid relid, Snapshot snapshot)
+static List *
+inheritance_parents(Oid relid, Snapshot snapshot)
 {
-	HeapTuple	row = catalog_row(InheritsRelationId, InheritsRelidSeqnoIndexId,
-								  Anum_pg_inherits_inhrelid, relid, snapshot);
+	Relation	rel = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	row;
+	List	   *parents = NIL;
 
-	return row ? ((Form_pg_inherits) GETSTRUCT(row))->inhparent : InvalidOid;
+	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, InheritsRelidSeqnoIndexId, true, snapshot, 1, &key);
+	while (HeapTupleIsValid(row = systable_getnext(scan)))
+		parents = lappend_oid(parents, ((Form_pg_inherits) GETSTRUCT(row))->inhparent);
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return parents;
 }
 
 /* Position ks, a scan of target_settings, on relid's row; false if none. */
@@ -542,6 +551,40 @@ table_publishes_data(KeyScan *ks, bool has_settings, Form_pg_class class)
 }
 
 /*
+ * Do the tables relid inherits from, and theirs up to the roots, publish
+ * their rows (ks's snapshot shows them)?  A child's rows can be read through
+ * each of them, under its privileges and policies, and a message may name
+ * the child itself.  A partition being detached concurrently still counts as
+ * one: until that commits, messages may reach it through its parent.
+ */
+static bool
+ancestors_publish_data(KeyScan *ks, Oid relid)
+{
+	List	   *parents = inheritance_parents(relid, ks->snapshot);
+	ListCell   *lc;
+	bool		publishes = true;
+
+	/* PostgreSQL refuses circular inheritance, but not deep chains */
+	check_stack_depth();
+	foreach(lc, parents)
+	{
+		Oid			parent = lfirst_oid(lc);
+		HeapTuple	class = class_row(parent, ks->snapshot);
+
+		if (class == NULL)
+			continue;
+		publishes = table_publishes_data(ks, settings_row(ks, parent),
+										 (Form_pg_class) GETSTRUCT(class)) &&
+			ancestors_publish_data(ks, parent);
+		heap_freetuple(class);
+		if (!publishes)
+			break;
+	}
+	list_free(parents);
+	return publishes;
+}
+
+/*
  * Set entry's name and settings, or the defaults where target_settings has
  * none for it (see table_publishes_data()).  A dropped table's settings went
  * with it: its name is NULL, its events go on the default channel, and
@@ -555,9 +598,9 @@ table_publishes_data(KeyScan *ks, bool has_settings, Form_pg_class class)
  * before it shows.
  *
  * A temporary table has no settings (configure() refuses it), and its rows,
- * which only its own session can read, are not published.  Nor are a
- * partition's if those of a table it is a partition of (at any level) are
- * not: a message may name the partition itself.
+ * which only its own session can read, are not published.  Nor are those of
+ * a partition or an inheritance child if a table it inherits from, at any
+ * level, keeps its own out.
  */
 static void
 configured_settings(BatchTarget *entry)
@@ -601,16 +644,9 @@ configured_settings(BatchTarget *entry)
 			entry->channel = TextDatumGetCString(value);
 	}
 
-	/* its parents, read with the same snapshot, up to the root */
-	while (entry->publish_data && form->relispartition)
-	{
-		Oid			parent = partition_parent(form->oid, ks.snapshot);
-
-		if (!OidIsValid(parent) || (class = class_row(parent, ks.snapshot)) == NULL)
-			break;
-		form = (Form_pg_class) GETSTRUCT(class);
-		entry->publish_data = table_publishes_data(&ks, settings_row(&ks, parent), form);
-	}
+	/* its parents, read with the same snapshot, up to the roots */
+	if (entry->publish_data)
+		entry->publish_data = ancestors_publish_data(&ks, entry->target);
 	key_scan_end(&ks);
 }
 
