@@ -1,7 +1,7 @@
 # upsert_order: PGXS build.
 #
-# `make && sudo make install` builds and installs the extension; `make check-all`
-# (see test/run-tests) runs every suite on throwaway instances that preload it.
+# `make && sudo make install` builds and installs the extension; test/run-tests
+# runs every suite (`make installcheck`) on throwaway instances that preload it.
 
 MODULE_big = upsert_order
 OBJS = \
