@@ -261,6 +261,13 @@ ALTER EXTENSION upsert_order ADD TABLE upsert_order.outbox;
 \c
 SET search_path = privileges, upsert_order;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 1}');
+-- Nor is a column of them altered to another type: the values go in below
+-- SQL, as the types the extension gave them.
+ALTER TABLE upsert_order.event_log ALTER COLUMN key TYPE text;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
+SELECT count(*) AS logged FROM upsert_order.event_log WHERE target = 'member_check'::regclass;
+ALTER TABLE upsert_order.event_log ALTER COLUMN key TYPE jsonb USING key::jsonb;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
 DROP TABLE member_check;
 
 -- CREATE EXTENSION refuses a schema of its name that a role other than a

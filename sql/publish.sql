@@ -663,3 +663,15 @@ SELECT wait_notified(:seq + 1) AS published;
 SELECT p.seq = :seq + 1 AS next_seq, p.channel, p.payload::jsonb -> 'key' AS key
   FROM publication p ORDER BY p.seq DESC LIMIT 1;
 DROP TABLE moved;
+-- A column altered to another type stops the worker with an error until it
+-- is changed back: it reads and writes the columns below SQL, as the types
+-- the extension gave them.
+CREATE TABLE retyped (id int PRIMARY KEY, ver rowseq NOT NULL);
+ALTER TABLE target_settings ALTER COLUMN publish_data TYPE text;
+SELECT outcome FROM versioned_upsert('retyped', '{"id": 1, "ver": 1}');
+SELECT wait_for_error();
+SELECT last_seq = :seq + 1 AS nothing_published FROM publisher_status;
+ALTER TABLE target_settings ALTER COLUMN publish_data TYPE boolean USING publish_data::boolean;
+SELECT wait_notified(:seq + 2) AS published;
+SELECT payload::jsonb -> 'data' AS data FROM publication ORDER BY seq DESC LIMIT 1;
+DROP TABLE retyped;

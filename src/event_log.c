@@ -28,7 +28,9 @@
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -50,6 +52,11 @@
 
 static const char *const log_column_names[LOG_NCOLUMNS] = {
 	"event_id", "target", "key", "version", "outcome", "payload", "data", "logged_at"
+};
+
+/* Their types; the version's, rowseq, has an OID only known at run time. */
+static const Oid log_column_types[LOG_NCOLUMNS] = {
+	INT8OID, REGCLASSOID, JSONBOID, InvalidOid, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID
 };
 
 /* What we know of the extension's tables; reset when any of them changes. */
@@ -191,17 +198,35 @@ check_install_schema(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The attribute number of a column of one of the extension's tables. */
+/*
+ * The attribute number of a column of one of the extension's tables, which
+ * must still have the type the extension reads and writes it as: the datums
+ * go in and out below SQL, with no conversion that would catch a column its
+ * owner altered to another type.
+ */
 AttrNumber
-ExtensionColumn(Oid relid, const char *relname, const char *colname)
+ExtensionColumn(Oid relid, const char *relname, const char *colname, Oid typid)
 {
-	AttrNumber	attnum = get_attnum(relid, colname);
+	HeapTuple	tuple = SearchSysCacheAttName(relid, colname);
+	AttrNumber	attnum;
+	Oid			atttypid;
 
-	if (attnum == InvalidAttrNumber)
+	if (!HeapTupleIsValid(tuple))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of relation \"%s.%s\" does not exist",
 						colname, UPSERT_ORDER_SCHEMA, relname),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+	attnum = ((Form_pg_attribute) GETSTRUCT(tuple))->attnum;
+	atttypid = ((Form_pg_attribute) GETSTRUCT(tuple))->atttypid;
+	ReleaseSysCache(tuple);
+	if (atttypid != typid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("column \"%s\" of relation \"%s.%s\" is of type %s, not %s",
+						colname, UPSERT_ORDER_SCHEMA, relname,
+						format_type_be(atttypid), format_type_be(typid)),
+				 errdetail("The extension reads and writes the column as the type CREATE EXTENSION gave it."),
 				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
 	return attnum;
 }
@@ -224,9 +249,15 @@ event_log_tables(void)
 	tables.seq_relid = ExtensionTableLookup("event_log_event_id_seq", &seq_owner);
 	tables.outbox_relid = ExtensionTableLookup("outbox", &outbox_owner);
 	for (int i = 0; i < LOG_NCOLUMNS; i++)
+	{
+		Oid			typid = log_column_types[i];
+
+		if (i == LOG_VERSION)
+			typid = RowseqTypeOid();
 		tables.log_attnum[i] = ExtensionColumn(tables.log_relid, "event_log",
-												log_column_names[i]);
-	tables.outbox_attnum = ExtensionColumn(tables.outbox_relid, "outbox", "event_id");
+											   log_column_names[i], typid);
+	}
+	tables.outbox_attnum = ExtensionColumn(tables.outbox_relid, "outbox", "event_id", INT8OID);
 	tables.valid = true;
 }
 

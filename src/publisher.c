@@ -258,6 +258,9 @@ PublisherRegisterWorker(void)
 static const char *const publication_columns[] = {
 	"seq", "event_id", "channel", "payload", "published_at"
 };
+static const Oid publication_column_types[lengthof(publication_columns)] = {
+	INT8OID, INT8OID, TEXTOID, JSONOID, TIMESTAMPTZOID
+};
 
 /*
  * The publisher's own tables, found by name once and kept while neither
@@ -327,7 +330,8 @@ publication_columns_find(void)
 		return;
 	for (int c = 0; c < lengthof(publication_columns); c++)
 		worker_tables.publication_attnums[c] =
-			ExtensionColumn(worker_tables.publication, "publication", publication_columns[c]);
+			ExtensionColumn(worker_tables.publication, "publication", publication_columns[c],
+							publication_column_types[c]);
 	worker_tables.publication_found_at = generation;
 }
 
@@ -339,9 +343,9 @@ settings_columns_find(void)
 	if (worker_tables.settings_found_at == generation)
 		return;
 	worker_tables.channel_attnum =
-		ExtensionColumn(worker_tables.target_settings, "target_settings", "channel");
+		ExtensionColumn(worker_tables.target_settings, "target_settings", "channel", TEXTOID);
 	worker_tables.publish_data_attnum =
-		ExtensionColumn(worker_tables.target_settings, "target_settings", "publish_data");
+		ExtensionColumn(worker_tables.target_settings, "target_settings", "publish_data", BOOLOID);
 	worker_tables.settings_found_at = generation;
 }
 

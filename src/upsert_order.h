@@ -160,7 +160,8 @@ extern void EventLogBatchBegin(void);
 extern void EventLogBatchEnd(void);
 extern void EventLogBatchAbort(void);
 extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
-extern AttrNumber ExtensionColumn(Oid relid, const char *relname, const char *colname);
+extern AttrNumber ExtensionColumn(Oid relid, const char *relname, const char *colname,
+								  Oid typid);
 extern int	OwnerSearchPathBegin(void);
 
 /* What OwnerSectionBegin() saved, for OwnerSectionEnd(). */
