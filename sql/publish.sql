@@ -493,6 +493,28 @@ SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'version' AS ver
        payload::jsonb -> 'data' ->> 'pin' AS pin, payload::jsonb -> 'data_omitted' AS data_omitted
   FROM receive() ORDER BY n;
 DROP TABLE watched_grandchild, watched_child, watched, audited;
+-- Each ancestor is read once: a lattice of 25 levels, each table inheriting
+-- from both of the level above, has 2^25 paths from the leaf to the roots.
+SET client_min_messages = warning;
+DO $$
+BEGIN
+	CREATE TABLE lattice_a0 (id int, ver rowseq NOT NULL);
+	CREATE TABLE lattice_b0 (id int, ver rowseq NOT NULL);
+	FOR i IN 1..25 LOOP
+		EXECUTE format('CREATE TABLE lattice_a%s () INHERITS (lattice_a%s, lattice_b%s)', i, i - 1, i - 1);
+		EXECUTE format('CREATE TABLE lattice_b%s () INHERITS (lattice_a%s, lattice_b%s)', i, i - 1, i - 1);
+	END LOOP;
+	CREATE TABLE lattice_leaf (PRIMARY KEY (id)) INHERITS (lattice_a25, lattice_b25);
+END $$;
+RESET client_min_messages;
+ALTER TABLE lattice_b0 ENABLE ROW LEVEL SECURITY;
+SELECT outcome FROM versioned_upsert('lattice_leaf', '{"id": 1, "ver": 1}');
+SELECT wait_notified(43);
+SELECT payload::jsonb ->> 'table' AS "table", payload::jsonb -> 'data_omitted' AS data_omitted
+  FROM receive() ORDER BY n;
+SET client_min_messages = warning;
+DROP TABLE lattice_a0, lattice_b0 CASCADE;
+RESET client_min_messages;
 
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,

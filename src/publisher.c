@@ -560,31 +560,46 @@ table_publishes_data(KeyScan *ks, bool has_settings, Form_pg_class class)
  * each of them, under its privileges and policies, and a message may name
  * the child itself.  A partition being detached concurrently still counts as
  * one: until that commits, messages may reach it through its parent.
+ *
+ * Breadth first, each ancestor once: under multiple inheritance the paths
+ * to the roots can be exponentially many more than the tables on them.
  */
 static bool
 ancestors_publish_data(KeyScan *ks, Oid relid)
 {
-	List	   *parents = inheritance_parents(relid, ks->snapshot);
-	ListCell   *lc;
+	List	   *pending = list_make1_oid(relid);
+	List	   *seen = list_make1_oid(relid);
 	bool		publishes = true;
 
-	/* PostgreSQL refuses circular inheritance, but not deep chains */
-	check_stack_depth();
-	foreach(lc, parents)
+	while (publishes && pending != NIL)
 	{
-		Oid			parent = lfirst_oid(lc);
-		HeapTuple	class = class_row(parent, ks->snapshot);
+		List	   *parents;
+		ListCell   *lc;
 
-		if (class == NULL)
-			continue;
-		publishes = table_publishes_data(ks, settings_row(ks, parent),
-										 (Form_pg_class) GETSTRUCT(class)) &&
-			ancestors_publish_data(ks, parent);
-		heap_freetuple(class);
-		if (!publishes)
-			break;
+		CHECK_FOR_INTERRUPTS();
+		parents = inheritance_parents(linitial_oid(pending), ks->snapshot);
+		pending = list_delete_first(pending);
+		foreach(lc, parents)
+		{
+			Oid			parent = lfirst_oid(lc);
+			HeapTuple	class;
+
+			if (list_member_oid(seen, parent))
+				continue;
+			seen = lappend_oid(seen, parent);
+			if ((class = class_row(parent, ks->snapshot)) == NULL)
+				continue;
+			publishes = table_publishes_data(ks, settings_row(ks, parent),
+											 (Form_pg_class) GETSTRUCT(class));
+			heap_freetuple(class);
+			if (!publishes)
+				break;
+			pending = lappend_oid(pending, parent);
+		}
+		list_free(parents);
 	}
-	list_free(parents);
+	list_free(pending);
+	list_free(seen);
 	return publishes;
 }
 
