@@ -268,6 +268,33 @@ SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
 SELECT count(*) AS logged FROM upsert_order.event_log WHERE target = 'member_check'::regclass;
 ALTER TABLE upsert_order.event_log ALTER COLUMN key TYPE jsonb USING key::jsonb;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
+-- The same holds for the extension's types: a type put in the place of
+-- rowseq under its name, and the result's columns.
+ALTER TYPE upsert_order.rowseq RENAME TO rowseq_original;
+CREATE TYPE upsert_order.rowseq AS (v text);
+CREATE TABLE impostor (id int PRIMARY KEY, ver upsert_order.rowseq);
+SELECT outcome FROM versioned_upsert('impostor', '{"id": 1, "ver": 1}');
+\c
+SET search_path = privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 3}');
+DROP TABLE impostor;
+DROP TYPE upsert_order.rowseq;
+ALTER TYPE upsert_order.rowseq_original RENAME TO rowseq;
+\c
+SET search_path = privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 3}');
+ALTER TYPE upsert_order.upsert_result ALTER ATTRIBUTE version TYPE text;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 4}');
+SELECT outcome FROM versioned_upsert_batch('member_check', '[{"id": 1, "ver": 4}]');
+ALTER TYPE upsert_order.upsert_result ALTER ATTRIBUTE version TYPE rowseq;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 4}');
+-- A dropped attribute stays in the type: only recreating the extension
+-- (as the next section does) gives the calls their type back.
+ALTER TYPE upsert_order.upsert_result ADD ATTRIBUTE extra bigint;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 5}');
+ALTER TYPE upsert_order.upsert_result DROP ATTRIBUTE extra;
+SELECT outcome FROM versioned_upsert_batch('member_check', '[{"id": 1, "ver": 5}]');
+SELECT ver FROM member_check;
 DROP TABLE member_check;
 
 -- CREATE EXTENSION refuses a schema of its name that a role other than a

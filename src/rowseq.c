@@ -13,8 +13,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "common/int.h"
 #include "datatype/timestamp.h"
 #include "libpq/pqformat.h"
@@ -75,15 +77,29 @@ RowseqFromText(const char *text)
 	return (rowseq) value;
 }
 
-/* The OID of upsert_order.rowseq, looked up in the extension's schema. */
+/*
+ * The OID of upsert_order.rowseq, looked up in the extension's schema, and
+ * checked to be the extension's own: values of a column of that type are
+ * handled as rowseq's (eight bytes, by value), and a type its schema's
+ * owner created under the name, with the original renamed, would be read
+ * as one.  For what is built once per table, not for every call.
+ */
 Oid
 RowseqTypeOid(void)
 {
 	Oid			nspid = get_namespace_oid(UPSERT_ORDER_SCHEMA, false);
+	Oid			typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+										CStringGetDatum("rowseq"),
+										ObjectIdGetDatum(nspid));
 
-	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-						   CStringGetDatum("rowseq"),
-						   ObjectIdGetDatum(nspid));
+	if (!OidIsValid(typid) ||
+		getExtensionOfObject(TypeRelationId, typid) != get_extension_oid("upsert_order", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("type \"%s.rowseq\" is not a member of extension \"upsert_order\"",
+						UPSERT_ORDER_SCHEMA),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+	return typid;
 }
 
 /* Raise the out-of-range error shared by the integer casts. */

@@ -666,6 +666,39 @@ outcome_values(const UpsertOutcome *result, Datum *values, bool *nulls)
 	values[4] = Int64GetDatum(result->event_id);
 }
 
+/*
+ * Refuse an upsert_result its owner altered: outcome_values() fills its five
+ * columns with datums of the types the install script gave them, and a
+ * tuple formed with another descriptor would read them as something else.
+ * The version columns are checked by their form (eight bytes, by value),
+ * which is all forming a tuple relies on, so that no lookup of rowseq's OID
+ * is made per call.
+ */
+static void
+result_desc_check(TupleDesc tupdesc)
+{
+	static const Oid expected[5] = {BOOLOID, TEXTOID, InvalidOid, InvalidOid, INT8OID};
+	bool		matches = tupdesc->natts == lengthof(expected);
+
+	for (int i = 0; matches && i < lengthof(expected); i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (att->attisdropped)
+			matches = false;
+		else if (OidIsValid(expected[i]))
+			matches = att->atttypid == expected[i];
+		else
+			matches = att->attlen == sizeof(int64) && att->attbyval;
+	}
+	if (!matches)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("type \"%s.upsert_result\" does not have the columns CREATE EXTENSION gave it",
+						UPSERT_ORDER_SCHEMA),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+}
+
 /* Refuse a NULL argument by name. */
 static void
 check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
@@ -690,10 +723,11 @@ versioned_upsert(PG_FUNCTION_ARGS)
 	check_not_null(fcinfo, 0, "target");
 	check_not_null(fcinfo, 1, "new_row");
 
-	upsert_one(PG_GETARG_OID(0), PG_GETARG_JSONB_P(1), &result, NULL);
-
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	result_desc_check(tupdesc);
+
+	upsert_one(PG_GETARG_OID(0), PG_GETARG_JSONB_P(1), &result, NULL);
 	outcome_values(&result, values, nulls);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
 													  values, nulls)));
@@ -791,6 +825,7 @@ versioned_upsert_batch(PG_FUNCTION_ARGS)
 		check_empty_batch(relid);
 
 	InitMaterializedSRF(fcinfo, 0);
+	result_desc_check(rsinfo->setDesc);
 
 	/* Each element's work is freed before the next; only results are kept. */
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "upsert_order batch row",
