@@ -268,6 +268,13 @@ SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
 SELECT count(*) AS logged FROM upsert_order.event_log WHERE target = 'member_check'::regclass;
 ALTER TABLE upsert_order.event_log ALTER COLUMN key TYPE jsonb USING key::jsonb;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
+-- Nor is a table or sequence of them made unlogged, which a crash empties.
+ALTER TABLE upsert_order.outbox SET UNLOGGED;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 3}');
+ALTER TABLE upsert_order.outbox SET LOGGED;
+ALTER SEQUENCE upsert_order.event_log_event_id_seq SET UNLOGGED;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 3}');
+ALTER SEQUENCE upsert_order.event_log_event_id_seq SET LOGGED;
 -- The same holds for the extension's types: a type put in the place of
 -- rowseq under its name, and the result's columns.
 ALTER TYPE upsert_order.rowseq RENAME TO rowseq_original;

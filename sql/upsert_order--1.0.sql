@@ -491,7 +491,7 @@ CREATE FUNCTION @extschema@.events_since(after_seq bigint, max_events integer DE
 	LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
 	AS $$
 		SELECT p.seq, p.channel, p.payload::jsonb
-		  FROM @extschema@.publication p
+		  FROM ONLY @extschema@.publication p
 		 WHERE p.seq OPERATOR(pg_catalog.>) coalesce(after_seq, 0)
 		 ORDER BY p.seq
 		 LIMIT max_events
@@ -523,11 +523,11 @@ REVOKE ALL ON FUNCTION @extschema@._publisher_state() FROM PUBLIC;
 -- of event_log, or all of its index for every waiting event.
 CREATE VIEW @extschema@.publisher_status AS
 	SELECT s.worker_pid,
-		   coalesce(s.last_seq, (SELECT max(p.seq) FROM @extschema@.publication p), 0) AS last_seq,
-		   (SELECT count(*) FROM @extschema@.outbox) AS events_waiting,
-		   (SELECT pg_catalog.clock_timestamp() - min((SELECT e.logged_at FROM @extschema@.event_log e
+		   coalesce(s.last_seq, (SELECT max(p.seq) FROM ONLY @extschema@.publication p), 0) AS last_seq,
+		   (SELECT count(*) FROM ONLY @extschema@.outbox) AS events_waiting,
+		   (SELECT pg_catalog.clock_timestamp() - min((SELECT e.logged_at FROM ONLY @extschema@.event_log e
 									WHERE e.event_id = o.event_id))
-			  FROM @extschema@.outbox o) AS oldest_waiting_age,
+			  FROM ONLY @extschema@.outbox o) AS oldest_waiting_age,
 		   s.last_error
 	  FROM @extschema@._publisher_state() s;
 COMMENT ON VIEW @extschema@.publisher_status IS

@@ -144,6 +144,7 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 	Oid			nspid = get_namespace_oid(UPSERT_ORDER_SCHEMA, false);
 	Oid			relid = get_relname_relid(relname, nspid);
 	HeapTuple	tuple;
+	char		persistence;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
@@ -162,7 +163,20 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
 	*owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	persistence = ((Form_pg_class) GETSTRUCT(tuple))->relpersistence;
 	ReleaseSysCache(tuple);
+
+	/*
+	 * A crash empties an unlogged table or sequence: events, their queue and
+	 * the record of what was notified would go, and seqs and event_ids be
+	 * handed out again.
+	 */
+	if (persistence != RELPERSISTENCE_PERMANENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.%s\" is not a permanent relation", UPSERT_ORDER_SCHEMA, relname),
+				 errdetail("A crash would empty it, and with it what the extension must keep."),
+				 errhint("Make it logged again with ALTER TABLE or ALTER SEQUENCE ... SET LOGGED.")));
 	return relid;
 }
 
@@ -293,6 +307,16 @@ OwnerSectionBegin(Oid owner, OwnerSection *section)
 						   section->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	section->save_nestlevel = OwnerSearchPathBegin();
+
+	/*
+	 * An owner that forced row level security on its tables would have the
+	 * statements run here see only some of their rows: a purge would then
+	 * delete events still waiting in an outbox that looks empty.  They fail
+	 * instead.
+	 */
+	(void) set_config_option("row_security", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void

@@ -168,7 +168,7 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not write upsert_order.target_settings: %s",
 			 SPI_result_code_string(ret));
-	ret = SPI_execute_with_args("DELETE FROM upsert_order.target_settings"
+	ret = SPI_execute_with_args("DELETE FROM ONLY upsert_order.target_settings"
 								" WHERE target = $1 AND channel IS NULL AND publish_data IS NULL",
 								1, argtypes, values, NULL, false, 0);
 	if (ret != SPI_OK_DELETE)
@@ -311,7 +311,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	OwnerSectionBegin(settings_owner, &section);
-	plan = SPI_prepare("DELETE FROM upsert_order.target_settings s"
+	plan = SPI_prepare("DELETE FROM ONLY upsert_order.target_settings s"
 					   " USING pg_event_trigger_dropped_objects() d"
 					   " WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0"
 					   "   AND d.objid = s.target::oid",
