@@ -268,6 +268,43 @@ SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
 SELECT count(*) AS logged FROM upsert_order.event_log WHERE target = 'member_check'::regclass;
 ALTER TABLE upsert_order.event_log ALTER COLUMN key TYPE jsonb USING key::jsonb;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
+-- A BEFORE trigger of the owner may not skip or change a row the extension
+-- writes (one that returns the row as it came is fine), and the sequence
+-- may not hand out event_ids below 1.
+CREATE TABLE trigger_check (id int PRIMARY KEY, ver rowseq NOT NULL, note text);
+CREATE FUNCTION privileges.log_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_ARGV[0] = 'skip' THEN
+		RETURN NULL;
+	ELSIF TG_ARGV[0] = 'change' THEN
+		NEW.outcome := 'stale';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER log_trigger BEFORE INSERT ON upsert_order.event_log
+	FOR EACH ROW EXECUTE FUNCTION privileges.log_trigger('skip');
+SELECT outcome FROM versioned_upsert('trigger_check', '{"id": 1, "ver": 1, "note": "a"}');
+DROP TRIGGER log_trigger ON upsert_order.event_log;
+CREATE TRIGGER log_trigger BEFORE INSERT ON upsert_order.event_log
+	FOR EACH ROW EXECUTE FUNCTION privileges.log_trigger('change');
+SELECT outcome FROM versioned_upsert_batch('trigger_check', '[{"id": 1, "ver": 1, "note": "a"}]');
+DROP TRIGGER log_trigger ON upsert_order.event_log;
+CREATE TRIGGER log_trigger BEFORE INSERT ON upsert_order.event_log
+	FOR EACH ROW EXECUTE FUNCTION privileges.log_trigger('keep');
+SELECT outcome FROM versioned_upsert('trigger_check', '{"id": 1, "ver": 1, "note": "a"}');
+SELECT outcome FROM versioned_upsert_batch('trigger_check',
+	'[{"id": 1, "ver": 2, "note": "b"}, {"id": 1, "ver": 2}, {"id": 1, "ver": 1}]');
+DROP TRIGGER log_trigger ON upsert_order.event_log;
+DROP FUNCTION privileges.log_trigger();
+SELECT outcome, data FROM upsert_order.event_log WHERE target = 'trigger_check'::regclass ORDER BY event_id;
+SELECT max(event_id) AS last_event_id FROM upsert_order.event_log \gset
+ALTER SEQUENCE upsert_order.event_log_event_id_seq MINVALUE -5 RESTART WITH 0;
+SELECT outcome FROM versioned_upsert('trigger_check', '{"id": 1, "ver": 3}');
+SELECT setval('upsert_order.event_log_event_id_seq', :last_event_id) = :last_event_id AS set_back;
+ALTER SEQUENCE upsert_order.event_log_event_id_seq MINVALUE 1;
+SELECT outcome, event_id = :last_event_id + 1 AS next_event_id
+  FROM versioned_upsert('trigger_check', '{"id": 1, "ver": 3}');
+DROP TABLE trigger_check;
 -- Nor is a table or sequence of them made unlogged, which a crash empties.
 ALTER TABLE upsert_order.outbox SET UNLOGGED;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 3}');

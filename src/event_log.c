@@ -39,6 +39,7 @@
 #include "nodes/nodeFuncs.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -550,12 +551,53 @@ AppenderSet(Appender *ap, AttrNumber attnum, Datum value)
 }
 
 /*
+ * After an insert through ExecSimpleRelationInsert(), which says nothing of
+ * what BEFORE ROW triggers did: refuse a row one of them skipped, or one in
+ * which it changed a value the extension set (given in set_values and
+ * set_isnull).  The caller reports the event_id it wrote, and the queue
+ * and the publisher go by it: the row must be stored as it was written.
+ */
+static void
+appender_check_stored(Appender *ap, const Datum *set_values, const bool *set_isnull)
+{
+	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
+
+	if (!ItemPointerIsValid(&ap->slot->tts_tid))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("a BEFORE trigger on \"%s.%s\" skipped a row the extension wrote",
+						UPSERT_ORDER_SCHEMA, RelationGetRelationName(ap->rel)),
+				 errdetail("The extension's tables keep every row it writes.")));
+	slot_getallattrs(ap->slot);
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (set_isnull[i])
+			continue;
+		if (ap->slot->tts_isnull[i] ||
+			!datum_image_eq(set_values[i], ap->slot->tts_values[i], att->attbyval, att->attlen))
+			ereport(ERROR,
+					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+					 errmsg("a BEFORE trigger on \"%s.%s\" changed column \"%s\" of a row the extension wrote",
+							UPSERT_ORDER_SCHEMA, RelationGetRelationName(ap->rel),
+							NameStr(att->attname)),
+					 errdetail("The extension's tables keep every row as it writes it.")));
+	}
+}
+
+/*
  * Insert the row built, with its indexes and constraints, as logical
  * replication applies a row.
  */
 void
 AppenderInsert(Appender *ap)
 {
+	bool		before_row = ap->rri->ri_TrigDesc != NULL &&
+		ap->rri->ri_TrigDesc->trig_insert_before_row;
+	Datum	   *set_values = NULL;
+	bool	   *set_isnull = NULL;
+
 	int			save_nestlevel = 0;
 
 	ap->estate->es_output_cid = GetCurrentCommandId(true);
@@ -572,11 +614,28 @@ AppenderInsert(Appender *ap)
 		AfterTriggerBeginQuery();
 
 	ExecStoreVirtualTuple(ap->slot);
+	if (before_row)
+	{
+		int			natts = RelationGetDescr(ap->rel)->natts;
+
+		/* the values themselves are the caller's, and outlive the slot's */
+		set_values = palloc(sizeof(Datum) * natts);
+		set_isnull = palloc(sizeof(bool) * natts);
+		memcpy(set_values, ap->slot->tts_values, sizeof(Datum) * natts);
+		memcpy(set_isnull, ap->slot->tts_isnull, sizeof(bool) * natts);
+		ItemPointerSetInvalid(&ap->slot->tts_tid);
+	}
 
 	/* An error leaves it busy; the batch then ends, and forgets it. */
 	ap->busy = true;
 	ExecSimpleRelationInsert(ap->rri, ap->estate, ap->slot);
 	ap->busy = false;
+	if (before_row)
+	{
+		appender_check_stored(ap, set_values, set_isnull);
+		pfree(set_values);
+		pfree(set_isnull);
+	}
 
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerEndQuery(ap->estate);
@@ -662,6 +721,8 @@ EventLogTablesCurrent(void)
 int64
 EventLogTakeId(void)
 {
+	int64		event_id;
+
 	/*
 	 * A read-only transaction may write a temporary target, but not the log;
 	 * say so in the call's terms before nextval() refuses in its own.
@@ -684,7 +745,19 @@ EventLogTakeId(void)
 	 */
 	(void) GetTopTransactionId();
 	LockRelationOid(tables.log_relid, RowExclusiveLock);
-	return nextval_internal(tables.seq_relid, false);
+	event_id = nextval_internal(tables.seq_relid, false);
+
+	/*
+	 * The publisher's queue starts after 0, and 0 means "none taken yet":
+	 * only a sequence altered by hand hands out less.
+	 */
+	if (event_id <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("sequence \"%s.event_log_event_id_seq\" gave event_id %lld, below 1",
+						UPSERT_ORDER_SCHEMA, (long long) event_id),
+				 errhint("Set it back to a value above the highest event_id with setval().")));
+	return event_id;
 }
 
 /* Write the event_log row; returns its event_id. */

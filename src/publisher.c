@@ -434,19 +434,23 @@ typedef struct KeyScan
 } KeyScan;
 
 static void
-key_scan_begin(KeyScan *ks, Oid relid, const char *relname, Oid keytype, int nkeys)
+key_scan_begin(KeyScan *ks, Oid relid, const char *relname, const char *keycol,
+			   Oid keytype, int nkeys)
 {
 	Oid			pkey_relid;
+	Form_pg_attribute keyatt;
 
 	ks->rel = table_open(relid, AccessShareLock);
 	pkey_relid = RelationGetPrimaryKeyIndex(ks->rel);
 	if (!OidIsValid(pkey_relid))
 		elog(ERROR, "relation \"%s.%s\" has no primary key", UPSERT_ORDER_SCHEMA, relname);
 	ks->pkey = index_open(pkey_relid, AccessShareLock);
-	if (TupleDescAttr(RelationGetDescr(ks->pkey), 0)->atttypid != keytype)
-		elog(ERROR, "the primary key of \"%s.%s\" does not start with a column of type %s",
-			 UPSERT_ORDER_SCHEMA, relname, format_type_be(keytype));
 	ks->key_attnum = ks->pkey->rd_index->indkey.values[0];
+	/* a primary key's columns are plain columns, never expressions */
+	keyatt = TupleDescAttr(RelationGetDescr(ks->rel), ks->key_attnum - 1);
+	if (keyatt->atttypid != keytype || strcmp(NameStr(keyatt->attname), keycol) != 0)
+		elog(ERROR, "the primary key of \"%s.%s\" does not start with column \"%s\" of type %s",
+			 UPSERT_ORDER_SCHEMA, relname, keycol, format_type_be(keytype));
 	ks->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ks->slot = table_slot_create(ks->rel, NULL);
 	ks->scan = index_beginscan(ks->rel, ks->pkey, ks->snapshot, nkeys, 0);
@@ -634,7 +638,7 @@ configured_settings(BatchTarget *entry)
 	entry->channel = publisher_channel;
 	entry->publish_data = false;
 
-	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", REGCLASSOID, 1);
+	key_scan_begin(&ks, worker_tables.target_settings, "target_settings", "target", REGCLASSOID, 1);
 	settings_columns_find();
 	class = class_row(entry->target, ks.snapshot);
 	if (class != NULL)
@@ -750,6 +754,11 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 		target = batch_target(targets, DatumGetObjectId(event_column(events, row, LOG_TARGET, NULL)));
 
 		MemoryContextSwitchTo(event_cxt);
+		/* only a seq written into publication by hand can get here */
+		if (last_seq == PG_INT64_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
+					 errmsg("publication has reached the largest seq")));
 		event.seq = ++last_seq;
 		event.event_id = DatumGetInt64(event_column(events, row, LOG_EVENT_ID, NULL));
 		event.table = target->name;
@@ -810,7 +819,7 @@ waiting_read(Oid outbox_relid, WaitingEvents *waiting)
 	waiting->event_ids = palloc(sizeof(int64) * publisher_batch_size);
 	waiting->tids = palloc(sizeof(Datum) * publisher_batch_size);
 
-	key_scan_begin(&ks, outbox_relid, "outbox", INT8OID, 1);
+	key_scan_begin(&ks, outbox_relid, "outbox", "event_id", INT8OID, 1);
 	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT,
 				Int64GetDatum(OutboxHorizonScanStart(ks.snapshot)));
 	index_rescan(ks.scan, &key, 1, NULL, 0);
@@ -840,13 +849,18 @@ last_published_seq(Oid publication_relid)
 	KeyScan		ks;
 	int64		seq = 0;
 
-	key_scan_begin(&ks, publication_relid, "publication", INT8OID, 0);
+	key_scan_begin(&ks, publication_relid, "publication", "seq", INT8OID, 0);
 	index_rescan(ks.scan, NULL, 0, NULL, 0);
 	if (key_scan_next(&ks, BackwardScanDirection))
 	{
 		bool		isnull;
 
 		seq = DatumGetInt64(slot_getattr(ks.slot, ks.key_attnum, &isnull));
+		/* seqs count from 1: a lower one was written by hand */
+		if (seq < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("publication holds seq %lld, below 1", (long long) seq)));
 	}
 	key_scan_end(&ks);
 	return seq;
@@ -891,7 +905,7 @@ events_read(const WaitingEvents *waiting, Oid log_relid, BatchEvents *events)
 
 	events->last_seq = published_seq_trusted && publication_relid == published_relid ?
 		published_seq : last_published_seq(publication_relid);
-	key_scan_begin(&ks, relid, "event_log", INT8OID, range ? 2 : 1);
+	key_scan_begin(&ks, relid, "event_log", "event_id", INT8OID, range ? 2 : 1);
 	/* a copy: the relcache may rebuild the table's once it is closed */
 	events->tupdesc = CreateTupleDescCopy(RelationGetDescr(ks.rel));
 	events->rows = palloc(sizeof(HeapTuple) * waiting->n);
@@ -1442,6 +1456,8 @@ override_settings(void)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a failed batch is reported and retried, never the end of the worker */
+	SetConfigOption("exit_on_error", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * Plan the retention statement once, and by index (a batch reads its

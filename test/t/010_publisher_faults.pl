@@ -271,16 +271,19 @@ ok($last > $before, 'more was published after the restart');
 
 # 6. Settings of the database the worker connects to (which apply to it as
 # to any session) do not stop it: here, read-only transactions by default,
-# and a role (and session user) with no right to the extension's tables,
-# which the owner of a database may set.  The test's own sessions set
-# theirs when they connect.
+# a role (and session user) with no right to the extension's tables, which
+# the owner of a database may set, and exit_on_error, which would make every
+# failed batch the end of the worker.  The test's own sessions set theirs
+# when they connect.
 {
 	my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
 	local $ENV{PGOPTIONS} =
-	  "-c session_authorization=$superuser -c role=none -c default_transaction_read_only=off";
+	  "-c session_authorization=$superuser -c role=none -c default_transaction_read_only=off"
+	  . " -c exit_on_error=off";
 	$node->safe_psql('postgres', q{
 CREATE ROLE nobody_special NOLOGIN;
 ALTER DATABASE postgres SET default_transaction_read_only = on;
+ALTER DATABASE postgres SET exit_on_error = on;
 ALTER DATABASE postgres SET session_authorization = 'nobody_special';
 ALTER DATABASE postgres SET role = 'nobody_special'});
 	my $pid = worker_pid();
@@ -292,7 +295,23 @@ SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', up
 	$before = $last;
 	$last = PublisherListener::check_published($node, $listener, 'under the database settings');
 	is($last, $before + 200, 'the worker publishes whatever the database sets');
+
+	# a failed batch (a bad channel written by hand) is retried by the same
+	# worker
+	$pid = worker_pid();
 	$node->safe_psql('postgres', q{
+INSERT INTO upsert_order.target_settings (target, channel) VALUES ('kv', '');
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', 3200, 'ver', upsert_order.rowseq_now()))});
+	ok( $node->poll_query_until(
+			'postgres', 'SELECT last_error IS NOT NULL FROM upsert_order.publisher_status'),
+		'a batch fails');
+	$node->safe_psql('postgres', q{DELETE FROM upsert_order.target_settings WHERE target = 'kv'::regclass});
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'after the failed batch');
+	is($last, $before + 1, 'the failed batch is published once fixed');
+	is(worker_pid(), $pid, 'by the same worker, although exit_on_error is on');
+	$node->safe_psql('postgres', q{
+ALTER DATABASE postgres RESET exit_on_error;
 ALTER DATABASE postgres RESET default_transaction_read_only;
 ALTER DATABASE postgres RESET session_authorization;
 ALTER DATABASE postgres RESET role;
