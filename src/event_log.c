@@ -242,7 +242,7 @@ ExtensionColumn(Oid relid, const char *relname, const char *colname, Oid typid)
 						colname, UPSERT_ORDER_SCHEMA, relname,
 						format_type_be(atttypid), format_type_be(typid)),
 				 errdetail("The extension reads and writes the column as the type CREATE EXTENSION gave it."),
-				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+				 errhint("Alter the column back to type %s.", format_type_be(typid))));
 	return attnum;
 }
 
@@ -306,14 +306,15 @@ OwnerSectionBegin(Oid owner, OwnerSection *section)
 	GetUserIdAndSecContext(&section->save_userid, &section->save_sec_context);
 	SetUserIdAndSecContext(owner,
 						   section->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+						   SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS);
 	section->save_nestlevel = OwnerSearchPathBegin();
 
 	/*
-	 * An owner that forced row level security on its tables would have the
-	 * statements run here see only some of their rows: a purge would then
-	 * delete events still waiting in an outbox that looks empty.  They fail
-	 * instead.
+	 * The statements run here must see every row of the extension's tables:
+	 * a purge that saw only some of the outbox would delete events still
+	 * waiting.  The owner's own tables show them all, row level security
+	 * forced or not (as for foreign key checks); a table of another owner
+	 * whose policies apply makes the statement fail instead.
 	 */
 	(void) set_config_option("row_security", "off",
 							 PGC_USERSET, PGC_S_SESSION,
@@ -754,9 +755,10 @@ EventLogTakeId(void)
 	if (event_id <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("sequence \"%s.event_log_event_id_seq\" gave event_id %lld, below 1",
+				 errmsg("sequence \"%s.event_log_event_id_seq\" returned event_id %lld",
 						UPSERT_ORDER_SCHEMA, (long long) event_id),
-				 errhint("Set it back to a value above the highest event_id with setval().")));
+				 errdetail("Event IDs start at 1."),
+				 errhint("Set the sequence back above the highest event_id with setval().")));
 	return event_id;
 }
 

@@ -449,8 +449,11 @@ key_scan_begin(KeyScan *ks, Oid relid, const char *relname, const char *keycol,
 	/* a primary key's columns are plain columns, never expressions */
 	keyatt = TupleDescAttr(RelationGetDescr(ks->rel), ks->key_attnum - 1);
 	if (keyatt->atttypid != keytype || strcmp(NameStr(keyatt->attname), keycol) != 0)
-		elog(ERROR, "the primary key of \"%s.%s\" does not start with column \"%s\" of type %s",
-			 UPSERT_ORDER_SCHEMA, relname, keycol, format_type_be(keytype));
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the primary key of \"%s.%s\" does not start with column \"%s\" of type %s",
+						UPSERT_ORDER_SCHEMA, relname, keycol, format_type_be(keytype)),
+				 errhint("Give the table its primary key on column \"%s\" back.", keycol)));
 	ks->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ks->slot = table_slot_create(ks->rel, NULL);
 	ks->scan = index_beginscan(ks->rel, ks->pkey, ks->snapshot, nkeys, 0);
@@ -758,7 +761,9 @@ describe_events(const BatchEvents *events, BatchNotifications *batch)
 		if (last_seq == PG_INT64_MAX)
 			ereport(ERROR,
 					(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
-					 errmsg("publication has reached the largest seq")));
+					 errmsg("table \"%s.publication\" has reached the largest seq",
+							UPSERT_ORDER_SCHEMA),
+					 errhint("Delete the rows that were written into it by hand.")));
 		event.seq = ++last_seq;
 		event.event_id = DatumGetInt64(event_column(events, row, LOG_EVENT_ID, NULL));
 		event.table = target->name;
@@ -857,10 +862,13 @@ last_published_seq(Oid publication_relid)
 
 		seq = DatumGetInt64(slot_getattr(ks.slot, ks.key_attnum, &isnull));
 		/* seqs count from 1: a lower one was written by hand */
-		if (seq < 0)
+		if (seq < 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("publication holds seq %lld, below 1", (long long) seq)));
+					 errmsg("table \"%s.publication\" holds seq %lld", UPSERT_ORDER_SCHEMA,
+							(long long) seq),
+					 errdetail("Seqs start at 1."),
+					 errhint("Delete the rows that were written into it by hand.")));
 	}
 	key_scan_end(&ks);
 	return seq;

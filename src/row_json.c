@@ -28,10 +28,11 @@
 
 /*
  * How to_jsonb() converts a column of this base type, if it is one of those
- * done here; ROW_JSON_OTHER otherwise.
+ * done here; ROW_JSON_OTHER otherwise.  rowseq_oid is RowseqTypeOid(), which
+ * the caller looked up once for all the table's columns.
  */
 RowJsonKind
-RowJsonKindOf(Oid basetype)
+RowJsonKindOf(Oid basetype, Oid rowseq_oid)
 {
 	switch (basetype)
 	{
@@ -64,7 +65,7 @@ RowJsonKindOf(Oid basetype)
 	 * rowseq is a string of its output, like any type from outside the core
 	 * that has no cast to json (to_jsonb() would call such a cast).
 	 */
-	if (basetype == RowseqTypeOid())
+	if (basetype == rowseq_oid)
 	{
 		Oid			castfunc;
 

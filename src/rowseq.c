@@ -92,13 +92,17 @@ RowseqTypeOid(void)
 										CStringGetDatum("rowseq"),
 										ObjectIdGetDatum(nspid));
 
-	if (!OidIsValid(typid) ||
-		getExtensionOfObject(TypeRelationId, typid) != get_extension_oid("upsert_order", true))
+	if (!OidIsValid(typid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("type \"%s.rowseq\" does not exist", UPSERT_ORDER_SCHEMA),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+	if (getExtensionOfObject(TypeRelationId, typid) != get_extension_oid("upsert_order", false))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("type \"%s.rowseq\" is not a member of extension \"upsert_order\"",
 						UPSERT_ORDER_SCHEMA),
-				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+				 errhint("Give the type that CREATE EXTENSION created its name back.")));
 	return typid;
 }
 

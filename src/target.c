@@ -283,7 +283,7 @@ target_check_kind(Relation rel)
  * builds them from JSON arrays and objects (see upsert.c).
  */
 static void
-target_read_input(TargetColumn *col)
+target_read_input(TargetColumn *col, Oid rowseq_oid)
 {
 	Oid			infunc;
 	Oid			outfunc;
@@ -295,7 +295,7 @@ target_read_input(TargetColumn *col)
 	fmgr_info_cxt(infunc, &col->input, CurrentMemoryContext);
 	getTypeOutputInfo(col->typid, &outfunc, &isvarlena);
 	fmgr_info_cxt(outfunc, &col->output, CurrentMemoryContext);
-	col->json_kind = RowJsonKindOf(col->basetype);
+	col->json_kind = RowJsonKindOf(col->basetype, rowseq_oid);
 }
 
 /* Record the live columns and find the single rowseq column. */
@@ -326,7 +326,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 		col->typmod = att->atttypmod;
 		col->typlen = att->attlen;
 		col->typbyval = att->attbyval;
-		target_read_input(col);
+		target_read_input(col, rowseq_oid);
 
 		if (col->basetype == rowseq_oid)
 		{

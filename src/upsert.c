@@ -650,53 +650,88 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	result->version = msg.version;
 }
 
-/* The upsert_result columns of one outcome. */
-static void
-outcome_values(const UpsertOutcome *result, Datum *values, bool *nulls)
+/* The columns of upsert_result, in the order of the install script. */
+#define RESULT_NCOLUMNS 5
+
+/*
+ * The upsert_result of one outcome, for a descriptor that result_desc_check()
+ * accepted, with its dropped attributes (null) if it has any.
+ */
+static HeapTuple
+outcome_tuple(const UpsertOutcome *result, TupleDesc tupdesc)
 {
 	bool		applied = strcmp(result->outcome, "inserted") == 0 ||
 		strcmp(result->outcome, "updated") == 0;
+	Datum		live_values[RESULT_NCOLUMNS];
+	bool		live_nulls[RESULT_NCOLUMNS] = {false};
+	Datum		values_buf[RESULT_NCOLUMNS];
+	bool		nulls_buf[RESULT_NCOLUMNS];
+	Datum	   *values = values_buf;
+	bool	   *nulls = nulls_buf;
+	int			live = 0;
 
-	memset(nulls, 0, sizeof(bool) * 5);
-	values[0] = BoolGetDatum(applied);
-	values[1] = CStringGetTextDatum(result->outcome);
-	values[2] = RowseqGetDatum(result->version);
-	values[3] = RowseqGetDatum(result->stored);
-	nulls[3] = result->stored_isnull;
-	values[4] = Int64GetDatum(result->event_id);
+	if (tupdesc->natts > RESULT_NCOLUMNS)
+	{
+		values = palloc(sizeof(Datum) * tupdesc->natts);
+		nulls = palloc(sizeof(bool) * tupdesc->natts);
+	}
+
+	live_values[0] = BoolGetDatum(applied);
+	live_values[1] = CStringGetTextDatum(result->outcome);
+	live_values[2] = RowseqGetDatum(result->version);
+	live_values[3] = RowseqGetDatum(result->stored);
+	live_nulls[3] = result->stored_isnull;
+	live_values[4] = Int64GetDatum(result->event_id);
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		nulls[i] = true;
+		if (TupleDescAttr(tupdesc, i)->attisdropped)
+			continue;
+		values[i] = live_values[live];
+		nulls[i] = live_nulls[live];
+		live++;
+	}
+	return heap_form_tuple(tupdesc, values, nulls);
 }
 
 /*
- * Refuse an upsert_result its owner altered: outcome_values() fills its five
+ * Refuse an upsert_result its owner altered: outcome_tuple() fills its
  * columns with datums of the types the install script gave them, and a
  * tuple formed with another descriptor would read them as something else.
- * The version columns are checked by their form (eight bytes, by value),
- * which is all forming a tuple relies on, so that no lookup of rowseq's OID
- * is made per call.
+ * Dropped attributes, which ADD and DROP ATTRIBUTE leave behind, are
+ * skipped.  The version columns are checked by their form (rowseq's,
+ * int8's), which is all forming a tuple relies on, so that no lookup of
+ * rowseq's OID is made per call.
  */
 static void
 result_desc_check(TupleDesc tupdesc)
 {
-	static const Oid expected[5] = {BOOLOID, TEXTOID, InvalidOid, InvalidOid, INT8OID};
-	bool		matches = tupdesc->natts == lengthof(expected);
+	static const Oid expected[RESULT_NCOLUMNS] = {BOOLOID, TEXTOID, InvalidOid, InvalidOid, INT8OID};
+	int			live = 0;
+	bool		matches = true;
 
-	for (int i = 0; matches && i < lengthof(expected); i++)
+	for (int i = 0; matches && i < tupdesc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
 
 		if (att->attisdropped)
+			continue;
+		if (live == RESULT_NCOLUMNS)
 			matches = false;
-		else if (OidIsValid(expected[i]))
-			matches = att->atttypid == expected[i];
+		else if (OidIsValid(expected[live]))
+			matches = att->atttypid == expected[live];
 		else
-			matches = att->attlen == sizeof(int64) && att->attbyval;
+			matches = att->attlen == sizeof(int64) && att->attbyval == FLOAT8PASSBYVAL;
+		live++;
 	}
-	if (!matches)
+	if (!matches || live != RESULT_NCOLUMNS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("type \"%s.upsert_result\" does not have the columns CREATE EXTENSION gave it",
 						UPSERT_ORDER_SCHEMA),
-				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
+				 errdetail("Its columns are applied boolean, outcome text, version rowseq, stored_version rowseq and event_id bigint."),
+				 errhint("Alter the type back to those columns.")));
 }
 
 /* Refuse a NULL argument by name. */
@@ -717,8 +752,6 @@ versioned_upsert(PG_FUNCTION_ARGS)
 {
 	UpsertOutcome result;
 	TupleDesc	tupdesc;
-	Datum		values[5];
-	bool		nulls[5];
 
 	check_not_null(fcinfo, 0, "target");
 	check_not_null(fcinfo, 1, "new_row");
@@ -728,9 +761,7 @@ versioned_upsert(PG_FUNCTION_ARGS)
 	result_desc_check(tupdesc);
 
 	upsert_one(PG_GETARG_OID(0), PG_GETARG_JSONB_P(1), &result, NULL);
-	outcome_values(&result, values, nulls);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
-													  values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(outcome_tuple(&result, BlessTupleDesc(tupdesc))));
 }
 
 /* Error context of a batch: which element was being applied. */
@@ -747,8 +778,6 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(rowcxt);
 	UpsertOutcome result;
-	Datum		values[5];
-	bool		nulls[5];
 
 	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
 		ereport(ERROR,
@@ -756,8 +785,7 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
 				 errmsg("element %lld of rows is not a JSON object", (long long) index),
 				 errdetail("Every element of rows must be an object of column names and values.")));
 	upsert_one(relid, JsonbValueToJsonb(v), &result, batch);
-	outcome_values(&result, values, nulls);
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	tuplestore_puttuple(rsinfo->setResult, outcome_tuple(&result, rsinfo->setDesc));
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(rowcxt);
 }

@@ -273,7 +273,7 @@ extern Jsonb *MessageStoredKey(UpsertTarget *target, UpsertMessage *msg, Datum *
 
 /* row_json.c: the stored row as jsonb */
 struct TupleTableSlot;
-extern RowJsonKind RowJsonKindOf(Oid basetype);
+extern RowJsonKind RowJsonKindOf(Oid basetype, Oid rowseq_oid);
 extern void RowJsonValue(JsonbValue *jb, TargetColumn *col, Datum value);
 extern int *RowJsonOrder(UpsertTarget *target);
 extern Datum RowToJsonb(UpsertTarget *target, struct TupleTableSlot *slot);
