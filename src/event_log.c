@@ -598,7 +598,6 @@ AppenderInsert(Appender *ap)
 		ap->rri->ri_TrigDesc->trig_insert_before_row;
 	Datum	   *set_values = NULL;
 	bool	   *set_isnull = NULL;
-
 	int			save_nestlevel = 0;
 
 	ap->estate->es_output_cid = GetCurrentCommandId(true);

@@ -478,33 +478,37 @@ key_scan_end(KeyScan *ks)
 }
 
 /*
- * The row of a catalog whose key, the first column of index (attnum in the
- * catalog), is oid, as snapshot shows it; copied, or NULL if it shows none.
+ * The rows of a catalog whose key, the first column of index (attnum in the
+ * catalog), is oid, as snapshot shows them: copies, in index order.
  */
-static HeapTuple
-catalog_row(Oid catalog, Oid index, AttrNumber attnum, Oid oid, Snapshot snapshot)
+static List *
+catalog_rows(Oid catalog, Oid index, AttrNumber attnum, Oid oid, Snapshot snapshot)
 {
 	Relation	rel = table_open(catalog, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	row;
+	List	   *rows = NIL;
 
 	ScanKeyInit(&key, attnum, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(oid));
 	scan = systable_beginscan(rel, index, true, snapshot, 1, &key);
-	row = systable_getnext(scan);
-	if (HeapTupleIsValid(row))
-		row = heap_copytuple(row);
+	while (HeapTupleIsValid(row = systable_getnext(scan)))
+		rows = lappend(rows, heap_copytuple(row));
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return row;
+	return rows;
 }
 
 /* The pg_class row of relid as snapshot shows it, or NULL. */
 static HeapTuple
 class_row(Oid relid, Snapshot snapshot)
 {
-	return catalog_row(RelationRelationId, ClassOidIndexId, Anum_pg_class_oid,
-					   relid, snapshot);
+	List	   *rows = catalog_rows(RelationRelationId, ClassOidIndexId, Anum_pg_class_oid,
+									relid, snapshot);
+	HeapTuple	row = rows != NIL ? linitial(rows) : NULL;
+
+	list_free(rows);
+	return row;
 }
 
 /*
@@ -514,19 +518,18 @@ class_row(Oid relid, Snapshot snapshot)
 static List *
 inheritance_parents(Oid relid, Snapshot snapshot)
 {
-	Relation	rel = table_open(InheritsRelationId, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	row;
+	List	   *rows = catalog_rows(InheritsRelationId, InheritsRelidSeqnoIndexId,
+									Anum_pg_inherits_inhrelid, relid, snapshot);
 	List	   *parents = NIL;
+	ListCell   *lc;
 
-	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(relid));
-	scan = systable_beginscan(rel, InheritsRelidSeqnoIndexId, true, snapshot, 1, &key);
-	while (HeapTupleIsValid(row = systable_getnext(scan)))
-		parents = lappend_oid(parents, ((Form_pg_inherits) GETSTRUCT(row))->inhparent);
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	foreach(lc, rows)
+	{
+		Form_pg_inherits inherits = (Form_pg_inherits) GETSTRUCT((HeapTuple) lfirst(lc));
+
+		parents = lappend_oid(parents, inherits->inhparent);
+	}
+	list_free_deep(rows);
 	return parents;
 }
 
