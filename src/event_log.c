@@ -88,7 +88,7 @@ struct Appender
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
-	bool		kept;			/* kept until the batch ends, or AppenderClose() */
+	bool		stays_open;		/* closed by AppenderClose(), not after an insert */
 	bool		busy;			/* an insert through it is running */
 	bool		runs_code;		/* an insert runs code the owner attached */
 };
@@ -409,7 +409,7 @@ AppenderOpen(Oid relid)
 {
 	Appender   *ap = appender_open(relid, CurrentMemoryContext);
 
-	ap->kept = true;
+	ap->stays_open = true;
 	return ap;
 }
 
@@ -520,7 +520,7 @@ appender_get(Appender **kept, Oid relid)
 	if (*kept == NULL)
 	{
 		*kept = appender_open(relid, batch_cxt);
-		(*kept)->kept = true;
+		(*kept)->stays_open = true;
 	}
 	if ((*kept)->rri->ri_TrigDesc != NULL)
 		return appender_open(relid, CurrentMemoryContext);
@@ -643,7 +643,7 @@ AppenderInsert(Appender *ap)
 		AtEOXact_GUC(true, save_nestlevel);
 	ExecClearTuple(ap->slot);
 	ResetPerTupleExprContext(ap->estate);
-	if (!ap->kept)
+	if (!ap->stays_open)
 		AppenderClose(ap);
 }
 
