@@ -264,7 +264,7 @@ HlcNow(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("upsert_order must be loaded via shared_preload_libraries to assign server stamps"),
-				 errdetail("rowseq_now() keeps its clock in shared memory, which exists only when the library is preloaded."),
+				 errdetail("The clock of rowseq_now() is kept in shared memory, which exists only when the library is preloaded."),
 				 errhint("Add upsert_order to shared_preload_libraries and restart the server, or send every message with an explicit version.")));
 
 	wall = (uint64) hlc_wall_clock();

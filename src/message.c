@@ -242,7 +242,7 @@ parse_key_value(TargetColumn *col, JsonbValue *value)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("primary key column \"%s\" is null in new_row", col->name),
-				 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
+				 errdetail("The row is found by its primary key, so every key column needs a value.")));
 	if (col->structured)
 	{
 		bool		isnull;
@@ -314,7 +314,7 @@ MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("new_row must be a JSON object"),
-				 errdetail("versioned_upsert() takes one row as an object of column names and values.")));
+				 errdetail("A message is one row, given as an object of column names and values.")));
 
 	msg->new_row = new_row;
 	msg->key_values = palloc0(sizeof(Datum) * target->npkey);
@@ -360,7 +360,7 @@ MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("primary key column \"%s\" is missing from new_row",
 							target->columns[target->pkey[i] - 1].name),
-					 errdetail("versioned_upsert() finds the row by its primary key, so every key column needs a value.")));
+					 errdetail("The row is found by its primary key, so every key column needs a value.")));
 
 	if (!have_version)
 		msg->version = HlcNow();

@@ -250,7 +250,7 @@ target_check_kind(Relation rel)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", name),
-				 errdetail("versioned_upsert() writes only to ordinary and partitioned tables.")));
+				 errdetail("Only ordinary and partitioned tables can be written by versioned_upsert().")));
 
 	if (IsSystemRelation(rel))
 		ereport(ERROR,
@@ -342,7 +342,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 				 errmsg("table \"%s\" has no column of type upsert_order.rowseq",
 						target->displayname),
-				 errdetail("versioned_upsert() compares versions kept in the table's one rowseq column."),
+				 errdetail("Versions are compared in the table's one rowseq column."),
 				 errhint("Add a column such as \"version upsert_order.rowseq NOT NULL\".")));
 	if (nversion > 1)
 		ereport(ERROR,
@@ -401,7 +401,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 				 errmsg("table \"%s\" has no primary key", target->displayname),
-				 errdetail("versioned_upsert() identifies rows by their primary key."),
+				 errdetail("Rows are identified by their primary key."),
 				 errhint("Add a primary key to the table.")));
 
 	/* before reading its constraint's name, which a catalog read may change */

@@ -847,7 +847,7 @@ versioned_upsert_batch(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("rows must be a JSON array"),
-				 errdetail("versioned_upsert_batch() takes an array of row objects.")));
+				 errdetail("The rows of a batch are given as an array of row objects.")));
 
 	if (JB_ROOT_COUNT(rows) == 0)
 		check_empty_batch(relid);
