@@ -37,6 +37,8 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -91,6 +93,15 @@ struct Appender
 	bool		stays_open;		/* closed by AppenderClose(), not after an insert */
 	bool		busy;			/* an insert through it is running */
 	bool		runs_code;		/* an insert runs code the owner attached */
+	bool	   *given;			/* the columns the row being built sets */
+
+	/*
+	 * The defaults of the columns a row leaves out, which only the owner can
+	 * have added, prepared when first needed (appender_defaults_prepare).
+	 */
+	bool	   *default_ready;
+	ExprState **defaults;		/* NULL: the column has none */
+	bool	   *default_runs_code;
 };
 
 static Appender *kept_log = NULL;
@@ -396,6 +407,7 @@ appender_open(Oid relid, MemoryContext cxt)
 	ap->slot = ExecInitExtraTupleSlot(ap->estate, RelationGetDescr(ap->rel),
 									  &TTSOpsVirtual);
 	ap->runs_code = appender_runs_code(ap);
+	ap->given = palloc0(sizeof(bool) * RelationGetDescr(ap->rel)->natts);
 	MemoryContextSwitchTo(oldcxt);
 	return ap;
 }
@@ -528,10 +540,10 @@ appender_get(Appender **kept, Oid relid)
 }
 
 /*
- * Start the row an appender inserts next: every column NULL, until the
- * caller sets those it gives (these tables have no defaults that matter
- * here: the caller supplies every value).  The row has the width of the
- * table as opened, that is as locked: after any change to it.
+ * Start the row an appender inserts next: the caller sets every column of
+ * the extension's (AppenderSet, AppenderSetNull); any other gets its
+ * default when the row is inserted.  The row has the width of the table as
+ * opened, that is as locked: after any change to it.
  */
 void
 AppenderNewRow(Appender *ap)
@@ -540,6 +552,7 @@ AppenderNewRow(Appender *ap)
 
 	ExecClearTuple(ap->slot);
 	memset(ap->slot->tts_isnull, true, sizeof(bool) * tupdesc->natts);
+	memset(ap->given, false, sizeof(bool) * tupdesc->natts);
 }
 
 /* Set column attnum of the row being built. */
@@ -549,6 +562,83 @@ AppenderSet(Appender *ap, AttrNumber attnum, Datum value)
 	Assert(attnum > 0 && attnum <= RelationGetDescr(ap->rel)->natts);
 	ap->slot->tts_values[attnum - 1] = value;
 	ap->slot->tts_isnull[attnum - 1] = false;
+	ap->given[attnum - 1] = true;
+}
+
+/* Set column attnum of the row being built to NULL, whatever its default. */
+void
+AppenderSetNull(Appender *ap, AttrNumber attnum)
+{
+	Assert(attnum > 0 && attnum <= RelationGetDescr(ap->rel)->natts);
+	ap->slot->tts_isnull[attnum - 1] = true;
+	ap->given[attnum - 1] = true;
+}
+
+/*
+ * Prepare the defaults of the columns the row leaves out, once per column
+ * for the appender's life; true if one of them runs code.  The extension
+ * sets every column of its own, so these are columns the owner added: they
+ * get their defaults as an INSERT naming only the extension's columns
+ * would give them (the column's, an identity's next value, or its domain's),
+ * and stay NULL without one.
+ */
+static bool
+appender_defaults_prepare(Appender *ap)
+{
+	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
+	bool		runs_code = false;
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		/* a generated column is computed by the insert itself */
+		if (ap->given[i] || att->attisdropped || att->attgenerated)
+			continue;
+		if (ap->defaults == NULL)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(ap->estate->es_query_cxt);
+
+			ap->default_ready = palloc0(sizeof(bool) * tupdesc->natts);
+			ap->defaults = palloc0(sizeof(ExprState *) * tupdesc->natts);
+			ap->default_runs_code = palloc0(sizeof(bool) * tupdesc->natts);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		if (!ap->default_ready[i])
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(ap->estate->es_query_cxt);
+			Expr	   *expr = (Expr *) build_column_default(ap->rel, i + 1);
+
+			if (expr != NULL)
+			{
+				expr = expression_planner(expr);
+				ap->default_runs_code[i] = calls_code_walker((Node *) expr, NULL);
+				ap->defaults[i] = ExecInitExpr(expr, NULL);
+			}
+			ap->default_ready[i] = true;
+			MemoryContextSwitchTo(oldcxt);
+		}
+		runs_code |= ap->default_runs_code[i];
+	}
+	return runs_code;
+}
+
+/* Give the columns the row leaves out their defaults, in per-row memory. */
+static void
+appender_defaults_fill(Appender *ap)
+{
+	ExprContext *econtext;
+	MemoryContext oldcxt;
+
+	if (ap->defaults == NULL)
+		return;
+	econtext = GetPerTupleExprContext(ap->estate);
+	oldcxt = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	for (int i = 0; i < RelationGetDescr(ap->rel)->natts; i++)
+		if (!ap->given[i] && ap->defaults[i] != NULL)
+			ap->slot->tts_values[i] = ExecEvalExpr(ap->defaults[i], econtext,
+												   &ap->slot->tts_isnull[i]);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -598,6 +688,7 @@ AppenderInsert(Appender *ap)
 		ap->rri->ri_TrigDesc->trig_insert_before_row;
 	Datum	   *set_values = NULL;
 	bool	   *set_isnull = NULL;
+	bool		runs_code = appender_defaults_prepare(ap) || ap->runs_code;
 	int			save_nestlevel = 0;
 
 	ap->estate->es_output_cid = GetCurrentCommandId(true);
@@ -608,7 +699,7 @@ AppenderInsert(Appender *ap)
 	 * owner's search_path.  Skipped when nothing can look a name up: setting
 	 * search_path would cost a good part of a call.
 	 */
-	if (ap->runs_code)
+	if (runs_code)
 		save_nestlevel = OwnerSearchPathBegin();
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerBeginQuery();
@@ -618,7 +709,11 @@ AppenderInsert(Appender *ap)
 	{
 		int			natts = RelationGetDescr(ap->rel)->natts;
 
-		/* the values themselves are the caller's, and outlive the slot's */
+		/*
+		 * The values the caller set, not the defaults (a trigger may change
+		 * those); the values themselves are the caller's, and outlive the
+		 * slot's.
+		 */
 		set_values = palloc(sizeof(Datum) * natts);
 		set_isnull = palloc(sizeof(bool) * natts);
 		memcpy(set_values, ap->slot->tts_values, sizeof(Datum) * natts);
@@ -626,8 +721,12 @@ AppenderInsert(Appender *ap)
 		ItemPointerSetInvalid(&ap->slot->tts_tid);
 	}
 
-	/* An error leaves it busy; the batch then ends, and forgets it. */
+	/*
+	 * Busy from the defaults on: one may log a message of its own.  An error
+	 * leaves it busy; the batch then ends, and forgets it.
+	 */
 	ap->busy = true;
+	appender_defaults_fill(ap);
 	ExecSimpleRelationInsert(ap->rri, ap->estate, ap->slot);
 	ap->busy = false;
 	if (before_row)
@@ -639,7 +738,7 @@ AppenderInsert(Appender *ap)
 
 	if (ap->rri->ri_TrigDesc)
 		AfterTriggerEndQuery(ap->estate);
-	if (ap->runs_code)
+	if (runs_code)
 		AtEOXact_GUC(true, save_nestlevel);
 	ExecClearTuple(ap->slot);
 	ResetPerTupleExprContext(ap->estate);
@@ -778,6 +877,8 @@ append_event(const LoggedEvent *event)
 	SET_COLUMN(LOG_PAYLOAD, JsonbPGetDatum(event->payload));
 	if (!event->data_isnull)
 		SET_COLUMN(LOG_DATA, event->data);
+	else
+		AppenderSetNull(ap, tables.log_attnum[LOG_DATA]);
 	SET_COLUMN(LOG_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
 #undef SET_COLUMN
 

@@ -181,6 +181,7 @@ typedef struct Appender Appender;
 extern Appender *AppenderOpen(Oid relid);
 extern void AppenderNewRow(Appender *ap);
 extern void AppenderSet(Appender *ap, AttrNumber attnum, Datum value);
+extern void AppenderSetNull(Appender *ap, AttrNumber attnum);
 extern void AppenderInsert(Appender *ap);
 extern void AppenderClose(Appender *ap);
 
