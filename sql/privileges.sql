@@ -148,6 +148,21 @@ SET search_path = privileges, upsert_order;
 RESET ROLE;
 DROP INDEX upsert_order.event_log_applied;
 DROP FUNCTION log_outcome_applied(text);
+-- And the default of a column the owner adds, planned (which inlines a SQL
+-- function's body) and run as the owner, on the single and the batch path.
+CREATE FUNCTION log_tag() RETURNS text LANGUAGE sql AS $$
+	SELECT lower('TAGGED')	-- unqualified on purpose
+$$;
+ALTER TABLE upsert_order.event_log ADD COLUMN tag text DEFAULT log_tag();
+SET ROLE upsert_writer;
+SET search_path = writer_own, pg_catalog, privileges, upsert_order;
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 12, "balance": 32}');
+SELECT outcome FROM versioned_upsert_batch('acct', '[{"id": 1, "ver": 13, "balance": 33}]');
+SET search_path = privileges, upsert_order;
+RESET ROLE;
+SELECT outcome, version, tag FROM event_log ORDER BY event_id DESC LIMIT 2;
+ALTER TABLE upsert_order.event_log DROP COLUMN tag;
+DROP FUNCTION log_tag();
 DROP SCHEMA writer_own CASCADE;
 
 -- Grants on the extension's objects: only the schema and the functions are public.
@@ -278,6 +293,8 @@ BEGIN
 		RETURN NULL;
 	ELSIF TG_ARGV[0] = 'change' THEN
 		NEW.outcome := 'stale';
+	ELSIF TG_ARGV[0] = 'fill' THEN
+		NEW.data := coalesce(NEW.data, '{"filled": true}');
 	END IF;
 	RETURN NEW;
 END $$;
@@ -288,6 +305,12 @@ DROP TRIGGER log_trigger ON upsert_order.event_log;
 CREATE TRIGGER log_trigger BEFORE INSERT ON upsert_order.event_log
 	FOR EACH ROW EXECUTE FUNCTION privileges.log_trigger('change');
 SELECT outcome FROM versioned_upsert_batch('trigger_check', '[{"id": 1, "ver": 1, "note": "a"}]');
+DROP TRIGGER log_trigger ON upsert_order.event_log;
+-- nor give the NULL data of a rejected message a value
+CREATE TRIGGER log_trigger BEFORE INSERT ON upsert_order.event_log
+	FOR EACH ROW EXECUTE FUNCTION privileges.log_trigger('fill');
+SELECT outcome FROM versioned_upsert('trigger_check', '{"id": 0, "ver": 1, "note": "a"}');
+SELECT outcome FROM versioned_upsert('trigger_check', '{"id": 0, "ver": 1, "note": "a"}');
 DROP TRIGGER log_trigger ON upsert_order.event_log;
 CREATE TRIGGER log_trigger BEFORE INSERT ON upsert_order.event_log
 	FOR EACH ROW EXECUTE FUNCTION privileges.log_trigger('keep');

@@ -329,6 +329,13 @@ COMMIT;
 SELECT wait_notified(18);
 SELECT payload::jsonb -> 'seq' AS seq, payload::jsonb -> 'data' ->> 'name' AS name FROM receive();
 SELECT seq, added_const FROM publication WHERE seq = 18;
+-- A domain's NOT NULL holds for a column left out, as for an INSERT.
+CREATE DOMAIN added_required AS int NOT NULL;
+BEGIN;
+ALTER TABLE outbox ADD COLUMN added_required added_required;
+SELECT outcome FROM versioned_upsert('item', '{"id": 22, "ver": 2, "name": "wider log"}');
+ROLLBACK;
+DROP DOMAIN added_required;
 ALTER TABLE event_log DROP COLUMN added_text, DROP COLUMN added_int, DROP COLUMN added_const,
   DROP COLUMN added_next, DROP COLUMN added_domain, DROP COLUMN added_identity,
   ALTER COLUMN data DROP DEFAULT;

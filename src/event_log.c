@@ -36,8 +36,10 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
+#include "parser/parse_coerce.h"
 #include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -97,11 +99,10 @@ struct Appender
 
 	/*
 	 * The defaults of the columns a row leaves out, which only the owner can
-	 * have added, prepared when first needed (appender_defaults_prepare).
+	 * have added, prepared when first needed (appender_defaults_fill).
 	 */
 	bool	   *default_ready;
 	ExprState **defaults;		/* NULL: the column has none */
-	bool	   *default_runs_code;
 };
 
 static Appender *kept_log = NULL;
@@ -575,66 +576,81 @@ AppenderSetNull(Appender *ap, AttrNumber attnum)
 }
 
 /*
- * Prepare the defaults of the columns the row leaves out, once per column
- * for the appender's life; true if one of them runs code.  The extension
- * sets every column of its own, so these are columns the owner added: they
- * get their defaults as an INSERT naming only the extension's columns
- * would give them (the column's, an identity's next value, or its domain's),
- * and stay NULL without one.
+ * Does the row leave out a column that an INSERT would fill: one the owner
+ * added (the extension sets every column of its own)?
  */
 static bool
-appender_defaults_prepare(Appender *ap)
+appender_leaves_out(Appender *ap)
 {
 	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
-	bool		runs_code = false;
 
 	for (int i = 0; i < tupdesc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
 
 		/* a generated column is computed by the insert itself */
-		if (ap->given[i] || att->attisdropped || att->attgenerated)
-			continue;
-		if (ap->defaults == NULL)
-		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(ap->estate->es_query_cxt);
-
-			ap->default_ready = palloc0(sizeof(bool) * tupdesc->natts);
-			ap->defaults = palloc0(sizeof(ExprState *) * tupdesc->natts);
-			ap->default_runs_code = palloc0(sizeof(bool) * tupdesc->natts);
-			MemoryContextSwitchTo(oldcxt);
-		}
-		if (!ap->default_ready[i])
-		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(ap->estate->es_query_cxt);
-			Expr	   *expr = (Expr *) build_column_default(ap->rel, i + 1);
-
-			if (expr != NULL)
-			{
-				expr = expression_planner(expr);
-				ap->default_runs_code[i] = calls_code_walker((Node *) expr, NULL);
-				ap->defaults[i] = ExecInitExpr(expr, NULL);
-			}
-			ap->default_ready[i] = true;
-			MemoryContextSwitchTo(oldcxt);
-		}
-		runs_code |= ap->default_runs_code[i];
+		if (!ap->given[i] && !att->attisdropped && !att->attgenerated)
+			return true;
 	}
-	return runs_code;
+	return false;
 }
 
-/* Give the columns the row leaves out their defaults, in per-row memory. */
+/*
+ * What an INSERT naming only the other columns puts in column attnum: its
+ * default (its own, an identity's next value, or its domain's), or else a
+ * NULL that a domain checks; NULL if it puts a plain NULL.
+ */
+static Expr *
+column_insert_value(Relation rel, AttrNumber attnum)
+{
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+	Node	   *expr = build_column_default(rel, attnum);
+	Node	   *null_value;
+
+	if (expr != NULL)
+		return expression_planner((Expr *) expr);
+	null_value = (Node *) makeConst(att->atttypid, -1, att->attcollation, att->attlen,
+									(Datum) 0, true, att->attbyval);
+	expr = coerce_to_domain(null_value, InvalidOid, -1, att->atttypid,
+							COERCION_IMPLICIT, COERCE_IMPLICIT_CAST, -1, false);
+	return expr != null_value ? expression_planner((Expr *) expr) : NULL;
+}
+
+/*
+ * Give the columns the row leaves out what an INSERT naming only the
+ * extension's columns would give them (column_insert_value), prepared once
+ * per column for the appender's life.  Called as the owner, with the
+ * owner's search_path (planning may inline a function, or run one), and
+ * while the appender is busy (a function may log a message of its own).
+ * Evaluated in per-row memory.
+ */
 static void
 appender_defaults_fill(Appender *ap)
 {
-	ExprContext *econtext;
-	MemoryContext oldcxt;
+	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
+	ExprContext *econtext = GetPerTupleExprContext(ap->estate);
+	MemoryContext oldcxt = MemoryContextSwitchTo(ap->estate->es_query_cxt);
 
 	if (ap->defaults == NULL)
-		return;
-	econtext = GetPerTupleExprContext(ap->estate);
-	oldcxt = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
-	for (int i = 0; i < RelationGetDescr(ap->rel)->natts; i++)
+	{
+		ap->default_ready = palloc0(sizeof(bool) * tupdesc->natts);
+		ap->defaults = palloc0(sizeof(ExprState *) * tupdesc->natts);
+	}
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		Expr	   *expr;
+
+		if (ap->given[i] || att->attisdropped || att->attgenerated || ap->default_ready[i])
+			continue;
+		expr = column_insert_value(ap->rel, i + 1);
+		if (expr != NULL)
+			ap->defaults[i] = ExecInitExpr(expr, NULL);
+		ap->default_ready[i] = true;
+	}
+
+	MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	for (int i = 0; i < tupdesc->natts; i++)
 		if (!ap->given[i] && ap->defaults[i] != NULL)
 			ap->slot->tts_values[i] = ExecEvalExpr(ap->defaults[i], econtext,
 												   &ap->slot->tts_isnull[i]);
@@ -645,7 +661,7 @@ appender_defaults_fill(Appender *ap)
  * After an insert through ExecSimpleRelationInsert(), which says nothing of
  * what BEFORE ROW triggers did: refuse a row one of them skipped, or one in
  * which it changed a value the extension set (given in set_values and
- * set_isnull).  The caller reports the event_id it wrote, and the queue
+ * set_isnull), NULL included.  The caller reports the event_id it wrote, and the queue
  * and the publisher go by it: the row must be stored as it was written.
  */
 static void
@@ -664,10 +680,12 @@ appender_check_stored(Appender *ap, const Datum *set_values, const bool *set_isn
 	{
 		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
 
-		if (set_isnull[i])
+		/* a column the owner added is the owner's to set */
+		if (!ap->given[i])
 			continue;
-		if (ap->slot->tts_isnull[i] ||
-			!datum_image_eq(set_values[i], ap->slot->tts_values[i], att->attbyval, att->attlen))
+		if (set_isnull[i] ? !ap->slot->tts_isnull[i] :
+			(ap->slot->tts_isnull[i] ||
+			 !datum_image_eq(set_values[i], ap->slot->tts_values[i], att->attbyval, att->attlen)))
 			ereport(ERROR,
 					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 					 errmsg("a BEFORE trigger on \"%s.%s\" changed column \"%s\" of a row the extension wrote",
@@ -688,7 +706,8 @@ AppenderInsert(Appender *ap)
 		ap->rri->ri_TrigDesc->trig_insert_before_row;
 	Datum	   *set_values = NULL;
 	bool	   *set_isnull = NULL;
-	bool		runs_code = appender_defaults_prepare(ap) || ap->runs_code;
+	bool		fills = appender_leaves_out(ap);
+	bool		runs_code = ap->runs_code || fills;
 	int			save_nestlevel = 0;
 
 	ap->estate->es_output_cid = GetCurrentCommandId(true);
@@ -726,7 +745,8 @@ AppenderInsert(Appender *ap)
 	 * leaves it busy; the batch then ends, and forgets it.
 	 */
 	ap->busy = true;
-	appender_defaults_fill(ap);
+	if (fills)
+		appender_defaults_fill(ap);
 	ExecSimpleRelationInsert(ap->rri, ap->estate, ap->slot);
 	ap->busy = false;
 	if (before_row)
