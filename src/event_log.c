@@ -576,22 +576,25 @@ AppenderSetNull(Appender *ap, AttrNumber attnum)
 }
 
 /*
- * Does the row leave out a column that an INSERT would fill: one the owner
- * added (the extension sets every column of its own)?
+ * Does the row leave out column i (0-based), which an INSERT would fill?
+ * Only a column the owner added can be left out: the extension sets every
+ * column of its own.  A generated column is computed by the insert itself.
  */
+static bool
+appender_leaves_out_column(Appender *ap, int i)
+{
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(ap->rel), i);
+
+	return !ap->given[i] && !att->attisdropped && !att->attgenerated;
+}
+
+/* Does the row leave out any column (appender_leaves_out_column)? */
 static bool
 appender_leaves_out(Appender *ap)
 {
-	TupleDesc	tupdesc = RelationGetDescr(ap->rel);
-
-	for (int i = 0; i < tupdesc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
-
-		/* a generated column is computed by the insert itself */
-		if (!ap->given[i] && !att->attisdropped && !att->attgenerated)
+	for (int i = 0; i < RelationGetDescr(ap->rel)->natts; i++)
+		if (appender_leaves_out_column(ap, i))
 			return true;
-	}
 	return false;
 }
 
@@ -638,10 +641,9 @@ appender_defaults_fill(Appender *ap)
 	}
 	for (int i = 0; i < tupdesc->natts; i++)
 	{
-		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
 		Expr	   *expr;
 
-		if (ap->given[i] || att->attisdropped || att->attgenerated || ap->default_ready[i])
+		if (!appender_leaves_out_column(ap, i) || ap->default_ready[i])
 			continue;
 		expr = column_insert_value(ap->rel, i + 1);
 		if (expr != NULL)
@@ -661,8 +663,9 @@ appender_defaults_fill(Appender *ap)
  * After an insert through ExecSimpleRelationInsert(), which says nothing of
  * what BEFORE ROW triggers did: refuse a row one of them skipped, or one in
  * which it changed a value the extension set (given in set_values and
- * set_isnull), NULL included.  The caller reports the event_id it wrote, and the queue
- * and the publisher go by it: the row must be stored as it was written.
+ * set_isnull), NULL included.  The caller reports the event_id it wrote,
+ * and the queue and the publisher go by it: the row must be stored as it
+ * was written.
  */
 static void
 appender_check_stored(Appender *ap, const Datum *set_values, const bool *set_isnull)
