@@ -226,6 +226,38 @@ DROP TABLE measured, measured_twin;
 DROP DOMAIN small;
 DROP FUNCTION small_enough(int), nothing();
 
+-- The same for a domain inside a range or a multirange: their input
+-- functions compile the domain's constraints in turn.
+CREATE FUNCTION bounded_ok(v int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RETURN v < 1000; END $$;
+REVOKE EXECUTE ON FUNCTION bounded_ok(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bounded_ok(int) TO upsert_writer;
+CREATE DOMAIN bounded AS int CHECK (bounded_ok(VALUE));
+CREATE TYPE bounded_range AS RANGE (subtype = bounded, multirange_type_name = bounded_multirange);
+CREATE TABLE spans (id int PRIMARY KEY, ver rowseq NOT NULL, r bounded_range, m bounded_multirange);
+CREATE TABLE spans_twin (LIKE spans INCLUDING ALL);
+CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON spans_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+GRANT SELECT, INSERT, UPDATE ON spans, spans_twin TO upsert_writer, upsert_nobody;
+SET ROLE upsert_writer;
+SELECT t, outcome FROM unnest(ARRAY['spans', 'spans_twin']) t,
+	LATERAL versioned_upsert(t::regclass, '{"id": 1, "ver": 1, "r": "[1,5)", "m": "{[1,5)}"}');
+SET ROLE upsert_nobody;
+SELECT outcome FROM versioned_upsert('spans', '{"id": 2, "ver": 1, "r": "[1,5)", "m": null}');
+SELECT outcome FROM versioned_upsert('spans', '{"id": 2, "ver": 1, "r": null, "m": "{[1,5)}"}');
+SELECT outcome FROM versioned_upsert('spans_twin', '{"id": 2, "ver": 1, "r": "[1,5)", "m": null}');
+SELECT outcome FROM versioned_upsert('spans_twin', '{"id": 2, "ver": 1, "r": null, "m": "{[1,5)}"}');
+SELECT outcome FROM versioned_upsert_batch('spans', '[{"id": 3, "ver": 1, "r": "[1,5)", "m": null}]');
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION bounded_ok(int) FROM upsert_writer;
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert('spans', '{"id": 1, "ver": 2, "r": "[2,5)", "m": "{[2,5)}"}');
+RESET ROLE;
+SELECT 'spans' AS t, * FROM spans UNION ALL SELECT 'spans_twin', * FROM spans_twin ORDER BY 1, 2;
+DROP TABLE spans, spans_twin;
+DROP TYPE bounded_range;
+DROP DOMAIN bounded;
+DROP FUNCTION bounded_ok(int), nothing();
+
 -- SELECT, INSERT and UPDATE granted column by column are enough, on both
 -- paths and for a message that leaves columns out (the statement path): the
 -- call reads no system column of the table the caller could not read.

@@ -218,9 +218,10 @@ parse_structured_value(TargetColumn *col, JsonbValue *value, bool *isnull)
 
 /*
  * A scalar column's value from its text form.  A domain's input function
- * keeps the domain's constraints, compiled, in fn_extra, and whether the
- * caller may execute the functions they call is checked when they are
- * compiled: so they are compiled again for every message, as every
+ * keeps the domain's constraints, compiled, in fn_extra (a range's keeps its
+ * element type's input function there, which may be a domain's), and
+ * whether the caller may execute the functions they call is checked when
+ * they are compiled: so they are compiled again for every message, as every
  * statement compiles them, under the role running it.
  */
 static Datum
@@ -228,7 +229,7 @@ column_input(TargetColumn *col, char *text)
 {
 	FmgrInfo	input;
 
-	if (col->typid == col->basetype)
+	if (!col->input_checks)
 		return InputFunctionCall(&col->input, text, col->ioparam, col->typmod);
 	fmgr_info_copy(&input, &col->input, CurrentMemoryContext);	/* fn_extra unset */
 	return InputFunctionCall(&input, text, col->ioparam, col->typmod);

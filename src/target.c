@@ -282,6 +282,24 @@ target_check_kind(Relation rel)
  * them; arrays and composites through jsonb_populate_record() itself, which
  * builds them from JSON arrays and objects (see upsert.c).
  */
+/*
+ * Can the column's input function compile a domain's constraints?  A
+ * domain's does, and so do a range's and a multirange's, whose element type
+ * may be a domain (or a range of one): they read their element through its
+ * own input function.  Arrays and composites are read otherwise.
+ */
+static bool
+input_may_check_domain(TargetColumn *col)
+{
+	if (col->typid != col->basetype || type_is_range(col->basetype))
+		return true;
+#if PG_VERSION_NUM >= 140000
+	if (type_is_multirange(col->basetype))
+		return true;
+#endif
+	return false;
+}
+
 static void
 target_read_input(TargetColumn *col, Oid rowseq_oid)
 {
@@ -293,6 +311,7 @@ target_read_input(TargetColumn *col, Oid rowseq_oid)
 	col->structured = type_is_array(col->basetype) || type_is_rowtype(col->basetype);
 	getTypeInputInfo(col->typid, &infunc, &col->ioparam);
 	fmgr_info_cxt(infunc, &col->input, CurrentMemoryContext);
+	col->input_checks = input_may_check_domain(col);
 	getTypeOutputInfo(col->typid, &outfunc, &isvarlena);
 	fmgr_info_cxt(outfunc, &col->output, CurrentMemoryContext);
 	col->json_kind = RowJsonKindOf(col->basetype, rowseq_oid);

@@ -76,6 +76,7 @@ typedef struct TargetColumn
 	int16		typlen;
 	bool		typbyval;
 	FmgrInfo	input;			/* the type's input function */
+	bool		input_checks;	/* which may compile a domain's constraints */
 	Oid			ioparam;
 	FmgrInfo	output;			/* the type's output function */
 	bool		structured;		/* array or composite: built from JSON arrays and objects */
