@@ -608,6 +608,21 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	return true;
 }
 
+/* Has the table a unique or exclusion index besides its primary key? */
+static bool
+direct_other_unique_index(DirectState *ds, UpsertTarget *target)
+{
+	for (int i = 0; i < ds->rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *info = ds->rri->ri_IndexRelationInfo[i];
+
+		if ((info->ii_Unique || info->ii_ExclusionOps != NULL) &&
+			RelationGetRelid(ds->rri->ri_IndexRelationDescs[i]) != target->pkey_index)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Insert the proposed row for a key with no visible row, as INSERT ... ON
  * CONFLICT does: insert speculatively and confirm the insertion only if no
@@ -621,6 +636,11 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
  * the check would have seen (an insertion not yet committed) takes back.
  * A later attempt (precheck) checks first, and so waits for that
  * transaction instead of trying again at once.
+ *
+ * Not so when the table has another unique or exclusion index: inserting
+ * into it waits for that same transaction and, once it commits, fails on
+ * the value its row holds there too, where ON CONFLICT, having waited in
+ * the check, would find the row and update it.
  */
 static bool
 direct_insert(DirectState *ds, UpsertTarget *target, bool precheck)
@@ -632,8 +652,9 @@ direct_insert(DirectState *ds, UpsertTarget *target, bool precheck)
 	bool		conflict = false;
 
 	direct_open_indexes(ds);
-	if (precheck && !ExecCheckIndexConstraints(ds->rri, ds->proposed, ds->estate,
-											   &conflict_tid, arbiter))
+	if ((precheck || direct_other_unique_index(ds, target)) &&
+		!ExecCheckIndexConstraints(ds->rri, ds->proposed, ds->estate,
+								   &conflict_tid, arbiter))
 		return false;
 
 	/* Others inserting the key wait on this lock for our decision. */
