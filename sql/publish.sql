@@ -390,6 +390,30 @@ BEGIN;
 SELECT publish_data('secret', false);
 PREPARE TRANSACTION 'publish_settings';
 SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
+-- A change rolled back to a savepoint does not count; one released into
+-- the transaction, or made before a savepoint rolled back, does.
+BEGIN;
+SAVEPOINT change;
+SELECT publish_data('secret', false);
+SAVEPOINT inner_change;
+SELECT configure('secret', 'elsewhere');
+RELEASE SAVEPOINT inner_change;
+ROLLBACK TO SAVEPOINT change;
+PREPARE TRANSACTION 'publish_settings_undone';
+COMMIT PREPARED 'publish_settings_undone';
+BEGIN;
+SAVEPOINT change;
+SELECT publish_data('secret', false);
+RELEASE SAVEPOINT change;
+PREPARE TRANSACTION 'publish_settings_released';
+BEGIN;
+SELECT publish_data('secret', false);
+SAVEPOINT change;
+SELECT configure('secret', 'elsewhere');
+ROLLBACK TO SAVEPOINT change;
+PREPARE TRANSACTION 'publish_settings_before';
+SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
+SELECT count(*) AS prepared_left FROM pg_prepared_xacts WHERE gid LIKE 'publish_settings%';
 -- The same checks as configure(): only the owner of a permanent table that
 -- may be a target, once granted EXECUTE.
 SELECT publish_data(NULL, false);

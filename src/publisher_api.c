@@ -46,8 +46,11 @@ PG_FUNCTION_INFO_V1(publish_data);
 PG_FUNCTION_INFO_V1(forget_dropped_targets);
 PG_FUNCTION_INFO_V1(purge_events);
 
-/* Did this transaction change a target's settings? */
-static bool settings_changed = false;
+/*
+ * The outermost (sub)transaction level holding a change of a target's
+ * settings that has not been rolled back, or 0 when there is none.
+ */
+static int	settings_changed_level = 0;
 
 /*
  * Can NOTIFY use this channel?  It refuses empty names and names of
@@ -177,7 +180,9 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
 
 	OwnerSectionEnd(&section);
 	SPI_finish();
-	settings_changed = true;
+	if (settings_changed_level == 0 ||
+		GetCurrentTransactionNestLevel() < settings_changed_level)
+		settings_changed_level = GetCurrentTransactionNestLevel();
 }
 
 /*
@@ -185,14 +190,13 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
  * commits, for the batch the worker may be publishing with the settings
  * before (see PublisherLockSettings()).  It may not be prepared: the lock
  * would then stay with the prepared transaction, and hold up all
- * publishing, until its COMMIT PREPARED.  A subtransaction that changed
- * settings and rolled back leaves the flag set; the wait it causes is
- * harmless.
+ * publishing, until its COMMIT PREPARED.  Changes rolled back to a
+ * savepoint do not count (settings_subxact_callback).
  */
 static void
 settings_xact_callback(XactEvent event, void *arg)
 {
-	if (!settings_changed)
+	if (settings_changed_level == 0)
 		return;
 	switch (event)
 	{
@@ -214,17 +218,37 @@ settings_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
-			settings_changed = false;
+			settings_changed_level = 0;
 			break;
 		default:
 			break;
 	}
 }
 
+/*
+ * Subtransaction callback: a released subtransaction's changes pass to its
+ * parent; a rolled-back one's are gone, with those of any subtransaction it
+ * held.  The level is still the ending subtransaction's here.
+ */
+static void
+settings_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (settings_changed_level == 0)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB && settings_changed_level == level)
+		settings_changed_level = level - 1;
+	else if (event == SUBXACT_EVENT_ABORT_SUB && settings_changed_level >= level)
+		settings_changed_level = 0;
+}
+
 void
 PublisherSettingsInitCallbacks(void)
 {
 	RegisterXactCallback(settings_xact_callback, NULL);
+	RegisterSubXactCallback(settings_subxact_callback, NULL);
 }
 
 /*
