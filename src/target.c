@@ -396,11 +396,20 @@ target_has_deferrable_primary_key(Relation rel)
 	return found;
 }
 
-/* The quoted name of the constraint of a primary key index, as it is now. */
+/*
+ * The quoted name of the primary key constraint, as it is now.  By the
+ * constraint, not its index: REINDEX CONCURRENTLY moves the constraint to a
+ * new index while a call holds its lock, and the old index then has none.
+ * Nothing but the ALTER TABLE that the call's lock blocks can drop it.
+ */
 static const char *
-pkey_constraint_name(Oid pkey_index)
+pkey_constraint_name(Oid pkey_conoid)
 {
-	return quote_identifier(get_constraint_name(get_index_constraint(pkey_index)));
+	char	   *name = get_constraint_name(pkey_conoid);
+
+	if (name == NULL)
+		elog(ERROR, "cache lookup failed for constraint %u", pkey_conoid);
+	return quote_identifier(name);
 }
 
 /* Record the primary key columns and how to read their values from JSON. */
@@ -408,6 +417,7 @@ static void
 target_read_primary_key(UpsertTarget *target, Relation rel)
 {
 	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	Bitmapset  *pkattnos;
 	Relation	index;
 
 	if (!OidIsValid(pkoid) && target_has_deferrable_primary_key(rel))
@@ -423,9 +433,19 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 				 errdetail("Rows are identified by their primary key."),
 				 errhint("Add a primary key to the table.")));
 
-	/* before reading its constraint's name, which a catalog read may change */
+	/*
+	 * The index by its constraint: REINDEX CONCURRENTLY may have moved the
+	 * constraint to a new index since the relcache was read.
+	 */
+	pkattnos = get_primary_key_attnos(RelationGetRelid(rel), false, &target->pkey_conoid);
+	if (pkattnos == NULL)
+		elog(ERROR, "primary key constraint of relation %u not found", RelationGetRelid(rel));
+	bms_free(pkattnos);
+	pkoid = get_constraint_index(target->pkey_conoid);
+
+	/* before reading the constraint's name, which a catalog read may change */
 	building_pkey_index = pkoid;
-	target->pkey_constraint = pstrdup(pkey_constraint_name(pkoid));
+	target->pkey_constraint = pstrdup(pkey_constraint_name(target->pkey_conoid));
 
 	target->pkey_index = pkoid;
 	index = index_open(pkoid, AccessShareLock);
@@ -692,8 +712,9 @@ TargetLookup(Oid relid)
  * Since the lookup, the call ran the columns' input functions (a domain's
  * CHECK may call anything) and maybe triggers, which may have waited, or
  * read other tables and so seen invalidations, while a rename of the schema
- * or of the primary key index committed: no lock of the call's conflicts
- * with either.  The columns cannot have changed: that takes a lock that
+ * or of the primary key index, or a REINDEX CONCURRENTLY that moved the
+ * constraint to a new index, committed: no lock of the call's conflicts
+ * with any of them.  The columns cannot have changed: that takes a lock that
  * conflicts with the call's.  A rename that commits between this and the
  * parsing or planning of the statement can still make it fail: a window
  * of microseconds, which no lock the call could take would close without
@@ -711,7 +732,7 @@ TargetNames(UpsertTarget *target, const char **qualname, const char **pkey_const
 	}
 	*qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(target->relid)),
 										   get_rel_name(target->relid));
-	*pkey_constraint = pkey_constraint_name(target->pkey_index);
+	*pkey_constraint = pkey_constraint_name(target->pkey_conoid);
 	return false;
 }
 

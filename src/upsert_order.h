@@ -99,6 +99,7 @@ typedef struct UpsertTarget
 	AttrNumber	version_attnum;
 	RegProcedure *pkey_eqproc;	/* equality function of each key column */
 	char	   *pkey_constraint;	/* quoted name of the primary key */
+	Oid			pkey_conoid;	/* its constraint */
 	Oid			pkey_index;
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
 	bool		row_security;	/* RLS enabled: rejections probe the stored row */
