@@ -129,6 +129,19 @@ SELECT versioned_upsert('product', '{"code": "lower-1", "v": 1}');
 SELECT * FROM product;
 SELECT key FROM event_log WHERE target = 'product'::regclass ORDER BY event_id;
 
+-- A domain's default, once ALTER DOMAIN changed it, fills the columns that
+-- the next message leaves out.  A domain over a domain took a copy of its
+-- default when it was created, as for any INSERT.
+CREATE DOMAIN label_text AS text DEFAULT 'first';
+CREATE DOMAIN short_label AS label_text CHECK (length(VALUE) < 20);
+CREATE TABLE labelled (id int PRIMARY KEY, v rowseq, a label_text, b short_label);
+SELECT outcome FROM versioned_upsert('labelled', '{"id": 1, "v": 1}');
+ALTER DOMAIN label_text SET DEFAULT 'second';
+SELECT outcome FROM versioned_upsert('labelled', '{"id": 2, "v": 1}');
+ALTER DOMAIN short_label SET DEFAULT 'third';
+SELECT outcome FROM versioned_upsert_batch('labelled', '[{"id": 3, "v": 1}]');
+SELECT * FROM labelled ORDER BY id;
+
 -- Structured columns: a JSON object fills a composite, a JSON array an array
 -- (of composites too); a JSON null meets a domain's NOT NULL.
 CREATE TYPE point3 AS (x int, y int, z int);

@@ -159,6 +159,43 @@ target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 /*
+ * A type changed (hashvalue 0: all of them): mark stale the entries with a
+ * column of a domain it may be.  ALTER DOMAIN ... SET DEFAULT invalidates
+ * neither the table's relcache entry nor the plan cache's statements, whose
+ * rewritten INSERT holds the default it found when it was prepared.  (A
+ * domain over a domain copied its default when it was created.)
+ */
+static void
+target_invalidate_domains(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS status;
+	TargetCacheEntry *entry;
+
+	if (target_cache == NULL)
+		return;
+	build_invalidations++;
+	hash_seq_init(&status, target_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		UpsertTarget *target = entry->target;
+
+		if (target == NULL)
+			continue;
+		for (int i = 0; i < target->ncolumns; i++)
+		{
+			TargetColumn *col = &target->columns[i];
+
+			if (col->attnum != InvalidAttrNumber && col->typid != col->basetype &&
+				(hashvalue == 0 || col->domain_hash == hashvalue))
+			{
+				target_mark_stale(target);
+				break;
+			}
+		}
+	}
+}
+
+/*
  * A cast was created or dropped: how to_jsonb() converts a column may have
  * changed (it calls a cast to json for types outside the core, rowseq among
  * them), and with it what row_json.c decided for every table.
@@ -175,6 +212,7 @@ TargetInitCache(void)
 	CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
 	CacheRegisterSyscacheCallback(CASTSOURCETARGET, target_invalidate_casts, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, target_invalidate_names, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, target_invalidate_domains, (Datum) 0);
 }
 
 /* Set an entry's target aside until no call can be using it (target_free_retired). */
@@ -308,6 +346,7 @@ target_read_input(TargetColumn *col, Oid rowseq_oid)
 	bool		isvarlena;
 
 	col->basetype = getBaseType(col->typid);
+	col->domain_hash = GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(col->typid));
 	col->structured = type_is_array(col->basetype) || type_is_rowtype(col->basetype);
 	getTypeInputInfo(col->typid, &infunc, &col->ioparam);
 	fmgr_info_cxt(infunc, &col->input, CurrentMemoryContext);

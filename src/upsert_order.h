@@ -73,6 +73,7 @@ typedef struct TargetColumn
 	Oid			typid;
 	int32		typmod;
 	Oid			basetype;		/* the type, or the base type of its domain */
+	uint32		domain_hash;	/* of typid in TYPEOID, for a domain's changes */
 	int16		typlen;
 	bool		typbyval;
 	FmgrInfo	input;			/* the type's input function */
