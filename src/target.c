@@ -130,69 +130,70 @@ target_invalidate(Datum arg, Oid relid)
 			target_mark_stale(entry->target);
 }
 
+/* Does an invalidation of this hash value (0: all) of NAMESPACEOID reach it? */
+static bool
+target_uses_namespace(UpsertTarget *target, uint32 hashvalue)
+{
+	return hashvalue == 0 || target->namespace_hash == hashvalue;
+}
+
+/* Does an invalidation of this hash value (0: all) of TYPEOID reach it? */
+static bool
+target_uses_domain(UpsertTarget *target, uint32 hashvalue)
+{
+	for (int i = 0; i < target->ncolumns; i++)
+	{
+		TargetColumn *col = &target->columns[i];
+
+		if (col->attnum != InvalidAttrNumber && col->typid != col->basetype &&
+			(hashvalue == 0 || col->domain_hash == hashvalue))
+			return true;
+	}
+	return false;
+}
+
 /*
- * A schema changed (hashvalue 0: all of them): mark stale the entries of
- * the tables in it, whose statements spell its name.  Renaming a schema
- * invalidates no relcache entry of its tables, while the plan cache parses
- * the statements' text again.  An entry being built may not have recorded
- * its schema yet.
+ * Mark stale the entries that a syscache invalidation reaches, and any
+ * entry being built, which may not have recorded what it uses yet.
+ */
+static void
+target_invalidate_using(bool (*uses) (UpsertTarget *, uint32), uint32 hashvalue)
+{
+	HASH_SEQ_STATUS status;
+	TargetCacheEntry *entry;
+
+	if (target_cache == NULL)
+		return;
+	build_invalidations++;
+	hash_seq_init(&status, target_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->target && uses(entry->target, hashvalue))
+			target_mark_stale(entry->target);
+}
+
+/*
+ * A schema changed: mark stale the entries of the tables in it, whose
+ * statements spell its name.  Renaming a schema invalidates no relcache
+ * entry of its tables, while the plan cache parses the statements' text
+ * again.
  */
 static void
 target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
 {
-	HASH_SEQ_STATUS status;
-	TargetCacheEntry *entry;
-
-	if (target_cache == NULL)
-		return;
-	build_invalidations++;
-	hash_seq_init(&status, target_cache);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		UpsertTarget *target = entry->target;
-
-		if (target == NULL)
-			continue;
-		if (hashvalue == 0 || target->namespace_hash == hashvalue)
-			target_mark_stale(target);
-	}
+	target_invalidate_using(target_uses_namespace, hashvalue);
 }
 
 /*
- * A type changed (hashvalue 0: all of them): mark stale the entries with a
- * column of a domain it may be.  ALTER DOMAIN ... SET DEFAULT invalidates
- * neither the table's relcache entry nor the plan cache's statements, whose
- * rewritten INSERT holds the default it found when it was prepared.  (A
- * domain over a domain copied its default when it was created.)
+ * A type changed: mark stale the entries with a column of a domain it may
+ * be.  ALTER DOMAIN ... SET DEFAULT invalidates neither the table's relcache
+ * entry nor the plan cache's statements, whose rewritten INSERT holds the
+ * default it found when it was prepared.  (A domain over a domain copied
+ * its default when it was created.)
  */
 static void
 target_invalidate_domains(Datum arg, int cacheid, uint32 hashvalue)
 {
-	HASH_SEQ_STATUS status;
-	TargetCacheEntry *entry;
-
-	if (target_cache == NULL)
-		return;
-	build_invalidations++;
-	hash_seq_init(&status, target_cache);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		UpsertTarget *target = entry->target;
-
-		if (target == NULL)
-			continue;
-		for (int i = 0; i < target->ncolumns; i++)
-		{
-			TargetColumn *col = &target->columns[i];
-
-			if (col->attnum != InvalidAttrNumber && col->typid != col->basetype &&
-				(hashvalue == 0 || col->domain_hash == hashvalue))
-			{
-				target_mark_stale(target);
-				break;
-			}
-		}
-	}
+	target_invalidate_using(target_uses_domain, hashvalue);
 }
 
 /*
