@@ -61,6 +61,21 @@ UPDATE plain SET ver = NULL WHERE id = 2;
 UPDATE twin SET ver = NULL WHERE id = 2;
 SELECT * FROM both_ways('{"id": 2, "ver": 3, "name": "y", "code": "Y", "qty": 2, "price": 1}');
 
+-- A table published for updates without a replica identity refuses the
+-- statement, an insert too, at its start; the direct path refuses the same.
+ALTER TABLE plain REPLICA IDENTITY NOTHING;
+ALTER TABLE twin REPLICA IDENTITY NOTHING;
+SET client_min_messages = error;	-- no warning about wal_level
+CREATE PUBLICATION direct_path_pub FOR TABLE plain, twin WITH (publish = 'update');
+RESET client_min_messages;
+SELECT versioned_upsert('plain', '{"id": 3, "ver": 1, "name": "r", "code": "R", "qty": 1, "price": 1}');
+SELECT versioned_upsert('twin', '{"id": 3, "ver": 1, "name": "r", "code": "R", "qty": 1, "price": 1}');
+SELECT versioned_upsert('plain', '{"id": 2, "ver": 4, "name": "r", "code": "R", "qty": 1, "price": 1}');
+SELECT versioned_upsert('twin', '{"id": 2, "ver": 4, "name": "r", "code": "R", "qty": 1, "price": 1}');
+DROP PUBLICATION direct_path_pub;
+ALTER TABLE plain REPLICA IDENTITY DEFAULT;
+ALTER TABLE twin REPLICA IDENTITY DEFAULT;
+
 -- Same rows, same events.
 SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM plain p JOIN twin t USING (id) ORDER BY id;
 SELECT p.key, p.version, p.outcome, p.data, p.data::text = t.data::text AS same_data, p.payload = t.payload AS same_payload
