@@ -1613,6 +1613,12 @@ PublisherMain(Datum main_arg)
 			/* the retry reads the last seq and finds its own tables again */
 			published_seq_trusted = false;
 			worker_tables.found_at = 0;
+
+			/*
+			 * Events published before go on expiring: a failure that lasts
+			 * (a channel name NOTIFY refuses) must not keep them.
+			 */
+			run_retention(RETENTION_BATCHES_PER_ROUND, &more_retention);
 			back_off();
 			continue;
 		}

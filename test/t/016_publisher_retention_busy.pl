@@ -1,7 +1,7 @@
 # upsert_order.event_retention while the worker is busy: every publishing
 # batch comes back full (batches of one event, a backlog of thousands), and
 # the retention pass must still run between them instead of waiting for the
-# backlog to be drained.
+# backlog to be drained.  Nor must it wait while publishing keeps failing.
 
 use strict;
 use warnings;
@@ -53,6 +53,29 @@ SELECT max(seq) - min(seq) + 1 = count(*)
                           AND NOT EXISTS (SELECT FROM upsert_order.event_log e WHERE e.event_id = p.event_id)) = 0
   FROM upsert_order.publication p}),
 	't', 'what is left of the publication rows is gapless and went with no event (the last may have lost its own)');
+
+# Publishing that keeps failing (a channel name NOTIFY refuses, written into
+# target_settings by hand) holds back the events behind the failure, not
+# the retention of those published before it.
+UpsertOrderNode::write_events($node, 30000, 10);
+ok(UpsertOrderNode::all_published($node), 'more events are published');
+my $published_last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_order.event_log');
+$node->safe_psql('postgres', q{
+INSERT INTO upsert_order.target_settings (target, channel) VALUES ('kv', repeat('x', 80));
+});
+UpsertOrderNode::write_events($node, 30010, 1);
+ok( $node->poll_query_until('postgres',
+		"SELECT last_error = 'channel name too long' FROM upsert_order.publisher_status"),
+	'publishing fails');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM upsert_order.event_log WHERE event_id <= $published_last"),
+	'the published events expire while it fails');
+is( $node->safe_psql('postgres', q{
+SELECT last_error = 'channel name too long' AND events_waiting = 1 FROM upsert_order.publisher_status}),
+	't', 'the event behind the failure waits, and is kept');
+$node->safe_psql('postgres',
+	q{DELETE FROM upsert_order.target_settings WHERE target = 'kv'::regclass});
+ok(UpsertOrderNode::all_published($node), 'it is published once the channel is fixed');
 
 $node->stop;
 done_testing();
