@@ -141,6 +141,8 @@ target_uses_namespace(UpsertTarget *target, uint32 hashvalue)
 static bool
 target_uses_domain(UpsertTarget *target, uint32 hashvalue)
 {
+	if (!target->has_domain_column)
+		return false;
 	for (int i = 0; i < target->ncolumns; i++)
 	{
 		TargetColumn *col = &target->columns[i];
@@ -153,18 +155,21 @@ target_uses_domain(UpsertTarget *target, uint32 hashvalue)
 }
 
 /*
- * Mark stale the entries that a syscache invalidation reaches, and any
- * entry being built, which may not have recorded what it uses yet.
+ * Mark stale the entries that a syscache invalidation reaches, and, if
+ * reaches_builds, any entry being built, which may not have recorded what
+ * it uses yet.
  */
 static void
-target_invalidate_using(bool (*uses) (UpsertTarget *, uint32), uint32 hashvalue)
+target_invalidate_using(bool (*uses) (UpsertTarget *, uint32), uint32 hashvalue,
+						bool reaches_builds)
 {
 	HASH_SEQ_STATUS status;
 	TargetCacheEntry *entry;
 
 	if (target_cache == NULL)
 		return;
-	build_invalidations++;
+	if (reaches_builds)
+		build_invalidations++;
 	hash_seq_init(&status, target_cache);
 	while ((entry = hash_seq_search(&status)) != NULL)
 		if (entry->target && uses(entry->target, hashvalue))
@@ -180,7 +185,7 @@ target_invalidate_using(bool (*uses) (UpsertTarget *, uint32), uint32 hashvalue)
 static void
 target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
 {
-	target_invalidate_using(target_uses_namespace, hashvalue);
+	target_invalidate_using(target_uses_namespace, hashvalue, true);
 }
 
 /*
@@ -188,12 +193,15 @@ target_invalidate_names(Datum arg, int cacheid, uint32 hashvalue)
  * be.  ALTER DOMAIN ... SET DEFAULT invalidates neither the table's relcache
  * entry nor the plan cache's statements, whose rewritten INSERT holds the
  * default it found when it was prepared.  (A domain over a domain copied
- * its default when it was created.)
+ * its default when it was created.)  An entry being built is not reached:
+ * it keeps nothing a domain's change alters (the statements that read the
+ * default are prepared once it is in the cache), and every table or type
+ * created anywhere sends this invalidation.
  */
 static void
 target_invalidate_domains(Datum arg, int cacheid, uint32 hashvalue)
 {
-	target_invalidate_using(target_uses_domain, hashvalue);
+	target_invalidate_using(target_uses_domain, hashvalue, false);
 }
 
 /*
@@ -386,6 +394,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 		col->typlen = att->attlen;
 		col->typbyval = att->attbyval;
 		target_read_input(col, rowseq_oid);
+		target->has_domain_column |= (col->typid != col->basetype);
 
 		if (col->basetype == rowseq_oid)
 		{
