@@ -232,9 +232,19 @@ static TimestampTz retention_retry_at = 0;
 static int64 retention_batch_after = 0;
 static bool retention_batch_reached = false;
 
-/* The last error logged, to keep a repeating error from flooding the log. */
-static char last_logged_error[256] = "";
-static TimestampTz last_logged_at = 0;
+/*
+ * The last error a kind of step logged, to keep a repeating error from
+ * flooding the log; one for each kind, so that a publishing error that
+ * lasts and a retention error that comes back do not take turns.
+ */
+typedef struct StepErrors
+{
+	char		last_logged[256];
+	TimestampTz last_logged_at;
+} StepErrors;
+
+static StepErrors publish_errors;
+static StepErrors retention_errors;
 
 /* Register the worker; called from _PG_init() while preloading. */
 void
@@ -1239,12 +1249,14 @@ PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 
 /*
  * Run one step in a transaction of its own.  On error, log it (unless it
- * repeats the last one logged within a minute), record it for
- * publisher_status and return false: the transaction is rolled back, so
- * nothing of the step remains and the step can simply be run again.
+ * repeats the last one of its kind logged within a minute), record it for
+ * publisher_status if show_error, and return false: the transaction is
+ * rolled back, so nothing of the step remains and the step can simply be
+ * run again.
  */
 static bool
-run_in_transaction(PublisherStep step, const char *activity, int64 *result)
+run_in_transaction(PublisherStep step, const char *activity, StepErrors *errors,
+				   bool show_error, int64 *result)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -1290,17 +1302,18 @@ run_in_transaction(PublisherStep step, const char *activity, int64 *result)
 		pqsignal(SIGINT, StatementCancelHandler);	/* if the commit failed */
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (strncmp(edata->message, last_logged_error, sizeof(last_logged_error) - 1) != 0 ||
-			TimestampDifferenceExceeds(last_logged_at, now, ERROR_LOG_INTERVAL_S * 1000))
+		if (strncmp(edata->message, errors->last_logged, sizeof(errors->last_logged) - 1) != 0 ||
+			TimestampDifferenceExceeds(errors->last_logged_at, now, ERROR_LOG_INTERVAL_S * 1000))
 		{
 			EmitErrorReport();
-			strlcpy(last_logged_error, edata->message, sizeof(last_logged_error));
-			last_logged_at = now;
+			strlcpy(errors->last_logged, edata->message, sizeof(errors->last_logged));
+			errors->last_logged_at = now;
 		}
 		FlushErrorState();
 		AbortCurrentTransaction();
 
-		PublisherReportError(edata->message);
+		if (show_error)
+			PublisherReportError(edata->message);
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -1374,7 +1387,8 @@ back_off(void)
 /*
  * Run up to max_batches batches of the retention pass, starting one when
  * upsert_order.event_retention is set and the last one ended long enough
- * ago; *more says that the pass has batches left.
+ * ago; *more says that the pass has batches left.  show_errors: a batch's
+ * error goes to publisher_status too, not to the log alone.
  *
  * A batch that fails (most likely on a row that event_log's owner locked
  * by hand, after its lock timeout) leaves the pass where it was, for
@@ -1384,7 +1398,7 @@ back_off(void)
  * batches that committed.
  */
 static void
-run_retention(int max_batches, bool *more)
+run_retention(int max_batches, bool show_errors, bool *more)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		purged;
@@ -1405,7 +1419,8 @@ run_retention(int max_batches, bool *more)
 
 	for (int i = 0; i < max_batches && retention_cutoff != 0; i++)
 	{
-		if (!run_in_transaction(retention_batch, "deleting expired upsert_order events", &purged))
+		if (!run_in_transaction(retention_batch, "deleting expired upsert_order events",
+								&retention_errors, show_errors, &purged))
 		{
 			retention_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															 RETENTION_INTERVAL_S * 1000);
@@ -1608,7 +1623,8 @@ PublisherMain(Datum main_arg)
 		serve_interrupts();
 
 		batch_started = GetCurrentTimestamp();
-		if (!run_in_transaction(publish_batch, "publishing upsert_order events", &published))
+		if (!run_in_transaction(publish_batch, "publishing upsert_order events",
+								&publish_errors, true, &published))
 		{
 			/* the retry reads the last seq and finds its own tables again */
 			published_seq_trusted = false;
@@ -1616,9 +1632,11 @@ PublisherMain(Datum main_arg)
 
 			/*
 			 * Events published before go on expiring: a failure that lasts
-			 * (a channel name NOTIFY refuses) must not keep them.
+			 * (a channel name NOTIFY refuses) must not keep them.  Its error
+			 * stays in publisher_status; retention's own only goes to the
+			 * log.
 			 */
-			run_retention(RETENTION_BATCHES_PER_ROUND, &more_retention);
+			run_retention(RETENTION_BATCHES_PER_ROUND, false, &more_retention);
 			back_off();
 			continue;
 		}
@@ -1636,7 +1654,7 @@ PublisherMain(Datum main_arg)
 		if (published >= 0)
 		{
 			run_retention(batch_full ? RETENTION_BATCHES_PER_BUSY_ROUND :
-						  RETENTION_BATCHES_PER_ROUND, &more_retention);
+						  RETENTION_BATCHES_PER_ROUND, true, &more_retention);
 			/* a full batch: more may be waiting, go on without sleeping */
 			if (batch_full || more_retention)
 				continue;

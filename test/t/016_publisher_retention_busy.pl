@@ -12,6 +12,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 use UpsertOrderNode;
 
 my $node = UpsertOrderNode::start(
@@ -56,10 +57,17 @@ SELECT max(seq) - min(seq) + 1 = count(*)
 
 # Publishing that keeps failing (a channel name NOTIFY refuses, written into
 # target_settings by hand) holds back the events behind the failure, not
-# the retention of those published before it.
+# the retention of those published before it.  A retention batch that
+# fails meanwhile, on a row that event_log's owner locked by hand, logs its
+# own error without taking the place of the publishing error, in
+# publisher_status or in the log (each is logged once a minute).
 UpsertOrderNode::write_events($node, 30000, 10);
 ok(UpsertOrderNode::all_published($node), 'more events are published');
 my $published_last = $node->safe_psql('postgres', 'SELECT max(event_id) FROM upsert_order.event_log');
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe("SELECT FROM upsert_order.event_log WHERE event_id = $published_last FOR UPDATE");
+my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', q{
 INSERT INTO upsert_order.target_settings (target, channel) VALUES ('kv', repeat('x', 80));
 });
@@ -67,6 +75,20 @@ UpsertOrderNode::write_events($node, 30010, 1);
 ok( $node->poll_query_until('postgres',
 		"SELECT last_error = 'channel name too long' FROM upsert_order.publisher_status"),
 	'publishing fails');
+my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+until ($node->log_contains(qr/canceling statement due to lock timeout/, $log_offset))
+{
+	die 'the retention batch never gave up on the locked row' if time > $deadline;
+	usleep(100_000);
+}
+usleep(1_000_000);    # several more publishing batches fail meanwhile
+is($node->safe_psql('postgres', 'SELECT last_error FROM upsert_order.publisher_status'),
+	'channel name too long', 'publisher_status keeps showing the publishing error');
+my @logged = (PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset)
+	  =~ /ERROR:  channel name too long/g);
+is(scalar @logged, 1, 'the publishing error is logged once');
+$locker->query_safe('COMMIT');
+$locker->quit;
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM upsert_order.event_log WHERE event_id <= $published_last"),
 	'the published events expire while it fails');
