@@ -70,8 +70,9 @@ static uint64 build_invalidations = 0;
 
 /*
  * The primary key index of the entry being built, once the build has found
- * it: an invalidation of the index (a rename, committed by a session that
- * need not lock the table) must reach that entry too.
+ * it: an invalidation of the index (REINDEX CONCURRENTLY swapping it for a
+ * new one, committed by a session whose lock does not conflict with the
+ * call's) must reach that entry too.
  */
 static Oid	building_pkey_index = InvalidOid;
 
@@ -445,27 +446,12 @@ target_has_deferrable_primary_key(Relation rel)
 	return found;
 }
 
-/*
- * The quoted name of the primary key constraint, as it is now.  By the
- * constraint, not its index: REINDEX CONCURRENTLY moves the constraint to a
- * new index while a call holds its lock, and the old index then has none.
- * Nothing but the ALTER TABLE that the call's lock blocks can drop it.
- */
-static const char *
-pkey_constraint_name(Oid pkey_conoid)
-{
-	char	   *name = get_constraint_name(pkey_conoid);
-
-	if (name == NULL)
-		elog(ERROR, "cache lookup failed for constraint %u", pkey_conoid);
-	return quote_identifier(name);
-}
-
 /* Record the primary key columns and how to read their values from JSON. */
 static void
 target_read_primary_key(UpsertTarget *target, Relation rel)
 {
 	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	Oid			pkey_conoid;
 	Bitmapset  *pkattnos;
 	Relation	index;
 
@@ -486,16 +472,14 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	 * The index by its constraint: REINDEX CONCURRENTLY may have moved the
 	 * constraint to a new index since the relcache was read.
 	 */
-	pkattnos = get_primary_key_attnos(RelationGetRelid(rel), false, &target->pkey_conoid);
+	pkattnos = get_primary_key_attnos(RelationGetRelid(rel), false, &pkey_conoid);
 	if (pkattnos == NULL)
 		elog(ERROR, "primary key constraint of relation %u not found", RelationGetRelid(rel));
 	bms_free(pkattnos);
-	pkoid = get_constraint_index(target->pkey_conoid);
+	pkoid = get_constraint_index(pkey_conoid);
 
-	/* before reading the constraint's name, which a catalog read may change */
+	/* before opening it, which may take in the invalidation of a swap */
 	building_pkey_index = pkoid;
-	target->pkey_constraint = pstrdup(pkey_constraint_name(target->pkey_conoid));
-
 	target->pkey_index = pkoid;
 	index = index_open(pkoid, AccessShareLock);
 	target->npkey = index->rd_index->indnkeyatts;
@@ -752,36 +736,32 @@ TargetLookup(Oid relid)
 }
 
 /*
- * The quoted names of the table and of its primary key, for a statement
- * about to be prepared: the entry's, and true, while the entry holds once
- * pending invalidations are processed.  Otherwise the names as they are
- * now, and false: a statement spelled with them is for this call only, and
- * the next lookup rebuilds the entry.
+ * The quoted name of the table, for a statement about to be prepared: the
+ * entry's, and true, while the entry holds once pending invalidations are
+ * processed.  Otherwise the name as it is now, and false: a statement
+ * spelled with it is for this call only, and the next lookup rebuilds the
+ * entry.
  *
  * Since the lookup, the call ran the columns' input functions (a domain's
  * CHECK may call anything) and maybe triggers, which may have waited, or
  * read other tables and so seen invalidations, while a rename of the schema
- * or of the primary key index, or a REINDEX CONCURRENTLY that moved the
- * constraint to a new index, committed: no lock of the call's conflicts
- * with any of them.  The columns cannot have changed: that takes a lock that
- * conflicts with the call's.  A rename that commits between this and the
- * parsing or planning of the statement can still make it fail: a window
- * of microseconds, which no lock the call could take would close without
- * serializing the writers.
+ * committed: no lock of the call's conflicts with it.  The columns cannot
+ * have changed: that takes a lock that conflicts with the call's.  A rename
+ * that commits between this and the parsing of the statement can still
+ * make it fail: a window of microseconds, which no lock the call could
+ * take would close without serializing the writers.
  */
 bool
-TargetNames(UpsertTarget *target, const char **qualname, const char **pkey_constraint)
+TargetNames(UpsertTarget *target, const char **qualname)
 {
 	AcceptInvalidationMessages();
 	if (target->valid)
 	{
 		*qualname = target->qualname;
-		*pkey_constraint = target->pkey_constraint;
 		return true;
 	}
 	*qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(target->relid)),
 										   get_rel_name(target->relid));
-	*pkey_constraint = pkey_constraint_name(target->pkey_conoid);
 	return false;
 }
 

@@ -210,10 +210,9 @@ event_id_for_statement(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(conflict_note.event_id);
 }
 
-/* The SQL text of the upsert for one set of other columns, with these names. */
+/* The SQL text of the upsert for one set of other columns, with this table name. */
 static char *
-build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname,
-				 const char *pkey_constraint)
+build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname)
 {
 	StringInfoData sql;
 	StringInfoData select;
@@ -252,14 +251,24 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname,
 	 * takes SELECT on the table, which a caller holding it on every column
 	 * one by one does not have, and the statement itself does not need.
 	 */
-	appendStringInfo(&sql, ") SELECT %s", select.data);
+	/*
+	 * The primary key by its columns, not by its constraint's name: the
+	 * planner then takes whichever index over them is valid when it opens
+	 * it.  Named, the constraint's index is read once, and a REINDEX
+	 * CONCURRENTLY that swaps it just after leaves no valid index of that
+	 * OID ("there is no unique or exclusion constraint matching").
+	 */
+	appendStringInfo(&sql, ") SELECT %s ON CONFLICT (", select.data);
+	for (int i = 0; i < target->npkey; i++)
+		appendStringInfo(&sql, "%s%s", i ? ", " : "",
+						 quote_identifier(target->columns[target->pkey[i] - 1].name));
 	appendStringInfo(&sql,
-					 " ON CONFLICT ON CONSTRAINT %s DO UPDATE SET %s"
+					 ") DO UPDATE SET %s"
 					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d%s)"
 					 " RETURNING upsert_order_target.%s,"
 					 " pg_catalog.to_jsonb(upsert_order_target.*),"
 					 " upsert_order._event_id($%d)",
-					 pkey_constraint, sets.data, ver, ver, PARAM_TOKEN + 1,
+					 sets.data, ver, ver, PARAM_TOKEN + 1,
 					 target->row_security ?
 					 ", upsert_order_target.tableoid, upsert_order_target.ctid" : "",
 					 ver, PARAM_TOKEN + 1);
@@ -347,15 +356,14 @@ upsert_statements_trim(UpsertTarget *target)
 
 /*
  * The prepared upsert for the columns of this message, prepared on first
- * use and kept; prepared for this call only if the names it would spell
+ * use and kept; prepared for this call only if the table name it would spell
  * changed since the lookup (see TargetNames()).
  */
 static SPIPlanPtr
 upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 {
 	const char *qualname;
-	const char *pkey_constraint;
-	bool		keep = TargetNames(target, &qualname, &pkey_constraint);
+	bool		keep = TargetNames(target, &qualname);
 	UpsertStatement *stmt = keep ? upsert_statement_find(target, msg) : NULL;
 	SPIPlanPtr	plan;
 	MemoryContext oldcxt;
@@ -377,7 +385,7 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 		argtypes[param++] = target->columns[attnum - 1].typid;
 
 	/* Prepared before anything goes into the target's memory: it may fail. */
-	plan = spi_prepare_checked(build_upsert_sql(target, msg->others, qualname, pkey_constraint),
+	plan = spi_prepare_checked(build_upsert_sql(target, msg->others, qualname),
 							   nargs, argtypes, keep);
 	if (!keep)
 		return plan;
@@ -408,7 +416,6 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
 	Datum		args[2];
 	int			ret;
 	const char *qualname;
-	const char *pkey_constraint;
 	bool		keep;
 	SPIPlanPtr	plan;
 
@@ -419,8 +426,8 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
 	if (!OidIsValid(note->stored_table) || !ItemPointerIsValid(&note->stored_tid))
 		elog(ERROR, "the upsert statement did not note where the stored row is");
 
-	/* After the upsert's triggers: the names may have changed meanwhile. */
-	keep = TargetNames(target, &qualname, &pkey_constraint);
+	/* After the upsert's triggers: the name may have changed meanwhile. */
+	keep = TargetNames(target, &qualname);
 	plan = keep ? target->visible_plan : NULL;
 	if (plan == NULL)
 	{

@@ -99,8 +99,6 @@ typedef struct UpsertTarget
 	AttrNumber *pkey;			/* primary key columns, in index order */
 	AttrNumber	version_attnum;
 	RegProcedure *pkey_eqproc;	/* equality function of each key column */
-	char	   *pkey_constraint;	/* quoted name of the primary key */
-	Oid			pkey_conoid;	/* its constraint */
 	Oid			pkey_index;
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
 	bool		row_security;	/* RLS enabled: rejections probe the stored row */
@@ -116,8 +114,7 @@ typedef struct UpsertTarget
 } UpsertTarget;
 
 extern UpsertTarget *TargetLookup(Oid relid);
-extern bool TargetNames(UpsertTarget *target, const char **qualname,
-						const char **pkey_constraint);
+extern bool TargetNames(UpsertTarget *target, const char **qualname);
 extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
 extern void TargetInitCache(void);
 
