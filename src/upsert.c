@@ -215,6 +215,8 @@ static char *
 build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname)
 {
 	StringInfoData sql;
+	StringInfoData keys;
+	StringInfoData returned_keys;
 	StringInfoData select;
 	StringInfoData sets;
 	const char *ver = quote_identifier(target->columns[target->version_attnum - 1].name);
@@ -222,17 +224,21 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname)
 	int			attnum = -1;
 
 	initStringInfo(&sql);
+	initStringInfo(&keys);
+	initStringInfo(&returned_keys);
 	initStringInfo(&select);
 	initStringInfo(&sets);
 
-	appendStringInfo(&sql, "INSERT INTO %s AS upsert_order_target (", qualname);
 	for (int i = 0; i < target->npkey; i++)
 	{
-		appendStringInfo(&sql, "%s, ",
-						 quote_identifier(target->columns[target->pkey[i] - 1].name));
+		const char *name = quote_identifier(target->columns[target->pkey[i] - 1].name);
+
+		appendStringInfo(&keys, "%s%s", i ? ", " : "", name);
+		appendStringInfo(&returned_keys, ", upsert_order_target.%s", name);
 		appendStringInfo(&select, "$%d, ", PARAM_FIRST_KEY + i + 1);
 	}
-	appendStringInfo(&sql, "%s", ver);
+	appendStringInfo(&sql, "INSERT INTO %s AS upsert_order_target (%s, %s",
+					 qualname, keys.data, ver);
 	appendStringInfo(&select, "$%d", PARAM_VERSION + 1);
 	appendStringInfo(&sets, "%s = EXCLUDED.%s", ver, ver);
 
@@ -246,35 +252,29 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname)
 	}
 
 	/*
-	 * Under row level security, where the stored row is (for the probe of
-	 * check_stored_row_visible).  Named only there: reading a system column
-	 * takes SELECT on the table, which a caller holding it on every column
-	 * one by one does not have, and the statement itself does not need.
+	 * The conflict target is the primary key by its columns, not by its
+	 * constraint's name: the planner then takes whichever index over them is
+	 * valid when it opens it.  Named, the constraint's index is read once,
+	 * and a REINDEX CONCURRENTLY that swaps it just after leaves no valid
+	 * index of that OID ("there is no unique or exclusion constraint
+	 * matching").
+	 *
+	 * Under row level security, _conflict_check() is also told where the
+	 * stored row is (for the probe of check_stored_row_visible).  Named only
+	 * there: reading a system column takes SELECT on the table, which a
+	 * caller holding it on every column one by one does not have, and the
+	 * statement itself does not need.
 	 */
-	/*
-	 * The primary key by its columns, not by its constraint's name: the
-	 * planner then takes whichever index over them is valid when it opens
-	 * it.  Named, the constraint's index is read once, and a REINDEX
-	 * CONCURRENTLY that swaps it just after leaves no valid index of that
-	 * OID ("there is no unique or exclusion constraint matching").
-	 */
-	appendStringInfo(&sql, ") SELECT %s ON CONFLICT (", select.data);
-	for (int i = 0; i < target->npkey; i++)
-		appendStringInfo(&sql, "%s%s", i ? ", " : "",
-						 quote_identifier(target->columns[target->pkey[i] - 1].name));
 	appendStringInfo(&sql,
-					 ") DO UPDATE SET %s"
+					 ") SELECT %s ON CONFLICT (%s) DO UPDATE SET %s"
 					 " WHERE upsert_order._conflict_check(upsert_order_target.%s, EXCLUDED.%s, $%d%s)"
 					 " RETURNING upsert_order_target.%s,"
 					 " pg_catalog.to_jsonb(upsert_order_target.*),"
-					 " upsert_order._event_id($%d)",
-					 sets.data, ver, ver, PARAM_TOKEN + 1,
+					 " upsert_order._event_id($%d)%s",
+					 select.data, keys.data, sets.data, ver, ver, PARAM_TOKEN + 1,
 					 target->row_security ?
 					 ", upsert_order_target.tableoid, upsert_order_target.ctid" : "",
-					 ver, PARAM_TOKEN + 1);
-	for (int i = 0; i < target->npkey; i++)
-		appendStringInfo(&sql, ", upsert_order_target.%s",
-						 quote_identifier(target->columns[target->pkey[i] - 1].name));
+					 ver, PARAM_TOKEN + 1, returned_keys.data);
 	return sql.data;
 }
 
