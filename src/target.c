@@ -451,8 +451,6 @@ static void
 target_read_primary_key(UpsertTarget *target, Relation rel)
 {
 	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
-	Oid			pkey_conoid;
-	Bitmapset  *pkattnos;
 	Relation	index;
 
 	if (!OidIsValid(pkoid) && target_has_deferrable_primary_key(rel))
@@ -469,16 +467,11 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 				 errhint("Add a primary key to the table.")));
 
 	/*
-	 * The index by its constraint: REINDEX CONCURRENTLY may have moved the
-	 * constraint to a new index since the relcache was read.
+	 * Before opening it, which may take in the invalidation of a REINDEX
+	 * CONCURRENTLY that swapped it: the entry is then used for this call
+	 * (the old index is kept up to date until the call's transaction ends)
+	 * and built again for the next.
 	 */
-	pkattnos = get_primary_key_attnos(RelationGetRelid(rel), false, &pkey_conoid);
-	if (pkattnos == NULL)
-		elog(ERROR, "primary key constraint of relation %u not found", RelationGetRelid(rel));
-	bms_free(pkattnos);
-	pkoid = get_constraint_index(pkey_conoid);
-
-	/* before opening it, which may take in the invalidation of a swap */
 	building_pkey_index = pkoid;
 	target->pkey_index = pkoid;
 	index = index_open(pkoid, AccessShareLock);
