@@ -32,8 +32,8 @@ fsync = off
 
 # UpsertOrderNode::start_writers($node, $script, $seconds, @options): eight
 # pgbench clients running $script against the postgres database of $node,
-# in the background, for $seconds.  Returns the IPC::Run handle and a
-# reference to pgbench's standard output.
+# in the background, for $seconds.  Returns the IPC::Run handle and
+# references to pgbench's standard output and standard error.
 sub start_writers
 {
 	my ($node, $script, $seconds, @options) = @_;
@@ -44,7 +44,7 @@ sub start_writers
 			'-f', $script, '-h', $node->host, '-p', $node->port, 'postgres'
 		],
 		'>', \$out, '2>', \$err);
-	return ($handle, \$out);
+	return ($handle, \$out, \$err);
 }
 
 # UpsertOrderNode::write_events($node, $first, $n): one committed event on
