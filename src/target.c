@@ -142,8 +142,6 @@ target_uses_namespace(UpsertTarget *target, uint32 hashvalue)
 static bool
 target_uses_domain(UpsertTarget *target, uint32 hashvalue)
 {
-	if (!target->has_domain_column)
-		return false;
 	for (int i = 0; i < target->ncolumns; i++)
 	{
 		TargetColumn *col = &target->columns[i];
@@ -395,7 +393,6 @@ target_read_columns(UpsertTarget *target, Relation rel)
 		col->typlen = att->attlen;
 		col->typbyval = att->attbyval;
 		target_read_input(col, rowseq_oid);
-		target->has_domain_column |= (col->typid != col->basetype);
 
 		if (col->basetype == rowseq_oid)
 		{

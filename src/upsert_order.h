@@ -110,7 +110,6 @@ typedef struct UpsertTarget
 	SPIPlanPtr	visible_plan;	/* row-visibility probe, for row security */
 	uint32		namespace_hash; /* of its schema in NAMESPACEOID: renaming it
 								 * rebuilds the entry */
-	bool		has_domain_column;	/* changing a domain may rebuild it */
 } UpsertTarget;
 
 extern UpsertTarget *TargetLookup(Oid relid);
