@@ -75,12 +75,8 @@ UpsertOrderNode::write_events($node, 30010, 1);
 ok( $node->poll_query_until('postgres',
 		"SELECT last_error = 'channel name too long' FROM upsert_order.publisher_status"),
 	'publishing fails');
-my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-until ($node->log_contains(qr/canceling statement due to lock timeout/, $log_offset))
-{
-	die 'the retention batch never gave up on the locked row' if time > $deadline;
-	usleep(100_000);
-}
+# the retention batch gives up on the locked row
+$node->wait_for_log(qr/canceling statement due to lock timeout/, $log_offset);
 usleep(1_000_000);    # several more publishing batches fail meanwhile
 is($node->safe_psql('postgres', 'SELECT last_error FROM upsert_order.publisher_status'),
 	'channel name too long', 'publisher_status keeps showing the publishing error');
