@@ -214,14 +214,10 @@ direct_begin(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 	 */
 	PushActiveSnapshot(ds->snapshot);
 
-	/* Every column comes from the message. */
+	/* Every column comes from the message; a dropped one is null there. */
 	ExecClearTuple(ds->proposed);
-	for (int i = 0; i < tupdesc->natts; i++)
-	{
-		ds->proposed->tts_values[i] = msg->values[i];
-		ds->proposed->tts_isnull[i] = msg->nulls[i] ||
-			TupleDescAttr(tupdesc, i)->attisdropped;
-	}
+	memcpy(ds->proposed->tts_values, msg->values, sizeof(Datum) * tupdesc->natts);
+	memcpy(ds->proposed->tts_isnull, msg->nulls, sizeof(bool) * tupdesc->natts);
 	direct_set_message_key(ds, target, msg);
 	ds->proposed->tts_values[target->version_attnum - 1] = RowseqGetDatum(msg->version);
 	ds->proposed->tts_isnull[target->version_attnum - 1] = false;

@@ -321,8 +321,10 @@ MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 	msg->key_values = palloc0(sizeof(Datum) * target->npkey);
 	msg->others = NULL;
 	msg->structured = NULL;
-	msg->values = palloc(sizeof(Datum) * target->ncolumns);
+	/* Every column the message gives no value (dropped ones too) reads as null. */
+	msg->values = palloc0(sizeof(Datum) * target->ncolumns);
 	msg->nulls = palloc(sizeof(bool) * target->ncolumns);
+	memset(msg->nulls, true, sizeof(bool) * target->ncolumns);
 
 	it = JsonbIteratorInit(&new_row->root);
 	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)

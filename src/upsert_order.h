@@ -265,7 +265,7 @@ typedef struct UpsertMessage
 	Bitmapset  *others;			/* other columns present, converted here */
 	Bitmapset  *structured;		/* those of them that are arrays or composites */
 	Datum	   *values;			/* values of the other columns, by attnum - 1 */
-	bool	   *nulls;
+	bool	   *nulls;			/* true for every column not among them */
 } UpsertMessage;
 
 /* message.c: reading new_row */
