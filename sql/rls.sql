@@ -56,6 +56,13 @@ SELECT versioned_upsert('note', '{"id": 100, "ver": 10, "owner": "upsert_alice"}
 SELECT versioned_upsert('note', '{"id": 100, "ver": 11, "owner": "upsert_alice"}');
 \set VERBOSITY default
 SELECT * FROM note;
+-- With row_security off, the statement of any message is refused because
+-- policies apply to her; so is an empty batch, which has no statement.
+SET row_security = off;
+SELECT versioned_upsert('note', '{"id": 1, "ver": 9, "owner": "upsert_alice"}');
+SELECT * FROM versioned_upsert_batch('note', '[]');
+RESET row_security;
+SELECT count(*) FROM versioned_upsert_batch('note', '[]');
 RESET ROLE;
 
 -- Nothing of bob's changed, and only alice's successful calls were logged.

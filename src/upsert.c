@@ -803,7 +803,9 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
  * as a target, the transaction must not be read-only (unless the table is
  * temporary: no event is logged), the caller needs the privileges every
  * message needs (INSERT on the key and the version, UPDATE on the version,
- * SELECT on the whole row), and a published table needs a replica identity.
+ * SELECT on the whole row), a published table needs a replica identity, and
+ * with row_security off a caller whom the table's policies apply to is
+ * refused, as the statement refuses it.
  */
 static void
 check_empty_batch(Oid relid)
@@ -821,6 +823,7 @@ check_empty_batch(Oid relid)
 	SimpleExecStateRequireUpsertPrivileges(estate);
 	SimpleExecStateCheckUpsert(estate, rel);
 	SimpleExecStateFree(estate);
+	(void) check_enable_rls(relid, InvalidOid, false);
 	table_close(rel, NoLock);
 }
 
