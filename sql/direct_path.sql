@@ -131,6 +131,50 @@ SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM plain p JOIN twin t U
 SELECT versioned_upsert('plain', '{"id": 12, "ver": 1, "name": "e", "code": "c10", "qty": 1, "price": 1}');
 SELECT versioned_upsert('twin', '{"id": 12, "ver": 1, "name": "e", "code": "c10", "qty": 1, "price": 1}');
 
+-- Another unique index over the key's columns, whose operator class takes
+-- other keys for equal (here -5 and 5), is an arbiter of the statement's
+-- ON CONFLICT too: a message keyed -5 meets the row keyed 5 there.  Such a
+-- table stays on the statement, whose outcomes the twin shows.
+CREATE FUNCTION abs_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE STRICT
+	AS 'SELECT btint4cmp(abs($1), abs($2))';
+CREATE FUNCTION abs_lt(int, int) RETURNS bool LANGUAGE sql IMMUTABLE STRICT AS 'SELECT abs($1) < abs($2)';
+CREATE FUNCTION abs_le(int, int) RETURNS bool LANGUAGE sql IMMUTABLE STRICT AS 'SELECT abs($1) <= abs($2)';
+CREATE FUNCTION abs_eq(int, int) RETURNS bool LANGUAGE sql IMMUTABLE STRICT AS 'SELECT abs($1) = abs($2)';
+CREATE FUNCTION abs_ge(int, int) RETURNS bool LANGUAGE sql IMMUTABLE STRICT AS 'SELECT abs($1) >= abs($2)';
+CREATE FUNCTION abs_gt(int, int) RETURNS bool LANGUAGE sql IMMUTABLE STRICT AS 'SELECT abs($1) > abs($2)';
+CREATE OPERATOR |<| (LEFTARG = int, RIGHTARG = int, FUNCTION = abs_lt);
+CREATE OPERATOR |<=| (LEFTARG = int, RIGHTARG = int, FUNCTION = abs_le);
+CREATE OPERATOR |=| (LEFTARG = int, RIGHTARG = int, FUNCTION = abs_eq);
+CREATE OPERATOR |>=| (LEFTARG = int, RIGHTARG = int, FUNCTION = abs_ge);
+CREATE OPERATOR |>| (LEFTARG = int, RIGHTARG = int, FUNCTION = abs_gt);
+CREATE OPERATOR CLASS abs_int_ops FOR TYPE int USING btree AS
+	OPERATOR 1 |<|, OPERATOR 2 |<=|, OPERATOR 3 |=|, OPERATOR 4 |>=|, OPERATOR 5 |>|,
+	FUNCTION 1 abs_cmp(int, int);
+CREATE TABLE by_abs (id int PRIMARY KEY, ver rowseq, n int);
+CREATE UNIQUE INDEX by_abs_id ON by_abs (id abs_int_ops);
+CREATE TABLE by_abs_twin (LIKE by_abs INCLUDING ALL);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON by_abs_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+\set by_abs 'SELECT p.outcome AS plain, t.outcome AS twin, p.stored_version, p.stored_version = t.stored_version AS same_version FROM versioned_upsert(''by_abs'', :''msg'') p, versioned_upsert(''by_abs_twin'', :''msg'') t'
+\set msg '{"id": 5, "ver": 1, "n": 1}'
+:by_abs;
+\set msg '{"id": -5, "ver": 2, "n": 2}'
+:by_abs;
+\set msg '{"id": -5, "ver": 1, "n": 3}'
+:by_abs;
+\set msg '{"id": -5, "ver": 2, "n": 4}'
+:by_abs;
+SELECT p.*, (p.*)::text = (t.*)::text AS same_as_twin FROM by_abs p JOIN by_abs_twin t USING (id);
+SELECT key, outcome FROM event_log WHERE target = 'by_abs'::regclass ORDER BY event_id;
+-- An index that compares as the key does changes nothing.
+DROP INDEX by_abs_id;
+CREATE UNIQUE INDEX by_abs_id ON by_abs (id int4_ops);
+SELECT outcome, stored_version FROM versioned_upsert('by_abs', '{"id": -5, "ver": 3, "n": 5}');
+SELECT * FROM by_abs ORDER BY id;
+DROP TABLE by_abs, by_abs_twin;
+DROP OPERATOR CLASS abs_int_ops USING btree;
+DROP OPERATOR |<| (int, int), |<=| (int, int), |=| (int, int), |>=| (int, int), |>| (int, int);
+DROP FUNCTION abs_cmp(int, int), abs_lt(int, int), abs_le(int, int), abs_eq(int, int), abs_ge(int, int), abs_gt(int, int);
+
 -- Identity columns: GENERATED ALWAYS refuses a value, as the statement
 -- does; BY DEFAULT takes the message's value.
 CREATE TABLE ident_always (id int PRIMARY KEY, ver rowseq, n int GENERATED ALWAYS AS IDENTITY);

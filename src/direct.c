@@ -10,9 +10,9 @@
  * It is taken only where nothing but the row itself could tell the two
  * apart (target.c decides, per table): heap tables with no triggers, no row
  * level security, no partitioning, no generated or GENERATED ALWAYS identity
- * columns; and per message: READ COMMITTED, every column present (so no
- * default applies) and none an array or composite.  Then it does what the
- * statement would do, in the same order:
+ * columns, no second arbiter for the key; and per message: READ COMMITTED,
+ * every column present (so no default applies) and none an array or
+ * composite.  Then it does what the statement would do, in the same order:
  *
  *	- the privileges the statement needs (INSERT, UPDATE on the columns it
  *	  sets, SELECT on the row), checked the same way;

@@ -529,12 +529,105 @@ target_update_lockmode(UpsertTarget *target, Relation rel)
 }
 
 /*
+ * Read the collation and operator family of each key column of a unique
+ * index, stored at the position of that column in the primary key.  False
+ * when the index is not unique, is gone, or its key columns are not exactly
+ * the primary key's (another column, an expression, another count).
+ */
+static bool
+target_index_on_key(UpsertTarget *target, Oid indexoid,
+					Oid *collations, Oid *opfamilies)
+{
+	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	Form_pg_index index;
+	bool		matches;
+	bool		seen[INDEX_MAX_KEYS] = {0};
+
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	index = (Form_pg_index) GETSTRUCT(tuple);
+	matches = index->indisunique && index->indnkeyatts == target->npkey;
+	if (matches)
+	{
+		bool		isnull;
+		oidvector  *indcollation;
+		oidvector  *indclass;
+
+		indcollation = (oidvector *)
+			DatumGetPointer(SysCacheGetAttr(INDEXRELID, tuple,
+											Anum_pg_index_indcollation, &isnull));
+		Assert(!isnull);
+		indclass = (oidvector *)
+			DatumGetPointer(SysCacheGetAttr(INDEXRELID, tuple,
+											Anum_pg_index_indclass, &isnull));
+		Assert(!isnull);
+
+		for (int i = 0; i < target->npkey && matches; i++)
+		{
+			int			k = 0;
+
+			while (k < target->npkey && target->pkey[k] != index->indkey.values[i])
+				k++;
+			matches = k < target->npkey && !seen[k];
+			if (matches)
+			{
+				seen[k] = true;
+				collations[k] = indcollation->values[i];
+				opfamilies[k] = get_opclass_family(indclass->values[i]);
+			}
+		}
+	}
+	ReleaseSysCache(tuple);
+	return matches;
+}
+
+/*
+ * Has the table another unique index over exactly the primary key's
+ * columns, whose collation or operator class may take keys for equal that
+ * the primary key tells apart (a nondeterministic collation, say)?  The
+ * statement's ON CONFLICT on the key's columns takes it as an arbiter too,
+ * and updates the row it conflicts with there; the direct path looks in the
+ * primary key only.  An index that compares as the primary key does makes
+ * no difference.
+ */
+static bool
+target_has_other_key_arbiter(UpsertTarget *target, Relation rel)
+{
+	Oid			key_collations[INDEX_MAX_KEYS];
+	Oid			key_opfamilies[INDEX_MAX_KEYS];
+	List	   *indexes;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (!target_index_on_key(target, target->pkey_index,
+							 key_collations, key_opfamilies))
+		return true;			/* gone meanwhile: let the statement decide */
+
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Oid			collations[INDEX_MAX_KEYS];
+		Oid			opfamilies[INDEX_MAX_KEYS];
+
+		if (lfirst_oid(lc) == target->pkey_index ||
+			!target_index_on_key(target, lfirst_oid(lc), collations, opfamilies))
+			continue;
+		if (memcmp(collations, key_collations, sizeof(Oid) * target->npkey) != 0 ||
+			memcmp(opfamilies, key_opfamilies, sizeof(Oid) * target->npkey) != 0)
+			found = true;
+	}
+	list_free(indexes);
+	return found;
+}
+
+/*
  * May versioned_upsert() take the direct path (direct.c) on this table?  Only
  * where nothing but the row itself could tell the difference from the SQL
  * statement: no triggers (foreign keys are triggers too), no row level
  * security, no partitioning, no generated columns, no identity columns
- * GENERATED ALWAYS, no domain as the version column's type; and a heap
- * table, whose row headers the direct path reads.
+ * GENERATED ALWAYS, no domain as the version column's type, no second
+ * arbiter for the key; and a heap table, whose row headers the direct path
+ * reads.
  */
 static void
 target_read_direct(UpsertTarget *target, Relation rel)
@@ -558,6 +651,8 @@ target_read_direct(UpsertTarget *target, Relation rel)
 	/* the statement checks a domain's constraints on the version it stores */
 	if (target->columns[target->version_attnum - 1].typid !=
 		target->columns[target->version_attnum - 1].basetype)
+		target->direct_ok = false;
+	if (target->direct_ok && target_has_other_key_arbiter(target, rel))
 		target->direct_ok = false;
 	if (!target->direct_ok)
 		return;
