@@ -612,9 +612,10 @@ target_has_other_key_arbiter(UpsertTarget *target, Relation rel)
 		if (lfirst_oid(lc) == target->pkey_index ||
 			!target_index_on_key(target, lfirst_oid(lc), collations, opfamilies))
 			continue;
-		if (memcmp(collations, key_collations, sizeof(Oid) * target->npkey) != 0 ||
-			memcmp(opfamilies, key_opfamilies, sizeof(Oid) * target->npkey) != 0)
-			found = true;
+		found = memcmp(collations, key_collations, sizeof(Oid) * target->npkey) != 0 ||
+			memcmp(opfamilies, key_opfamilies, sizeof(Oid) * target->npkey) != 0;
+		if (found)
+			break;
 	}
 	list_free(indexes);
 	return found;
