@@ -90,7 +90,16 @@ SELECT versioned_upsert('good', '{"id": 1, "ver": " 12x"}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": true}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": [1]}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": 9223372036854775808}');
+-- A JSON number whose decimal form is long is named in scientific notation,
+-- not with all its digits; one of up to 64 characters is named in full.
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1e100000}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": -1.5e100000}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1e-16000}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1e63}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1e64}');
 \set VERBOSITY sqlstate
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1e100000}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 1e-16000}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": "abc"}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": 9223372036854775808}');
 \set VERBOSITY default

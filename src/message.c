@@ -144,32 +144,52 @@ key_position(UpsertTarget *target, AttrNumber attnum)
 	return -1;
 }
 
+/*
+ * The version a JSON number stands for.  Its decimal form can be far longer
+ * than what was sent (1e100000 has 100,001 digits): an error names such a
+ * number in scientific notation rather than repeat every digit.
+ */
+#define VERSION_SHOWN_MAX	64
+
+static rowseq
+version_from_number(Numeric number)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(number)));
+
+	if (strlen(text) > VERSION_SHOWN_MAX)
+		return RowseqFromText(text, numeric_out_sci(number, 6));
+	return RowseqFromText(text, text);
+}
+
 /* The version a message carries: a JSON number or string of digits. */
 static rowseq
 parse_version(JsonbValue *value)
 {
-	if (value->type == jbvBinary)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid input syntax for type rowseq: \"%s\"",
-						json_value_to_cstring(value, JSONBOID)),
-				 errdetail("A rowseq is written as decimal digits only.")));
+	char	   *text;
 
-	/*
-	 * jsonb keeps a number's scale, so 100.0 would read as "100.0": a number
-	 * with no fractional part stands for its integer, as 1e2 does.
-	 */
-	if (value->type == jbvNumeric &&
-		DatumGetInt32(DirectFunctionCall1(numeric_scale,
-										  NumericGetDatum(value->val.numeric))) > 0)
+	if (value->type == jbvNumeric)
 	{
 		Datum		number = NumericGetDatum(value->val.numeric);
-		Datum		whole = DirectFunctionCall2(numeric_trunc, number, Int32GetDatum(0));
 
-		if (DatumGetBool(DirectFunctionCall2(numeric_eq, number, whole)))
-			return RowseqFromText(DatumGetCString(DirectFunctionCall1(numeric_out, whole)));
+		/*
+		 * jsonb keeps a number's scale, so 100.0 would read as "100.0": a
+		 * number with no fractional part stands for its integer, as 1e2
+		 * does.
+		 */
+		if (DatumGetInt32(DirectFunctionCall1(numeric_scale, number)) > 0)
+		{
+			Datum		whole = DirectFunctionCall2(numeric_trunc, number, Int32GetDatum(0));
+
+			if (DatumGetBool(DirectFunctionCall2(numeric_eq, number, whole)))
+				number = whole;
+		}
+		return version_from_number(DatumGetNumeric(number));
 	}
-	return RowseqFromText(json_value_to_cstring(value, TEXTOID));
+
+	/* a string, a boolean, or an array or object (refused as not digits) */
+	text = json_value_to_cstring(value, TEXTOID);
+	return RowseqFromText(text, text);
 }
 
 /*

@@ -43,32 +43,27 @@ PG_FUNCTION_INFO_V1(rowseq_logical);
  * Parse the text form of a rowseq: decimal digits only.  Signs, spaces,
  * exponents and fractions are refused rather than silently normalised,
  * because a version that changes meaning on the way in is worse than none.
+ * Errors name the value as "shown": the text itself, unless the caller has
+ * a shorter spelling of the same value (see version_from_number()).
  */
 rowseq
-RowseqFromText(const char *text)
+RowseqFromText(const char *text, const char *shown)
 {
-	const char *p = text;
 	uint64		value = 0;
 
-	if (*p == '\0')
+	if (*text == '\0' || text[strspn(text, "0123456789")] != '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid input syntax for type rowseq: \"%s\"", text),
+				 errmsg("invalid input syntax for type rowseq: \"%s\"", shown),
 				 errdetail("A rowseq is written as decimal digits only.")));
 
-	for (; *p; p++)
+	for (const char *p = text; *p; p++)
 	{
-		if (*p < '0' || *p > '9')
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-					 errmsg("invalid input syntax for type rowseq: \"%s\"", text),
-					 errdetail("A rowseq is written as decimal digits only.")));
-
 		/* checked before it is computed: value * 10 may not fit in 64 bits */
 		if (value > ((uint64) ROWSEQ_MAX - (uint64) (*p - '0')) / 10)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("value \"%s\" is out of range for type rowseq", text),
+					 errmsg("value \"%s\" is out of range for type rowseq", shown),
 					 errdetail("A rowseq lies between 0 and %lld.",
 							   (long long) ROWSEQ_MAX)));
 		value = value * 10 + (*p - '0');
@@ -122,7 +117,9 @@ rowseq_check_range(int64 value)
 Datum
 rowseq_in(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_ROWSEQ(RowseqFromText(PG_GETARG_CSTRING(0)));
+	char	   *text = PG_GETARG_CSTRING(0);
+
+	PG_RETURN_ROWSEQ(RowseqFromText(text, text));
 }
 
 Datum

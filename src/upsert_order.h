@@ -42,7 +42,7 @@ typedef int64 rowseq;
 #define PG_RETURN_ROWSEQ(x)		return RowseqGetDatum(x)
 
 /* rowseq.c */
-extern rowseq RowseqFromText(const char *text);
+extern rowseq RowseqFromText(const char *text, const char *shown);
 extern Oid	RowseqTypeOid(void);
 
 /* hlc.c: the server clock behind rowseq_now() */
