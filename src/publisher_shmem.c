@@ -11,6 +11,8 @@
  * callback runs after the commit is visible to other transactions (the
  * worker must see the outbox row once it wakes), and it must not fail, so
  * it only touches a counter and a pointer under a spinlock and sets a latch.
+ * A prepared transaction's commit runs no callback of its own: COMMIT
+ * PREPARED wakes the worker once it returns.
  * The count is for the wake-ups the latch loses: any wait inside a batch (a
  * lock, the commit's wait for a synchronous standby) uses and resets the
  * worker's latch too.  While the worker pauses between batches on purpose,
@@ -31,6 +33,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 
 #include "upsert_order.h"
@@ -146,6 +149,22 @@ PublisherWakeAtCommit(void)
 	wake_at_commit = true;
 }
 
+/* Count a commit that queued events, and wake the worker unless it pauses. */
+static void
+publisher_wake(void)
+{
+	Latch	   *latch;
+
+	if (publisher == NULL)
+		return;
+	SpinLockAcquire(&publisher->mutex);
+	publisher->commits++;
+	latch = publisher->pausing ? NULL : publisher->latch;
+	SpinLockRelease(&publisher->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
 /*
  * Transaction callback: wake the worker when a transaction that queued
  * events commits.  A subtransaction that queued an event and then rolled
@@ -154,28 +173,15 @@ PublisherWakeAtCommit(void)
 static void
 publisher_xact_callback(XactEvent event, void *arg)
 {
-	Latch	   *latch;
-
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
-			if (!wake_at_commit)
-				break;
+			if (wake_at_commit)
+				publisher_wake();
 			wake_at_commit = false;
-			if (publisher == NULL)
-				break;
-			SpinLockAcquire(&publisher->mutex);
-			publisher->commits++;
-			latch = publisher->pausing ? NULL : publisher->latch;
-			SpinLockRelease(&publisher->mutex);
-			if (latch != NULL)
-				SetLatch(latch);
 			break;
 
-			/*
-			 * A prepared transaction is committed later, maybe by another
-			 * backend; the worker finds its events at its next round.
-			 */
+			/* A prepared transaction wakes the worker at COMMIT PREPARED. */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
@@ -185,10 +191,48 @@ publisher_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/*
+ * COMMIT PREPARED commits a transaction that may have queued events, in a
+ * session whose own transaction queued none, maybe after a restart: wake
+ * the worker once the prepared transaction's commit is visible, which it is
+ * when the command returns.  The command runs in the prepared transaction's
+ * own database, so only where the worker serves it can that have queued
+ * events.  Whether it did is not known here; a wake-up for nothing costs
+ * the worker one look at an empty queue.
+ */
+static void
+publisher_process_utility(PlannedStmt *pstmt, const char *queryString,
+						  bool readOnlyTree, ProcessUtilityContext context,
+						  ParamListInfo params, QueryEnvironment *queryEnv,
+						  DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	bool		commit_prepared;
+
+	/* asked now, while a transaction is sure to be open for the lookup */
+	commit_prepared = IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED &&
+		PublisherServesThisDatabase();
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	if (commit_prepared)
+		publisher_wake();
+}
+
 void
 PublisherInitCallbacks(void)
 {
 	RegisterXactCallback(publisher_xact_callback, NULL);
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = publisher_process_utility;
 }
 
 /* on_shmem_exit callback of the worker: it is no longer there to be woken. */

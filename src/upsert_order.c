@@ -3,7 +3,8 @@
  * upsert_order.c
  *	  Module entry point: defines the settings, registers the shared memory
  *	  of the server clock and of the publisher, the cache and transaction
- *	  callbacks, and the publisher worker.
+ *	  callbacks (and the utility hook that sees COMMIT PREPARED), and the
+ *	  publisher worker.
  *
  *-------------------------------------------------------------------------
  */

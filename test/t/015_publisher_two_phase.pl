@@ -3,9 +3,9 @@
 # events while newer ones are published; once COMMIT PREPARED runs (in
 # another session, possibly after a restart) its events are published
 # exactly once, after those that committed first; ROLLBACK PREPARED
-# publishes nothing.  COMMIT PREPARED does not wake the worker: its events
-# go out at the worker's next round.  That holds too for a transaction
-# prepared after the worker found it writing.
+# publishes nothing.  That holds too for a transaction prepared after the
+# worker found it writing.  COMMIT PREPARED wakes the worker, as the commit
+# of a transaction that logged an event does.
 
 use strict;
 use warnings;
@@ -166,6 +166,21 @@ UpsertOrderNode::publish_one_by_one($node, 651, 50);
 is(times_published($p5), 0, 'the event of a transaction prepared late is not published');
 commit_prepared_published_last('p5', $p5, 'it is published once committed',
 	'after the events that committed before it');
+
+# COMMIT PREPARED wakes the worker: with an hour between its rounds, the
+# event of a transaction prepared while the worker slept, and committed
+# after a restart by a session that logged nothing, is published at once
+# (well within poll_query_until's timeout).
+$node->append_conf('postgresql.conf', 'upsert_order.publish_naptime = 1h');
+my $p6 = prepare_upsert('p6', 6, 10);
+$node->restart;
+ok( $node->poll_query_until('postgres', q{
+SELECT wait_event = 'Extension' FROM pg_stat_activity
+ WHERE application_name = 'upsert_order publisher'}),
+	'the worker sleeps between rounds');
+is(times_published($p6), 0, 'the event still prepared is not published');
+commit_prepared_published_last('p6', $p6, 'COMMIT PREPARED wakes the worker',
+	'and its event is published after every event that committed before it');
 
 $node->stop;
 done_testing();
