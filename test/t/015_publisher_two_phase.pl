@@ -168,9 +168,9 @@ commit_prepared_published_last('p5', $p5, 'it is published once committed',
 	'after the events that committed before it');
 
 # COMMIT PREPARED wakes the worker: with an hour between its rounds, the
-# event of a transaction prepared while the worker slept, and committed
-# after a restart by a session that logged nothing, is published at once
-# (well within poll_query_until's timeout).
+# event of a transaction prepared before a restart, and committed after it,
+# while the worker sleeps, by a session that logged nothing, is published
+# at once (well within poll_query_until's timeout).
 $node->append_conf('postgresql.conf', 'upsert_order.publish_naptime = 1h');
 my $p6 = prepare_upsert('p6', 6, 10);
 $node->restart;
