@@ -170,6 +170,15 @@ DROP INDEX by_abs_id;
 CREATE UNIQUE INDEX by_abs_id ON by_abs (id int4_ops);
 SELECT outcome, stored_version FROM versioned_upsert('by_abs', '{"id": -5, "ver": 3, "n": 5}');
 SELECT * FROM by_abs ORDER BY id;
+-- A deferrable one is an arbiter that the statement refuses when it gets to
+-- it, that is for a new key (the primary key finds a stored one first); so
+-- does the call.
+ALTER TABLE by_abs ADD CONSTRAINT by_abs_id_later UNIQUE (id) DEFERRABLE;
+SELECT outcome, stored_version FROM versioned_upsert('by_abs', '{"id": -5, "ver": 4, "n": 6}');
+SELECT outcome, stored_version FROM versioned_upsert('by_abs', '{"id": 6, "ver": 1, "n": 6}');
+ALTER TABLE by_abs DROP CONSTRAINT by_abs_id_later;
+SELECT outcome, stored_version FROM versioned_upsert('by_abs', '{"id": 6, "ver": 1, "n": 6}');
+SELECT * FROM by_abs ORDER BY id;
 DROP TABLE by_abs, by_abs_twin;
 DROP OPERATOR CLASS abs_int_ops USING btree;
 DROP OPERATOR |<| (int, int), |<=| (int, int), |=| (int, int), |>=| (int, int), |>| (int, int);

@@ -10,7 +10,8 @@
  * It is taken only where nothing but the row itself could tell the two
  * apart (target.c decides, per table): heap tables with no triggers, no row
  * level security, no partitioning, no generated or GENERATED ALWAYS identity
- * columns, no second arbiter for the key; and per message: READ COMMITTED,
+ * columns, no arbiter for the key that compares otherwise than the primary
+ * key or is deferrable; and per message: READ COMMITTED,
  * every column present (so no default applies) and none an array or
  * composite.  Then it does what the statement would do, in the same order:
  *
@@ -604,7 +605,7 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 	return true;
 }
 
-/* Has the table a unique or exclusion index besides its primary key? */
+/* Has the table a unique or exclusion index that is not an arbiter? */
 static bool
 direct_other_unique_index(DirectState *ds, UpsertTarget *target)
 {
@@ -613,7 +614,8 @@ direct_other_unique_index(DirectState *ds, UpsertTarget *target)
 		IndexInfo  *info = ds->rri->ri_IndexRelationInfo[i];
 
 		if ((info->ii_Unique || info->ii_ExclusionOps != NULL) &&
-			RelationGetRelid(ds->rri->ri_IndexRelationDescs[i]) != target->pkey_index)
+			!list_member_oid(target->key_arbiters,
+							 RelationGetRelid(ds->rri->ri_IndexRelationDescs[i])))
 			return true;
 	}
 	return false;
@@ -625,7 +627,11 @@ direct_other_unique_index(DirectState *ds, UpsertTarget *target)
  * one inserted the key meanwhile.  Returns false when the key turned out to
  * be taken; nothing was inserted then.
  *
- * ON CONFLICT first checks the index for the key (waiting for a transaction
+ * The arbiters are the statement's: the primary key and any other unique
+ * index over exactly its columns (target.c).  A concurrent insertion of the
+ * key conflicts in each, and is a reason to look again, never an error.
+ *
+ * ON CONFLICT first checks them for the key (waiting for a transaction
  * inserting it), so as not to insert a row it would have to take back.  The
  * call has just looked for the key with a fresh snapshot, and found no row:
  * the first attempt goes straight to the insertion, which a conflict only
@@ -633,15 +639,15 @@ direct_other_unique_index(DirectState *ds, UpsertTarget *target)
  * A later attempt (precheck) checks first, and so waits for that
  * transaction instead of trying again at once.
  *
- * Not so when the table has another unique or exclusion index: inserting
- * into it waits for that same transaction and, once it commits, fails on
- * the value its row holds there too, where ON CONFLICT, having waited in
- * the check, would find the row and update it.
+ * Not so when the table has a unique or exclusion index that is not an
+ * arbiter: inserting into it waits for that same transaction and, once it
+ * commits, fails on the value its row holds there too, where ON CONFLICT,
+ * having waited in the check, would find the row and update it.
  */
 static bool
 direct_insert(DirectState *ds, UpsertTarget *target, bool precheck)
 {
-	List	   *arbiter = list_make1_oid(target->pkey_index);
+	List	   *arbiter = target->key_arbiters;
 	ItemPointerData conflict_tid;
 	TransactionId xid;
 	uint32		token;

@@ -529,13 +529,14 @@ target_update_lockmode(UpsertTarget *target, Relation rel)
 }
 
 /*
- * Read the collation and operator family of each key column of a unique
- * index, stored at the position of that column in the primary key.  False
- * when the index is not unique, is gone, or its key columns are not exactly
- * the primary key's (another column, an expression, another count).
+ * Is indexoid an arbiter of ON CONFLICT on the primary key's columns, as the
+ * planner infers arbiters: a valid unique index, not partial, whose key
+ * columns are exactly the primary key's (no other column, no expression)?
+ * If so, read its immediacy, and the collation and operator family of each
+ * key column, stored at the position of that column in the primary key.
  */
 static bool
-target_index_on_key(UpsertTarget *target, Oid indexoid,
+target_index_on_key(UpsertTarget *target, Oid indexoid, bool *immediate,
 					Oid *collations, Oid *opfamilies)
 {
 	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
@@ -546,13 +547,16 @@ target_index_on_key(UpsertTarget *target, Oid indexoid,
 	if (!HeapTupleIsValid(tuple))
 		return false;
 	index = (Form_pg_index) GETSTRUCT(tuple);
-	matches = index->indisunique && index->indnkeyatts == target->npkey;
+	matches = index->indisunique && index->indisvalid &&
+		index->indnkeyatts == target->npkey &&
+		heap_attisnull(tuple, Anum_pg_index_indpred, NULL);
 	if (matches)
 	{
 		bool		isnull;
 		oidvector  *indcollation;
 		oidvector  *indclass;
 
+		*immediate = index->indimmediate;
 		indcollation = (oidvector *)
 			DatumGetPointer(SysCacheGetAttr(INDEXRELID, tuple,
 											Anum_pg_index_indcollation, &isnull));
@@ -582,26 +586,33 @@ target_index_on_key(UpsertTarget *target, Oid indexoid,
 }
 
 /*
- * Has the table another unique index over exactly the primary key's
- * columns, whose collation or operator class may take keys for equal that
- * the primary key tells apart (a nondeterministic collation, say)?  The
- * statement's ON CONFLICT on the key's columns takes it as an arbiter too,
- * and updates the row it conflicts with there; the direct path looks in the
- * primary key only.  An index that compares as the primary key does makes
- * no difference.
+ * Read the arbiters of the statement's ON CONFLICT on the key's columns
+ * (target_index_on_key) into target->key_arbiters: the primary key, and any
+ * other unique index over the same columns.  The direct path inserts a new
+ * key into each as an arbiter, as the statement does, so that a concurrent
+ * insertion of the same key is a conflict to look again after, not a
+ * unique_violation.
+ *
+ * False when the direct path cannot stand in for the statement: an arbiter
+ * whose collation or operator class may take keys for equal that the
+ * primary key tells apart (a nondeterministic collation, say), where the
+ * statement would find and update another row than the direct path's
+ * lookup; or a deferrable one, which the statement refuses as an arbiter.
  */
 static bool
-target_has_other_key_arbiter(UpsertTarget *target, Relation rel)
+target_read_key_arbiters(UpsertTarget *target, Relation rel)
 {
 	Oid			key_collations[INDEX_MAX_KEYS];
 	Oid			key_opfamilies[INDEX_MAX_KEYS];
+	bool		immediate;
 	List	   *indexes;
 	ListCell   *lc;
-	bool		found = false;
+	bool		direct_ok = true;
 
-	if (!target_index_on_key(target, target->pkey_index,
+	target->key_arbiters = list_make1_oid(target->pkey_index);
+	if (!target_index_on_key(target, target->pkey_index, &immediate,
 							 key_collations, key_opfamilies))
-		return true;			/* gone meanwhile: let the statement decide */
+		return false;			/* gone meanwhile: let the statement decide */
 
 	indexes = RelationGetIndexList(rel);
 	foreach(lc, indexes)
@@ -610,15 +621,18 @@ target_has_other_key_arbiter(UpsertTarget *target, Relation rel)
 		Oid			opfamilies[INDEX_MAX_KEYS];
 
 		if (lfirst_oid(lc) == target->pkey_index ||
-			!target_index_on_key(target, lfirst_oid(lc), collations, opfamilies))
+			!target_index_on_key(target, lfirst_oid(lc), &immediate,
+								 collations, opfamilies))
 			continue;
-		found = memcmp(collations, key_collations, sizeof(Oid) * target->npkey) != 0 ||
-			memcmp(opfamilies, key_opfamilies, sizeof(Oid) * target->npkey) != 0;
-		if (found)
+		direct_ok = immediate &&
+			memcmp(collations, key_collations, sizeof(Oid) * target->npkey) == 0 &&
+			memcmp(opfamilies, key_opfamilies, sizeof(Oid) * target->npkey) == 0;
+		if (!direct_ok)
 			break;
+		target->key_arbiters = lappend_oid(target->key_arbiters, lfirst_oid(lc));
 	}
 	list_free(indexes);
-	return found;
+	return direct_ok;
 }
 
 /*
@@ -653,7 +667,7 @@ target_read_direct(UpsertTarget *target, Relation rel)
 	if (target->columns[target->version_attnum - 1].typid !=
 		target->columns[target->version_attnum - 1].basetype)
 		target->direct_ok = false;
-	if (target->direct_ok && target_has_other_key_arbiter(target, rel))
+	if (target->direct_ok && !target_read_key_arbiters(target, rel))
 		target->direct_ok = false;
 	if (!target->direct_ok)
 		return;

@@ -100,6 +100,8 @@ typedef struct UpsertTarget
 	AttrNumber	version_attnum;
 	RegProcedure *pkey_eqproc;	/* equality function of each key column */
 	Oid			pkey_index;
+	List	   *key_arbiters;	/* ON CONFLICT's arbiters on the key's columns:
+								 * pkey_index, and any unique index alike */
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
 	bool		row_security;	/* RLS enabled: rejections probe the stored row */
 	LockTupleMode update_lockmode;	/* row lock of an update of every non-key column */
