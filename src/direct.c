@@ -11,7 +11,7 @@
  * apart (target.c decides, per table): heap tables with no triggers, no row
  * level security, no partitioning, no generated or GENERATED ALWAYS identity
  * columns, no arbiter for the key that compares otherwise than the primary
- * key or is deferrable; and per message: READ COMMITTED,
+ * key; and per message: READ COMMITTED,
  * every column present (so no default applies) and none an array or
  * composite.  Then it does what the statement would do, in the same order:
  *

@@ -532,11 +532,11 @@ target_update_lockmode(UpsertTarget *target, Relation rel)
  * Is indexoid an arbiter of ON CONFLICT on the primary key's columns, as the
  * planner infers arbiters: a valid unique index, not partial, whose key
  * columns are exactly the primary key's (no other column, no expression)?
- * If so, read its immediacy, and the collation and operator family of each
- * key column, stored at the position of that column in the primary key.
+ * If so, read the collation and operator family of each key column, stored
+ * at the position of that column in the primary key.
  */
 static bool
-target_index_on_key(UpsertTarget *target, Oid indexoid, bool *immediate,
+target_index_on_key(UpsertTarget *target, Oid indexoid,
 					Oid *collations, Oid *opfamilies)
 {
 	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
@@ -556,7 +556,6 @@ target_index_on_key(UpsertTarget *target, Oid indexoid, bool *immediate,
 		oidvector  *indcollation;
 		oidvector  *indclass;
 
-		*immediate = index->indimmediate;
 		indcollation = (oidvector *)
 			DatumGetPointer(SysCacheGetAttr(INDEXRELID, tuple,
 											Anum_pg_index_indcollation, &isnull));
@@ -597,20 +596,20 @@ target_index_on_key(UpsertTarget *target, Oid indexoid, bool *immediate,
  * whose collation or operator class may take keys for equal that the
  * primary key tells apart (a nondeterministic collation, say), where the
  * statement would find and update another row than the direct path's
- * lookup; or a deferrable one, which the statement refuses as an arbiter.
+ * lookup.  (A deferrable arbiter, which both refuse once they get to it,
+ * comes with its constraint's trigger, and so never to the direct path.)
  */
 static bool
 target_read_key_arbiters(UpsertTarget *target, Relation rel)
 {
 	Oid			key_collations[INDEX_MAX_KEYS];
 	Oid			key_opfamilies[INDEX_MAX_KEYS];
-	bool		immediate;
 	List	   *indexes;
 	ListCell   *lc;
 	bool		direct_ok = true;
 
 	target->key_arbiters = list_make1_oid(target->pkey_index);
-	if (!target_index_on_key(target, target->pkey_index, &immediate,
+	if (!target_index_on_key(target, target->pkey_index,
 							 key_collations, key_opfamilies))
 		return false;			/* gone meanwhile: let the statement decide */
 
@@ -621,11 +620,9 @@ target_read_key_arbiters(UpsertTarget *target, Relation rel)
 		Oid			opfamilies[INDEX_MAX_KEYS];
 
 		if (lfirst_oid(lc) == target->pkey_index ||
-			!target_index_on_key(target, lfirst_oid(lc), &immediate,
-								 collations, opfamilies))
+			!target_index_on_key(target, lfirst_oid(lc), collations, opfamilies))
 			continue;
-		direct_ok = immediate &&
-			memcmp(collations, key_collations, sizeof(Oid) * target->npkey) == 0 &&
+		direct_ok = memcmp(collations, key_collations, sizeof(Oid) * target->npkey) == 0 &&
 			memcmp(opfamilies, key_opfamilies, sizeof(Oid) * target->npkey) == 0;
 		if (!direct_ok)
 			break;
