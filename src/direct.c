@@ -33,8 +33,9 @@
  *	  for its transaction to end;
  *	- a newer message updates the row read, checking the row it writes
  *	  (with the stored key) against the constraints, as UPDATE does, under
- *	  the row lock the statement takes (a stronger one first, where another
- *	  unique index covers the columns it sets);
+ *	  the row lock the statement takes (taken first where another unique
+ *	  index covers the columns it sets, or a CHECK constraint calls a
+ *	  function that is not immutable);
  *	- a key with no visible row is inserted as ON CONFLICT inserts:
  *	  speculatively, confirmed only if nobody inserted the key meanwhile.
  *	  ON CONFLICT first waits for any transaction inserting the same key;
@@ -591,11 +592,15 @@ direct_decide_existing(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 
 	/*
 	 * The statement locks the row before it updates it, in the mode of an
-	 * UPDATE of every column it sets; where that is stronger than what the
-	 * update itself takes (another unique index covers a column it sets),
-	 * take it first.
+	 * UPDATE of every column it sets, and only then checks the row it
+	 * writes.  Take that lock first where the update itself would not do
+	 * the same: where the lock is stronger than the update's own (another
+	 * unique index covers a column it sets), and where a CHECK constraint
+	 * calls a function that could tell that its check ran before the lock,
+	 * or ran again after a concurrent writer made the update fail.
 	 */
-	if (!locked && target->update_lockmode == LockTupleExclusive &&
+	if (!locked &&
+		(target->update_lockmode == LockTupleExclusive || target->lock_before_check) &&
 		!direct_lock(ds, target))
 		return false;
 

@@ -31,6 +31,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
 #include "utils/fmgroids.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
@@ -529,6 +530,27 @@ target_update_lockmode(UpsertTarget *target, Relation rel)
 }
 
 /*
+ * Does a CHECK constraint of the table call a function that is not
+ * immutable?  Such a function may read or write what the row lock puts in
+ * order.  The statement locks the row it found before it checks the row its
+ * update writes, so the check runs once, on the row that is written; the
+ * direct path then takes the row lock first too (direct.c).  With immutable
+ * functions only, nobody can tell when the check runs.
+ */
+static bool
+target_checks_call_mutable(Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+
+	for (int i = 0; constr != NULL && i < constr->num_check; i++)
+	{
+		if (contain_mutable_functions(stringToNode(constr->check[i].ccbin)))
+			return true;
+	}
+	return false;
+}
+
+/*
  * Is indexoid an arbiter of ON CONFLICT on the primary key's columns, as the
  * planner infers arbiters: a valid unique index, not partial, whose key
  * columns are exactly the primary key's (no other column, no expression)?
@@ -677,6 +699,7 @@ target_read_direct(UpsertTarget *target, Relation rel)
 	fmgr_info_set_expr((Node *) call, &target->to_jsonb);
 
 	target->update_lockmode = target_update_lockmode(target, rel);
+	target->lock_before_check = target_checks_call_mutable(rel);
 
 	target->row_json_direct = true;
 	for (int i = 0; i < target->ncolumns; i++)

@@ -105,6 +105,8 @@ typedef struct UpsertTarget
 	bool		direct_ok;		/* no triggers, RLS, partitions, generated columns */
 	bool		row_security;	/* RLS enabled: rejections probe the stored row */
 	LockTupleMode update_lockmode;	/* row lock of an update of every non-key column */
+	bool		lock_before_check;	/* a CHECK constraint calls a function that
+									 * is not immutable */
 	FmgrInfo	to_jsonb;		/* to_jsonb() of the table's row type */
 	bool		row_json_direct;	/* every column's json_kind is known */
 	int		   *row_json_order;	/* live column indexes, in jsonb's key order */
