@@ -343,6 +343,57 @@ SELECT 'late' AS t, * FROM late UNION ALL SELECT 'late_twin', * FROM late_twin O
 DROP TABLE late, late_twin;
 DROP FUNCTION write_late(text, numeric, text);
 
+-- An index expression whose function (marked immutable, wrongly) writes the
+-- row with the same key while the call enters the row in the indexes.  With
+-- the key's index first, the inner call finds the outer call's row and
+-- updates it.  With the expression's index first, the inner call inserts
+-- the key before the outer row is in the key's index: a new key then
+-- conflicts with the inner row, which the outer call finds when it looks
+-- again, and refuses, as the statement does (with PostgreSQL's warning
+-- about the speculative insertion lock the inner insertion took over); an
+-- update fails on the key's index.  Either way as the statement does.
+CREATE FUNCTION write_same_key(tbl text, id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+	IF v = 1 THEN
+		RAISE NOTICE 'inner call: %', (SELECT outcome FROM upsert_order.versioned_upsert(
+			format('direct_path.%I', tbl)::regclass, jsonb_build_object('id', id, 'ver', 50, 'v', 2)));
+	END IF;
+	RETURN id;
+END $$;
+CREATE TABLE key_first (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
+CREATE INDEX ON key_first (write_same_key('key_first', id, v));
+CREATE TABLE key_first_twin (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
+CREATE INDEX ON key_first_twin (write_same_key('key_first_twin', id, v));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON key_first_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+CREATE TABLE expr_first (id int NOT NULL, ver rowseq NOT NULL, v int);
+CREATE INDEX ON expr_first (write_same_key('expr_first', id, v));
+ALTER TABLE expr_first ADD PRIMARY KEY (id);
+CREATE TABLE expr_first_twin (id int NOT NULL, ver rowseq NOT NULL, v int);
+CREATE INDEX ON expr_first_twin (write_same_key('expr_first_twin', id, v));
+ALTER TABLE expr_first_twin ADD PRIMARY KEY (id);
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON expr_first_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+INSERT INTO key_first VALUES (2, '10', 0);
+INSERT INTO key_first_twin VALUES (2, '10', 0);
+INSERT INTO expr_first VALUES (2, '10', 0);
+INSERT INTO expr_first_twin VALUES (2, '10', 0);
+SELECT outcome FROM versioned_upsert('key_first', '{"id": 1, "ver": 10, "v": 1}');
+SELECT outcome FROM versioned_upsert('key_first_twin', '{"id": 1, "ver": 10, "v": 1}');
+SELECT outcome FROM versioned_upsert('key_first', '{"id": 2, "ver": 20, "v": 1}');
+SELECT outcome FROM versioned_upsert('key_first_twin', '{"id": 2, "ver": 20, "v": 1}');
+SELECT outcome FROM versioned_upsert('expr_first', '{"id": 1, "ver": 10, "v": 1}');
+SELECT outcome FROM versioned_upsert('expr_first_twin', '{"id": 1, "ver": 10, "v": 1}');
+SELECT outcome FROM versioned_upsert('expr_first', '{"id": 2, "ver": 20, "v": 1}');
+SELECT outcome FROM versioned_upsert('expr_first_twin', '{"id": 2, "ver": 20, "v": 1}');
+SELECT 'key_first' AS t, * FROM key_first UNION ALL SELECT 'key_first_twin', * FROM key_first_twin
+UNION ALL SELECT 'expr_first', * FROM expr_first UNION ALL SELECT 'expr_first_twin', * FROM expr_first_twin
+ORDER BY t, id;
+SELECT target, key, version, outcome, data FROM event_log
+ WHERE target IN ('key_first'::regclass, 'key_first_twin'::regclass,
+				  'expr_first'::regclass, 'expr_first_twin'::regclass)
+ ORDER BY target::text, event_id;
+DROP TABLE key_first, key_first_twin, expr_first, expr_first_twin;
+DROP FUNCTION write_same_key(text, int, int);
+
 -- A CHECK constraint may read tableoid, for inserts and updates alike.
 CREATE TABLE oid_checked (id int PRIMARY KEY, ver rowseq, v text,
 	CHECK (tableoid = 'direct_path.oid_checked'::regclass));
