@@ -573,6 +573,21 @@ SET client_min_messages = warning;
 DROP TABLE lattice_a0, lattice_b0 CASCADE;
 RESET client_min_messages;
 
+-- "table" quotes each name where SQL needs it: read back with ::regclass, it
+-- names the table of the event, not another whose name folds the same way.
+CREATE SCHEMA "Pub.lish";
+CREATE TABLE "Pub.lish"."Mixed" (id int PRIMARY KEY, ver rowseq NOT NULL);
+CREATE TABLE "Pub.lish".mixed (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT outcome FROM versioned_upsert('"Pub.lish"."Mixed"', '{"id": 1, "ver": 1}');
+SELECT outcome FROM versioned_upsert('"Pub.lish".mixed', '{"id": 1, "ver": 1}');
+SELECT wait_notified(46);
+SELECT r.payload::jsonb ->> 'table' AS "table",
+       (r.payload::jsonb ->> 'table')::regclass = e.target AS names_its_table
+  FROM receive() r JOIN event_log e ON e.event_id = (r.payload::jsonb ->> 'event_id')::bigint
+ ORDER BY r.n;
+DROP TABLE "Pub.lish"."Mixed", "Pub.lish".mixed;
+DROP SCHEMA "Pub.lish";
+
 -- Every seq notified exactly once, gapless from 1.
 SELECT count(*) AS notifications, count(DISTINCT payload::jsonb -> 'seq') AS distinct_seqs,
        min((payload::jsonb ->> 'seq')::bigint) AS first, max((payload::jsonb ->> 'seq')::bigint) AS last

@@ -665,7 +665,8 @@ configured_settings(BatchTarget *entry)
 		return;
 	}
 	form = (Form_pg_class) GETSTRUCT(class);
-	entry->name = psprintf("%s.%s", nspname, NameStr(form->relname));
+	/* quoted where SQL needs it, so that ::regclass reads back this table */
+	entry->name = quote_qualified_identifier(nspname, NameStr(form->relname));
 
 	if (form->relpersistence == RELPERSISTENCE_TEMP)
 	{
