@@ -267,6 +267,7 @@ SELECT seq, payload -> 'seq' AS payload_seq FROM events_since(3);
 SELECT purge_events('-1 s');
 -- Nor one whose months, counted by the calendar, make it so.
 SELECT purge_events('-1 year 360 days');
+-- Nor a null one.
 SELECT purge_events(NULL);
 -- It deletes, so not in a read-only transaction (nor on a standby).
 BEGIN READ ONLY;

@@ -504,7 +504,7 @@ COMMENT ON FUNCTION @extschema@.events_since(bigint, integer) IS
 -- published (see publisher_api.c).
 CREATE FUNCTION @extschema@.purge_events(older_than interval)
 	RETURNS bigint
-	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE SECURITY INVOKER;
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
 COMMENT ON FUNCTION @extschema@.purge_events(interval) IS
 	'delete the events logged more than older_than ago, and their publication rows (but the last), except those waiting to be published or published less than older_than ago; returns how many';
 REVOKE ALL ON FUNCTION @extschema@.purge_events(interval) FROM PUBLIC;

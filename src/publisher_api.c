@@ -372,7 +372,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 Datum
 purge_events(PG_FUNCTION_ARGS)
 {
-	Interval   *older_than = PG_GETARG_INTERVAL_P(0);
+	Interval   *older_than;
 	Interval	zero = {0};
 	TimestampTz cutoff;
 	Oid			log_owner;
@@ -381,6 +381,13 @@ purge_events(PG_FUNCTION_ARGS)
 	int64		purged = 0;
 	bool		reached_cutoff = false;
 	TimestampTz start = GetCurrentTransactionStartTimestamp();
+
+	/* an error, as for the other functions, rather than a silent no-op */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("older_than must not be null")));
+	older_than = PG_GETARG_INTERVAL_P(0);
 
 	if (DatumGetBool(DirectFunctionCall2(interval_lt,
 										 IntervalPGetDatum(older_than),
