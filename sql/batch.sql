@@ -231,6 +231,41 @@ RESET ROLE;
 DROP TRIGGER grant_select ON event_log;
 SELECT id, ver, v FROM full_row ORDER BY id;
 SELECT has_table_privilege('public', 'full_row', 'SELECT') AS public_can_select;
+-- A function the table's CHECK constraints call, replaced between two rows
+-- (here the inlined SQL function that says which values are allowed), or
+-- its EXECUTE privilege revoked: the next row is checked with the function
+-- and privilege as they are, as a call of its own would be.
+CREATE FUNCTION value_allowed(v text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT true $$;
+CREATE FUNCTION value_checked(v text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RETURN true; END $$;
+CREATE TABLE checked_row (id int PRIMARY KEY, ver rowseq NOT NULL, v text,
+	CONSTRAINT allowed CHECK (value_allowed(v)), CONSTRAINT checked CHECK (value_checked(v)));
+CREATE FUNCTION run_at_version_2() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.target = 'batch.checked_row'::regclass AND NEW.version::bigint = 2 THEN
+		EXECUTE TG_ARGV[0];
+	END IF;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER replace_function AFTER INSERT ON event_log FOR EACH ROW
+	EXECUTE FUNCTION run_at_version_2('CREATE OR REPLACE FUNCTION batch.value_allowed(v text)
+		RETURNS boolean LANGUAGE sql IMMUTABLE AS $f$ SELECT v <> ''bad'' $f$');
+SELECT outcome FROM versioned_upsert_batch('checked_row', '[
+	{"id": 1, "ver": 2, "v": "bad"}, {"id": 2, "ver": 3, "v": "bad"}]');
+DROP TRIGGER replace_function ON event_log;
+SELECT count(*) AS stored FROM checked_row;
+CREATE OR REPLACE FUNCTION value_allowed(v text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT true $$;
+GRANT INSERT, UPDATE, SELECT ON checked_row TO upsert_batch_writer;
+CREATE TRIGGER revoke_execute AFTER INSERT ON event_log FOR EACH ROW
+	EXECUTE FUNCTION run_at_version_2('REVOKE EXECUTE ON FUNCTION batch.value_checked(text) FROM PUBLIC');
+SET ROLE upsert_batch_writer;
+SELECT outcome FROM versioned_upsert_batch('checked_row', '[
+	{"id": 1, "ver": 2, "v": "a"}, {"id": 2, "ver": 3, "v": "b"}]');
+RESET ROLE;
+DROP TRIGGER revoke_execute ON event_log;
+SELECT count(*) AS stored FROM checked_row;
+DROP TABLE checked_row;
+DROP FUNCTION value_allowed(text), value_checked(text), run_at_version_2();
+
 DROP OWNED BY upsert_batch_writer;
 DROP ROLE upsert_batch_writer;
 

@@ -65,8 +65,10 @@
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "upsert_order.h"
 
@@ -87,7 +89,31 @@ struct DirectState
 	TupleTableSlot *proposed;	/* the row the message describes */
 	TupleTableSlot *stored;		/* the row as stored */
 	Snapshot	snapshot;		/* of the message being decided */
+	uint64		function_changes;	/* direct_function_changes when opened */
 };
+
+/*
+ * How many times a function or a role's membership changed, as far as this
+ * backend has heard.  A state kept by a batch holds the table's constraints
+ * and index expressions compiled as they were when it was opened: a SQL
+ * function inlined into them, and the EXECUTE privilege on each function
+ * they call, checked then.  After a change, the next element opens a new
+ * state, so that it sees what a call of its own would.
+ */
+static uint64 direct_function_changes = 0;
+
+static void
+direct_functions_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	direct_function_changes++;
+}
+
+void
+DirectInitCache(void)
+{
+	CacheRegisterSyscacheCallback(PROCOID, direct_functions_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, direct_functions_changed, (Datum) 0);
+}
 
 /* Does this message qualify for the direct path? */
 bool
@@ -139,6 +165,7 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 	ds->target = target;
 	ds->generation = target->generation;
 	ds->userid = GetUserId();
+	ds->function_changes = direct_function_changes;
 	ds->rel = table_open(target->relid, NoLock);
 	ds->pkey = index_open(target->pkey_index, AccessShareLock);
 
@@ -157,16 +184,19 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 }
 
 /*
- * Was ds opened for this (still valid) metadata of its target, and for the
- * current role?  Whether the role may execute the functions that the
- * table's constraints and index expressions call is checked when they are
- * compiled, and a function one of them calls may change the role in the
- * middle of a batch.
+ * Was ds opened for this (still valid) metadata of its target, for the
+ * current role, and with the functions as they are?  Whether the role may
+ * execute the functions that the table's constraints and index expressions
+ * call is checked when they are compiled, and a function one of them calls
+ * may change the role, replace a function or revoke a privilege in the
+ * middle of a batch (as may another session: a batch processes
+ * invalidations before each element, see target_lock()).
  */
 bool
 DirectStateMatches(DirectState *ds, UpsertTarget *target)
 {
-	return ds->generation == target->generation && ds->userid == GetUserId();
+	return ds->generation == target->generation && ds->userid == GetUserId() &&
+		ds->function_changes == direct_function_changes;
 }
 
 void

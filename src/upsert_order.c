@@ -154,6 +154,7 @@ void
 _PG_init(void)
 {
 	TargetInitCache();
+	DirectInitCache();
 	EventLogInitCache();
 	PublisherInitCallbacks();
 	PublisherSettingsInitCallbacks();

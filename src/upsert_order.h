@@ -297,6 +297,7 @@ extern void SimpleExecStateFree(struct EState *estate);
 typedef struct DirectState DirectState;
 
 extern bool DirectApplies(UpsertTarget *target, UpsertMessage *msg);
+extern void DirectInitCache(void);
 extern DirectState *DirectOpen(UpsertTarget *target, MemoryContext cxt);
 extern bool DirectStateMatches(DirectState *ds, UpsertTarget *target);
 extern void DirectClose(DirectState *ds);
