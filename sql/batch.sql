@@ -184,12 +184,13 @@ SELECT e.outcome, a.ver::bigint AS copy_ver
 FROM event_log e JOIN audit_copy a ON a.id = e.event_id ORDER BY e.event_id;
 DROP TRIGGER log_copy ON event_log;
 
--- A trigger on event_log that runs a command once the batch has logged the
--- version 6 of full_row: the ways a table can change between two rows.
-CREATE FUNCTION run_at_version_6() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A trigger on event_log that runs a command (its third argument) once the
+-- batch has logged a version (the second) of a table (the first): the ways
+-- a table can change between two rows.
+CREATE FUNCTION run_at_version() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	IF NEW.target = 'batch.full_row'::regclass AND NEW.version::bigint = 6 THEN
-		EXECUTE TG_ARGV[0];
+	IF NEW.target = TG_ARGV[0]::regclass AND NEW.version::bigint = TG_ARGV[1]::bigint THEN
+		EXECUTE TG_ARGV[2];
 	END IF;
 	RETURN NULL;
 END $$;
@@ -197,7 +198,7 @@ END $$;
 -- The table cannot be altered while a batch on it runs, as for any
 -- statement using it.
 CREATE TRIGGER alter_target AFTER INSERT ON event_log FOR EACH ROW
-	EXECUTE FUNCTION run_at_version_6('ALTER TABLE batch.full_row ADD COLUMN w int');
+	EXECUTE FUNCTION run_at_version('batch.full_row', 6, 'ALTER TABLE batch.full_row ADD COLUMN w int');
 SELECT outcome FROM versioned_upsert_batch('full_row', '[
 	{"id": 1, "ver": 6, "v": "g"}, {"id": 1, "ver": 7, "v": "h"}]');
 DROP TRIGGER alter_target ON event_log;
@@ -210,7 +211,7 @@ RESET client_min_messages;
 CREATE ROLE upsert_batch_writer;
 GRANT SELECT, INSERT, UPDATE ON full_row TO upsert_batch_writer;
 CREATE TRIGGER revoke_update AFTER INSERT ON event_log FOR EACH ROW
-	EXECUTE FUNCTION run_at_version_6('REVOKE UPDATE ON batch.full_row FROM upsert_batch_writer');
+	EXECUTE FUNCTION run_at_version('batch.full_row', 6, 'REVOKE UPDATE ON batch.full_row FROM upsert_batch_writer');
 SET ROLE upsert_batch_writer;
 \set SHOW_CONTEXT errors
 SELECT outcome FROM versioned_upsert_batch('full_row', '[
@@ -223,7 +224,7 @@ SELECT has_table_privilege('upsert_batch_writer', 'full_row', 'UPDATE') AS can_u
 -- Granted between two rows instead: the batch goes on with the table's new
 -- description.
 CREATE TRIGGER grant_select AFTER INSERT ON event_log FOR EACH ROW
-	EXECUTE FUNCTION run_at_version_6('GRANT SELECT ON batch.full_row TO PUBLIC');
+	EXECUTE FUNCTION run_at_version('batch.full_row', 6, 'GRANT SELECT ON batch.full_row TO PUBLIC');
 SET ROLE upsert_batch_writer;
 SELECT outcome FROM versioned_upsert_batch('full_row', '[
 	{"id": 1, "ver": 6, "v": "g"}, {"id": 1, "ver": 7, "v": "h"}, {"id": 2, "ver": 7, "v": "i"}]');
@@ -239,15 +240,8 @@ CREATE FUNCTION value_allowed(v text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 
 CREATE FUNCTION value_checked(v text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RETURN true; END $$;
 CREATE TABLE checked_row (id int PRIMARY KEY, ver rowseq NOT NULL, v text,
 	CONSTRAINT allowed CHECK (value_allowed(v)), CONSTRAINT checked CHECK (value_checked(v)));
-CREATE FUNCTION run_at_version_2() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	IF NEW.target = 'batch.checked_row'::regclass AND NEW.version::bigint = 2 THEN
-		EXECUTE TG_ARGV[0];
-	END IF;
-	RETURN NULL;
-END $$;
 CREATE TRIGGER replace_function AFTER INSERT ON event_log FOR EACH ROW
-	EXECUTE FUNCTION run_at_version_2('CREATE OR REPLACE FUNCTION batch.value_allowed(v text)
+	EXECUTE FUNCTION run_at_version('batch.checked_row', 2, 'CREATE OR REPLACE FUNCTION batch.value_allowed(v text)
 		RETURNS boolean LANGUAGE sql IMMUTABLE AS $f$ SELECT v <> ''bad'' $f$');
 SELECT outcome FROM versioned_upsert_batch('checked_row', '[
 	{"id": 1, "ver": 2, "v": "bad"}, {"id": 2, "ver": 3, "v": "bad"}]');
@@ -256,7 +250,7 @@ SELECT count(*) AS stored FROM checked_row;
 CREATE OR REPLACE FUNCTION value_allowed(v text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT true $$;
 GRANT INSERT, UPDATE, SELECT ON checked_row TO upsert_batch_writer;
 CREATE TRIGGER revoke_execute AFTER INSERT ON event_log FOR EACH ROW
-	EXECUTE FUNCTION run_at_version_2('REVOKE EXECUTE ON FUNCTION batch.value_checked(text) FROM PUBLIC');
+	EXECUTE FUNCTION run_at_version('batch.checked_row', 2, 'REVOKE EXECUTE ON FUNCTION batch.value_checked(text) FROM PUBLIC');
 SET ROLE upsert_batch_writer;
 SELECT outcome FROM versioned_upsert_batch('checked_row', '[
 	{"id": 1, "ver": 2, "v": "a"}, {"id": 2, "ver": 3, "v": "b"}]');
@@ -264,7 +258,7 @@ RESET ROLE;
 DROP TRIGGER revoke_execute ON event_log;
 SELECT count(*) AS stored FROM checked_row;
 DROP TABLE checked_row;
-DROP FUNCTION value_allowed(text), value_checked(text), run_at_version_2();
+DROP FUNCTION value_allowed(text), value_checked(text);
 
 DROP OWNED BY upsert_batch_writer;
 DROP ROLE upsert_batch_writer;
