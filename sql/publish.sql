@@ -199,14 +199,18 @@ DROP TABLE gadget_temp;
 SELECT seq, channel, payload::jsonb -> 'key' AS key FROM events_since(10) ORDER BY seq;
 SELECT count(*) AS after_last FROM events_since(13);
 SELECT seq FROM events_since(10, 2);
--- ... whatever operators the caller's search_path puts first.
+-- ... whatever operators and types the caller's search_path puts first.
 CREATE SCHEMA shadow;
 CREATE FUNCTION shadow.gt(bigint, bigint) RETURNS boolean LANGUAGE plpgsql
 	AS $$ BEGIN RAISE EXCEPTION 'shadow operator called'; END $$;
 CREATE OPERATOR shadow.> (FUNCTION = shadow.gt, LEFTARG = bigint, RIGHTARG = bigint);
+CREATE FUNCTION shadow.refuse(pg_catalog.jsonb) RETURNS boolean LANGUAGE plpgsql
+	AS $$ BEGIN RAISE EXCEPTION 'shadow type used'; END $$;
+CREATE DOMAIN shadow.jsonb AS pg_catalog.jsonb CHECK (shadow.refuse(VALUE));
 BEGIN;
 SET LOCAL search_path = shadow, pg_catalog;
 SELECT count(*) AS after_10 FROM upsert_order.events_since(10);
+SELECT seq, payload OPERATOR(pg_catalog.->>) 'op' AS op FROM upsert_order.events_since(10, 1);
 COMMIT;
 DROP SCHEMA shadow CASCADE;
 SELECT count(*) AS notified, count(e.seq) AS in_events_since,

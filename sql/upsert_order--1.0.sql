@@ -485,12 +485,14 @@ ALTER EVENT TRIGGER upsert_order_forget_dropped_targets ENABLE ALWAYS;
 -- Catch-up after a reconnect: LISTEN first, then read what was published
 -- after the last seq received; skip notifications already read here.  The
 -- payloads are those notified, byte for byte once cast to text.  Null
--- after_seq reads from the start, null max_events reads everything.
+-- after_seq reads from the start, null max_events reads everything.  The
+-- body runs with the caller's search_path (a SET clause would keep it from
+-- being inlined), so it names pg_catalog's type and operator.
 CREATE FUNCTION @extschema@.events_since(after_seq bigint, max_events integer DEFAULT 1000)
 	RETURNS TABLE (seq bigint, channel text, payload jsonb)
 	LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
 	AS $$
-		SELECT p.seq, p.channel, p.payload::jsonb
+		SELECT p.seq, p.channel, p.payload::pg_catalog.jsonb
 		  FROM ONLY @extschema@.publication p
 		 WHERE p.seq OPERATOR(pg_catalog.>) coalesce(after_seq, 0)
 		 ORDER BY p.seq
