@@ -419,8 +419,8 @@ ROLLBACK TO SAVEPOINT change;
 PREPARE TRANSACTION 'publish_settings_before';
 SELECT count(*) AS settings_left FROM target_settings WHERE target = 'secret'::regclass;
 SELECT count(*) AS prepared_left FROM pg_prepared_xacts WHERE gid LIKE 'publish_settings%';
--- The same checks as configure(): only the owner of a permanent table that
--- may be a target, once granted EXECUTE.
+-- The same checks as configure(): only a permanent table that may be a
+-- target.
 SELECT publish_data(NULL, false);
 CREATE VIEW secret_view AS SELECT * FROM secret;
 SELECT publish_data('secret_view', false);
@@ -429,14 +429,18 @@ SELECT publish_data('upsert_order.publication', false);
 CREATE TEMP TABLE secret_temp (id int PRIMARY KEY, ver rowseq NOT NULL);
 SELECT publish_data('secret_temp', false);
 DROP TABLE secret_temp;
+-- Unlike configure(), every role may call it, for a table it owns: the
+-- stranger is refused for secret, and sets it for its own table without any
+-- grant.
+GRANT CREATE ON SCHEMA publish TO publish_stranger;
 SET ROLE publish_stranger;
 SELECT publish_data('secret', false);
+CREATE TABLE stranger_own (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT publish_data('stranger_own', false);
 RESET ROLE;
-GRANT EXECUTE ON FUNCTION publish_data(regclass, boolean) TO publish_stranger;
-SET ROLE publish_stranger;
-SELECT publish_data('secret', false);
-RESET ROLE;
-REVOKE EXECUTE ON FUNCTION publish_data(regclass, boolean) FROM publish_stranger;
+SELECT publish_data FROM target_settings WHERE target = 'stranger_own'::regclass;
+DROP TABLE stranger_own;
+REVOKE CREATE ON SCHEMA publish FROM publish_stranger;
 -- The setting goes with the table.
 SELECT publish_data('secret', false);
 DROP TABLE secret;
