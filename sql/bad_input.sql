@@ -39,6 +39,10 @@ SELECT versioned_upsert('some_seq', '{"id": 1, "ver": 11}');
 SELECT versioned_upsert('pg_class', '{"oid": 1}');
 SELECT versioned_upsert('pg_catalog.pg_proc', '{"oid": 1}');
 SELECT versioned_upsert('upsert_order.event_log', '{"event_id": 1, "version": 1}');
+-- Nor any other table put in the extension's schema.
+CREATE TABLE upsert_order.not_theirs (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT versioned_upsert('upsert_order.not_theirs', '{"id": 1, "ver": 1}');
+DROP TABLE upsert_order.not_theirs;
 -- A table logical decoding reads as a catalog: ON CONFLICT refuses it, and
 -- so does every message, full (the direct path) or partial.
 CREATE TABLE user_catalog (id int PRIMARY KEY, ver rowseq NOT NULL, val text)

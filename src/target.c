@@ -319,8 +319,8 @@ target_check_kind(Relation rel)
 	if (get_namespace_oid(UPSERT_ORDER_SCHEMA, true) == RelationGetNamespace(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" belongs to the upsert_order extension", name),
-				 errdetail("The extension's own tables are not targets for versioned_upsert().")));
+				 errmsg("table \"%s\" is in the schema of the upsert_order extension", name),
+				 errdetail("Tables in the extension's schema, its own among them, are not targets for versioned_upsert().")));
 }
 
 /*
