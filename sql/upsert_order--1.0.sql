@@ -42,7 +42,7 @@ CREATE TYPE @extschema@.rowseq (
 	CATEGORY = 'N'
 );
 COMMENT ON TYPE @extschema@.rowseq IS
-	'row version: milliseconds since 1970 in the upper 48 bits, a logical counter in the lower 16';
+	'row version: milliseconds since 1970 in the upper 48 bits (the top one always 0), a logical counter in the lower 16';
 
 CREATE FUNCTION @extschema@.rowseq_eq(@extschema@.rowseq, @extschema@.rowseq) RETURNS boolean
 	AS 'int8eq' LANGUAGE internal IMMUTABLE STRICT LEAKPROOF PARALLEL SAFE;

@@ -3,7 +3,7 @@
  * rowseq.c
  *	  The rowseq data type: a non-negative 64-bit row version laid out as a
  *	  hybrid logical clock (milliseconds since the Unix epoch in the upper
- *	  48 bits, a logical counter in the lower 16).
+ *	  48 bits, whose top bit is always 0, a logical counter in the lower 16).
  *
  * Comparison, hashing and sorting reuse PostgreSQL's int8 support functions
  * (the representation is identical), so only input, output, the casts that
