@@ -211,6 +211,27 @@ FROM generate_series(1, 126) AS m,
 	 LATERAL versioned_upsert('wide', jsonb_build_object('id', 1, 'ver', m) || sets.cols) AS r;
 -- each column holds the last message that named it
 SELECT c1, c2, c3, c4, c5, c6, c7, ver FROM wide;
+-- The same messages passed on by a trigger: a nested call may not free a
+-- statement (an outer one may be running it), so past the bound it keeps
+-- none, and the count stays bounded.
+DELETE FROM wide;
+CREATE TABLE wide_outer (id int PRIMARY KEY, ver rowseq NOT NULL, msg jsonb);
+CREATE FUNCTION wide_pass_on() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM upsert_order.versioned_upsert('bad_input.wide', NEW.msg);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER pass_on AFTER INSERT OR UPDATE ON wide_outer
+	FOR EACH ROW EXECUTE FUNCTION wide_pass_on();
+SELECT count(*) FILTER (WHERE r.outcome = 'updated') AS updated, wide_statements() AS kept
+FROM generate_series(1, 126) AS m,
+	 LATERAL (SELECT jsonb_object_agg('c' || c, m) AS cols
+			  FROM generate_series(1, 7) AS c WHERE m & (1 << (c - 1)) <> 0) AS sets,
+	 LATERAL versioned_upsert('wide_outer', jsonb_build_object('id', 1, 'ver', m,
+			'msg', jsonb_build_object('id', 1, 'ver', m) || sets.cols)) AS r;
+SELECT c1, c2, c3, c4, c5, c6, c7, ver FROM wide;
+DROP TABLE wide_outer;
+DROP FUNCTION wide_pass_on();
 DROP FUNCTION wide_statements();
 DROP TABLE wide;
 

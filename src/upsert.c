@@ -330,6 +330,17 @@ upsert_statement_find(UpsertTarget *target, UpsertMessage *msg)
 	return NULL;
 }
 
+/* How many upserts the target keeps. */
+static int
+upsert_statements_count(UpsertTarget *target)
+{
+	int			kept = 0;
+
+	for (UpsertStatement *stmt = target->statements; stmt; stmt = stmt->next)
+		kept++;
+	return kept;
+}
+
 /*
  * Keep at most MAX_STATEMENTS_PER_TARGET - 1 upserts, making room for one
  * more.  Only the outermost call may free one: a call nested in a trigger
@@ -357,7 +368,8 @@ upsert_statements_trim(UpsertTarget *target)
 /*
  * The prepared upsert for the columns of this message, prepared on first
  * use and kept; prepared for this call only if the table name it would spell
- * changed since the lookup (see TargetNames()).
+ * changed since the lookup (see TargetNames()), or if a nested call finds
+ * the target keeping as many as it may.
  */
 static SPIPlanPtr
 upsert_statement(UpsertTarget *target, UpsertMessage *msg)
@@ -374,6 +386,15 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 
 	if (stmt)
 		return stmt->plan;
+
+	/*
+	 * A nested call may not trim (see upsert_statements_trim()): once the
+	 * target keeps as many upserts as it may, it prepares one for itself
+	 * only, so that calls made from a trigger cannot keep plans without end.
+	 */
+	if (keep && UpsertCallDepth() > 1 &&
+		upsert_statements_count(target) >= MAX_STATEMENTS_PER_TARGET)
+		keep = false;
 
 	argtypes = palloc(sizeof(Oid) * nargs);
 	/* The base type, so that a domain's constraints are checked on assignment. */
