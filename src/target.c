@@ -397,8 +397,7 @@ target_read_columns(UpsertTarget *target, Relation rel)
 
 		if (col->basetype == rowseq_oid)
 		{
-			appendStringInfo(&found, "%s%s", nversion ? ", " : "",
-							 quote_identifier(col->name));
+			appendStringInfo(&found, "%s\"%s\"", nversion ? ", " : "", col->name);
 			target->version_attnum = att->attnum;
 			nversion++;
 		}
