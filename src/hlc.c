@@ -202,8 +202,10 @@ static void
 hlc_exhausted(void)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-			 errmsg("rowseq clock exhausted")));
+			(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
+			 errmsg("rowseq clock exhausted"),
+			 errdetail("The clock has reached the largest rowseq, %lld.",
+					   (long long) PG_INT64_MAX)));
 }
 
 /*

@@ -214,7 +214,7 @@ foreach my $attempt (1, 2)
 {
 	($ret, $stdout, $stderr) = $node->psql('postgres',
 		'\set VERBOSITY verbose' . "\nSELECT upsert_order.rowseq_now()");
-	like($stderr, qr/ERROR:  22003: rowseq clock exhausted/,
+	like($stderr, qr/ERROR:  2200H: rowseq clock exhausted/,
 		"an exhausted clock refuses a stamp (attempt $attempt)");
 }
 $node->stop;
