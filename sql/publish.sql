@@ -441,6 +441,15 @@ RESET ROLE;
 SELECT publish_data FROM target_settings WHERE target = 'stranger_own'::regclass;
 DROP TABLE stranger_own;
 REVOKE CREATE ON SCHEMA publish FROM publish_stranger;
+-- A rule on target_settings would rewrite what the extension writes there:
+-- the settings functions, and the event trigger of every DROP, refuse it.
+BEGIN;
+CREATE RULE keep_settings AS ON DELETE TO target_settings DO INSTEAD NOTHING;
+SAVEPOINT with_rule;
+SELECT publish_data('secret', false);
+ROLLBACK TO SAVEPOINT with_rule;
+DROP TABLE secret;
+ROLLBACK;
 -- The setting goes with the table.
 SELECT publish_data('secret', false);
 DROP TABLE secret;
