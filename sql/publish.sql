@@ -815,6 +815,9 @@ ALTER TABLE outbox ADD COLUMN k bigint GENERATED ALWAYS AS (event_id + 1) STORED
 ALTER TABLE outbox DROP CONSTRAINT outbox_pkey, ADD PRIMARY KEY (k);
 SELECT outcome FROM versioned_upsert('rekeyed', '{"id": 1, "ver": 1}');
 SELECT wait_for_error('the primary key of %');
+ALTER TABLE outbox DROP CONSTRAINT outbox_pkey;
+SELECT wait_for_error('% has no primary key');
+ALTER TABLE outbox ADD CONSTRAINT outbox_pkey PRIMARY KEY (k);
 INSERT INTO publication (seq, event_id, channel, payload) VALUES (9223372036854775807, NULL, 'x', '{}');
 ALTER TABLE outbox DROP CONSTRAINT outbox_pkey, ADD PRIMARY KEY (event_id);
 ALTER TABLE outbox DROP COLUMN k;

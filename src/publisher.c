@@ -453,7 +453,10 @@ key_scan_begin(KeyScan *ks, Oid relid, const char *relname, const char *keycol,
 	ks->rel = table_open(relid, AccessShareLock);
 	pkey_relid = RelationGetPrimaryKeyIndex(ks->rel);
 	if (!OidIsValid(pkey_relid))
-		elog(ERROR, "relation \"%s.%s\" has no primary key", UPSERT_ORDER_SCHEMA, relname);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.%s\" has no primary key", UPSERT_ORDER_SCHEMA, relname),
+				 errhint("Give the table its primary key on column \"%s\" back.", keycol)));
 	ks->pkey = index_open(pkey_relid, AccessShareLock);
 	ks->key_attnum = ks->pkey->rd_index->indkey.values[0];
 	/* a primary key's columns are plain columns, never expressions */
@@ -716,7 +719,13 @@ event_column(const BatchEvents *events, HeapTuple row, EventLogColumn col, bool 
 	if (isnull)
 		*isnull = null;
 	else if (null)
-		elog(ERROR, "attribute %d of an event_log row is null", events->attnums[col]);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("column \"%s\" of an event in \"%s.event_log\" is null",
+						NameStr(TupleDescAttr(events->tupdesc, events->attnums[col] - 1)->attname),
+						UPSERT_ORDER_SCHEMA),
+				 errdetail("The extension writes a value there in every event."),
+				 errhint("Give the column its NOT NULL constraint back, and the event its value.")));
 	return value;
 }
 
@@ -921,8 +930,10 @@ events_read(const WaitingEvents *waiting, Oid log_relid, BatchEvents *events)
 	LockRelationOid(log_relid, AccessShareLock);
 	relid = EventLogColumns(events->attnums);
 	if (relid != log_relid)
-		elog(ERROR, "relation \"%s.event_log\" was replaced during a publishing batch",
-			 UPSERT_ORDER_SCHEMA);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.event_log\" was replaced during a publishing batch",
+						UPSERT_ORDER_SCHEMA)));
 	LockRelationOid(publication_relid, RowExclusiveLock);
 
 	events->last_seq = published_seq_trusted && publication_relid == published_relid ?
@@ -1466,7 +1477,12 @@ override_settings(void)
 					PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
 	if (!superuser())
-		elog(FATAL, "upsert_order publisher does not run as a superuser");
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("upsert_order publisher must run as a superuser"),
+				 errdetail("Role \"%s\", which the worker connects as, is not a superuser.",
+						   GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false)),
+				 errhint("Give the role the SUPERUSER attribute back.")));
 	CommitTransactionCommand();
 
 	/* the worker runs as a superuser: resolve every name in pg_catalog only */
