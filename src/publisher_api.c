@@ -128,19 +128,26 @@ settings_target_check(FunctionCallInfo fcinfo)
 	 * A setting must name what versioned_upsert() writes, and go when the
 	 * table goes: a temporary table is dropped without any event trigger.
 	 */
-	if ((relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE) ||
-		get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a permanent table", get_rel_name(relid)),
-				 errdetail("Only ordinary and partitioned tables that are not temporary have settings of their own.")));
-	/* nor does a table versioned_upsert() never writes */
-	if (IsCatalogRelationOid(relid) ||
-		get_rel_namespace(relid) == get_namespace_oid(UPSERT_ORDER_SCHEMA, true))
+				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
+				 errdetail("Only ordinary and partitioned tables have settings.")));
+	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a target of versioned_upsert()", get_rel_name(relid)),
-				 errdetail("System catalogs and the extension's own tables have no settings.")));
+				 errmsg("\"%s\" is a temporary table", get_rel_name(relid)),
+				 errdetail("Temporary tables have no settings: their events go out on upsert_order.channel, without their rows.")));
+	/* nor does a table versioned_upsert() never writes, refused as it refuses it */
+	if (IsCatalogRelationOid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: \"%s\" is a system catalog", get_rel_name(relid))));
+	if (get_rel_namespace(relid) == get_namespace_oid(UPSERT_ORDER_SCHEMA, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("table \"%s\" is in the schema of the upsert_order extension", get_rel_name(relid)),
+				 errdetail("Tables in the extension's schema have no settings.")));
 	check_table_owner(relid);
 	return relid;
 }
