@@ -159,7 +159,6 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 	Oid			extoid = get_extension_oid("upsert_order", true);
 	HeapTuple	tuple;
 	char		persistence;
-	bool		hasrules;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
@@ -167,7 +166,12 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 				 errmsg("relation \"%s.%s\" does not exist", UPSERT_ORDER_SCHEMA, relname),
 				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION upsert_order.")));
 	/* the extension itself may be gone, under a call that takes no lock */
-	if (!OidIsValid(extoid) || getExtensionOfObject(RelationRelationId, relid) != extoid)
+	if (!OidIsValid(extoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"upsert_order\" does not exist"),
+				 errhint("Create it with CREATE EXTENSION upsert_order.")));
+	if (getExtensionOfObject(RelationRelationId, relid) != extoid)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("relation \"%s.%s\" is not a member of extension \"upsert_order\"",
@@ -179,7 +183,6 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 		elog(ERROR, "cache lookup failed for relation %u", relid);
 	*owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	persistence = ((Form_pg_class) GETSTRUCT(tuple))->relpersistence;
-	hasrules = ((Form_pg_class) GETSTRUCT(tuple))->relhasrules;
 	ReleaseSysCache(tuple);
 
 	/*
@@ -193,18 +196,6 @@ ExtensionTableLookup(const char *relname, Oid *owner)
 				 errmsg("relation \"%s.%s\" is not a permanent relation", UPSERT_ORDER_SCHEMA, relname),
 				 errdetail("A crash would empty it, and with it what the extension must keep."),
 				 errhint("Make it logged again with ALTER TABLE or ALTER SEQUENCE ... SET LOGGED.")));
-
-	/*
-	 * The statements the extension runs on its tables must do what they say:
-	 * a rule could turn the delete of a dropped table's settings into
-	 * nothing, or into a write elsewhere.
-	 */
-	if (hasrules)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("relation \"%s.%s\" has rules", UPSERT_ORDER_SCHEMA, relname),
-				 errdetail("The extension's statements on its own tables must not be rewritten."),
-				 errhint("Drop the rules on it with DROP RULE.")));
 	return relid;
 }
 

@@ -153,6 +153,25 @@ settings_target_check(FunctionCallInfo fcinfo)
 }
 
 /*
+ * Check what a statement on target_settings returned.  A DO INSTEAD rule on
+ * the table, which its owner may add, replaces the statement: the settings
+ * and the delete of a dropped table's settings would not be written.
+ */
+static void
+check_settings_written(int ret, int expected)
+{
+	if (ret == SPI_OK_REWRITTEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.target_settings\" has rules", UPSERT_ORDER_SCHEMA),
+				 errdetail("A rule replaced the extension's statement on it."),
+				 errhint("Drop the rules on it with DROP RULE.")));
+	if (ret != expected)
+		elog(ERROR, "could not write %s.target_settings: %s",
+			 UPSERT_ORDER_SCHEMA, SPI_result_code_string(ret));
+}
+
+/*
  * Write one setting of target to target_settings, as the table's owner:
  * upsert, a statement of two parameters (the target and the value, null
  * if isnull), sets it; then the row goes if every setting is back to its
@@ -175,15 +194,11 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
 	OwnerSectionBegin(settings_owner, &section);
 
 	ret = SPI_execute_with_args(upsert, 2, argtypes, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not write upsert_order.target_settings: %s",
-			 SPI_result_code_string(ret));
+	check_settings_written(ret, SPI_OK_INSERT);
 	ret = SPI_execute_with_args("DELETE FROM ONLY upsert_order.target_settings"
 								" WHERE target = $1 AND channel IS NULL AND publish_data IS NULL",
 								1, argtypes, values, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not write upsert_order.target_settings: %s",
-			 SPI_result_code_string(ret));
+	check_settings_written(ret, SPI_OK_DELETE);
 
 	OwnerSectionEnd(&section);
 	SPI_finish();
@@ -360,9 +375,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	 */
 	ret = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							   false, true, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not write upsert_order.target_settings: %s",
-			 SPI_result_code_string(ret));
+	check_settings_written(ret, SPI_OK_DELETE);
 	OwnerSectionEnd(&section);
 	SPI_finish();
 
