@@ -429,15 +429,19 @@ SELECT publish_data('upsert_order.publication', false);
 CREATE TEMP TABLE secret_temp (id int PRIMARY KEY, ver rowseq NOT NULL);
 SELECT publish_data('secret_temp', false);
 DROP TABLE secret_temp;
--- Unlike configure(), every role may call it, for a table it owns: the
--- stranger is refused for secret, and sets it for its own table without any
--- grant.
+-- Only once granted EXECUTE, as configure(), and then only for a table the
+-- role owns: refused for secret, set for its own table.
 GRANT CREATE ON SCHEMA publish TO publish_stranger;
 SET ROLE publish_stranger;
-SELECT publish_data('secret', false);
 CREATE TABLE stranger_own (id int PRIMARY KEY, ver rowseq NOT NULL);
 SELECT publish_data('stranger_own', false);
 RESET ROLE;
+GRANT EXECUTE ON FUNCTION publish_data(regclass, boolean) TO publish_stranger;
+SET ROLE publish_stranger;
+SELECT publish_data('secret', false);
+SELECT publish_data('stranger_own', false);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION publish_data(regclass, boolean) FROM publish_stranger;
 SELECT publish_data FROM target_settings WHERE target = 'stranger_own'::regclass;
 DROP TABLE stranger_own;
 REVOKE CREATE ON SCHEMA publish FROM publish_stranger;

@@ -450,7 +450,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.target_settings', '');
 -- SECURITY INVOKER, but it writes target_settings as that table's owner after
 -- checking that the caller owns target (see publisher_api.c).
 -- Not executable by PUBLIC: a channel is shared by the listeners of every
--- table sent on it, so a superuser chooses the roles that may route events.
+-- table sent on it, and the commit of a change waits for the worker's batch
+-- and holds up the next one (see publisher_api.c), so a superuser chooses
+-- the roles that may change settings.
 CREATE FUNCTION @extschema@.configure(target regclass, channel text)
 	RETURNS void
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
@@ -462,15 +464,16 @@ REVOKE ALL ON FUNCTION @extschema@.configure(regclass, text) FROM PUBLIC;
 -- leave it out ("data_omitted": true) for listeners to read it by key, with
 -- their own privileges and under row level security.  By default they carry
 -- it unless the table has row level security enabled.  Checked and written
--- like configure(), but executable by PUBLIC: the owner of a table decides
--- who may read its rows, and so whether they go to every listener, without
--- asking a superuser for EXECUTE.  It still refuses every caller but the
--- owner.
+-- like configure(), and not executable by PUBLIC for the same reason: the
+-- commit of a change waits for the worker's batch, and holds up the next
+-- one until it is done, so a superuser chooses the roles that may change
+-- settings.
 CREATE FUNCTION @extschema@.publish_data(target regclass, publish boolean)
 	RETURNS void
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;
 COMMENT ON FUNCTION @extschema@.publish_data(regclass, boolean) IS
 	'whether the notifications of target carry the row (null: back to the default, true unless it has row level security); for the owner of target';
+REVOKE ALL ON FUNCTION @extschema@.publish_data(regclass, boolean) FROM PUBLIC;
 
 -- A dropped table's settings are forgotten with it, so that a table given
 -- the same OID later does not inherit them.  The function deletes as the
