@@ -330,32 +330,26 @@ upsert_statement_find(UpsertTarget *target, UpsertMessage *msg)
 	return NULL;
 }
 
-/* How many upserts the target keeps. */
-static int
-upsert_statements_count(UpsertTarget *target)
-{
-	int			kept = 0;
-
-	for (UpsertStatement *stmt = target->statements; stmt; stmt = stmt->next)
-		kept++;
-	return kept;
-}
-
 /*
- * Keep at most MAX_STATEMENTS_PER_TARGET - 1 upserts, making room for one
- * more.  Only the outermost call may free one: a call nested in a trigger
- * may run while an outer call is executing any of them.
+ * Make room to keep one more upsert: keep at most MAX_STATEMENTS_PER_TARGET
+ * - 1, the most recently used.  Only the outermost call may free one: a call
+ * nested in a trigger may run while an outer call is executing any of them.
+ * So a nested call finds room only below the bound, and returns false once
+ * the target keeps as many as it may: it then prepares one for itself only,
+ * so that calls made from a trigger cannot keep plans without end.
  */
-static void
-upsert_statements_trim(UpsertTarget *target)
+static bool
+upsert_statements_make_room(UpsertTarget *target)
 {
 	UpsertStatement **link = &target->statements;
 	int			kept = 0;
 
-	if (UpsertCallDepth() > 1)
-		return;
 	while (*link && ++kept < MAX_STATEMENTS_PER_TARGET)
 		link = &(*link)->next;
+	if (*link == NULL)
+		return true;
+	if (UpsertCallDepth() > 1)
+		return false;
 	while (*link)
 	{
 		UpsertStatement *stmt = *link;
@@ -363,6 +357,7 @@ upsert_statements_trim(UpsertTarget *target)
 		*link = stmt->next;
 		upsert_statement_free(stmt);
 	}
+	return true;
 }
 
 /*
@@ -387,13 +382,7 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 	if (stmt)
 		return stmt->plan;
 
-	/*
-	 * A nested call may not trim (see upsert_statements_trim()): once the
-	 * target keeps as many upserts as it may, it prepares one for itself
-	 * only, so that calls made from a trigger cannot keep plans without end.
-	 */
-	if (keep && UpsertCallDepth() > 1 &&
-		upsert_statements_count(target) >= MAX_STATEMENTS_PER_TARGET)
+	if (keep && !upsert_statements_make_room(target))
 		keep = false;
 
 	argtypes = palloc(sizeof(Oid) * nargs);
@@ -410,7 +399,6 @@ upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 							   nargs, argtypes, keep);
 	if (!keep)
 		return plan;
-	upsert_statements_trim(target);
 
 	oldcxt = MemoryContextSwitchTo(target->cxt);
 	stmt = palloc(sizeof(UpsertStatement));
