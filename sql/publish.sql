@@ -809,6 +809,23 @@ ALTER TABLE target_settings ALTER COLUMN publish_data TYPE boolean USING publish
 SELECT wait_notified(:seq + 2) AS published;
 SELECT payload::jsonb -> 'data' AS data FROM publication ORDER BY seq DESC LIMIT 1;
 DROP TABLE retyped;
+-- An event whose column was emptied by hand, once its NOT NULL was dropped,
+-- stops the worker with an error that names the column, until the value is
+-- back; the event is then published with it.
+CREATE TABLE emptied (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT last_seq AS seq FROM publisher_status \gset
+ALTER TABLE event_log ALTER COLUMN key DROP NOT NULL;
+BEGIN;
+SELECT event_id AS emptied_event FROM versioned_upsert('emptied', '{"id": 1, "ver": 1}') \gset
+UPDATE event_log SET key = NULL WHERE event_id = :emptied_event;
+COMMIT;
+SELECT wait_for_error('column "key" of an event in %');
+SELECT last_seq = :seq AS nothing_published FROM publisher_status;
+UPDATE event_log SET key = '{"id": 1}' WHERE event_id = :emptied_event;
+ALTER TABLE event_log ALTER COLUMN key SET NOT NULL;
+SELECT wait_notified(:seq + 1) AS published;
+SELECT payload::jsonb -> 'key' AS key FROM publication ORDER BY seq DESC LIMIT 1;
+DROP TABLE emptied;
 -- The worker reads its tables by their primary keys, each of which must
 -- still start with the column it expects; and a seq written by hand at the
 -- largest bigint, which it reads back after a failed batch, stops it

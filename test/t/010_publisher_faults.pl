@@ -318,6 +318,37 @@ ALTER DATABASE postgres RESET role;
 DROP ROLE nobody_special});
 }
 
+# 6a. The role the worker connects as (the bootstrap superuser) loses
+# SUPERUSER, which another superuser may take from it: the worker would run
+# as a role that may not write the extension's tables, so it stops at once,
+# says why in the server log, and stops again at every restart until the
+# attribute is back.  The events written meanwhile are then published once
+# each.
+{
+	my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
+	$node->safe_psql('postgres', 'CREATE ROLE second_superuser SUPERUSER LOGIN');
+	my @as_second = (extra_params => [ '-U', 'second_superuser' ]);
+	my $log_offset = -s $node->logfile;
+	my $pid = worker_pid();
+	$node->safe_psql('postgres', qq{
+ALTER ROLE "$superuser" NOSUPERUSER;
+SELECT pg_terminate_backend($pid)}, @as_second);
+	ok($node->wait_for_log(
+			qr/FATAL:  upsert_order publisher must run as a superuser\n.*DETAIL:  Role "\Q$superuser\E", which the worker connects as, is not a superuser\./,
+			$log_offset),
+		'the worker refuses to run as a role that is not a superuser');
+	$node->safe_psql('postgres', q{
+SELECT upsert_order.versioned_upsert('kv', jsonb_build_object('id', i, 'ver', upsert_order.rowseq_now()))
+  FROM generate_series(3300, 3309) i}, @as_second);
+	is($node->safe_psql('postgres', 'SELECT events_waiting FROM upsert_order.publisher_status'),
+		'10', 'they wait meanwhile');
+	$node->safe_psql('postgres', qq{ALTER ROLE "$superuser" SUPERUSER}, @as_second);
+	$node->safe_psql('postgres', 'DROP ROLE second_superuser');
+	$before = $last;
+	$last = PublisherListener::check_published($node, $listener, 'after SUPERUSER is back');
+	is($last, $before + 10, 'the events written meanwhile are published once the role is a superuser again');
+}
+
 # 7. Tables dropped while the worker is in the middle of a batch that holds
 # the event of one: their events go out on the default channel with
 # "table": null and without their rows, as for any event whose table is
