@@ -58,6 +58,7 @@
 #include "access/xlog.h"
 #include "catalog/pg_sequence.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "storage/sinvaladt.h"
@@ -378,9 +379,19 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 
 	batches++;
 	batch_covered = 0;
+
+	/*
+	 * The OID was looked up before this transaction, without a lock: lock
+	 * the sequence first (which also reads the invalidations since), so that
+	 * a DROP EXTENSION that took it since is seen here, and none can take it
+	 * until the batch ends.
+	 */
+	LockRelationOid(seqid, AccessShareLock);
 	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
 	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for sequence %u", seqid);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.event_log_event_id_seq\" does not exist", UPSERT_ORDER_SCHEMA)));
 	cache = ((Form_pg_sequence) GETSTRUCT(tuple))->seqcache;
 	ReleaseSysCache(tuple);
 
