@@ -381,10 +381,11 @@ OutboxHorizonSample(Oid outbox_relid, Oid seqid)
 	batch_covered = 0;
 
 	/*
-	 * The OID was looked up before this transaction, without a lock: lock
-	 * the sequence first (which also reads the invalidations since), so that
-	 * a DROP EXTENSION that took it since is seen here, and none can take it
-	 * until the batch ends.
+	 * The OID was looked up before this transaction, without a lock.  A
+	 * DROP EXTENSION waits for the batch (extension_ready()), but the
+	 * sequence alone can be dropped by hand once taken out of the extension:
+	 * lock it first (which also reads the invalidations since), so that such
+	 * a drop is seen here, and none can happen until the batch ends.
 	 */
 	LockRelationOid(seqid, AccessShareLock);
 	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
