@@ -106,6 +106,22 @@ RESET DateStyle;
 CREATE TABLE loose (id int PRIMARY KEY, v rowseq, x int);
 INSERT INTO loose VALUES (1, NULL, 0);
 SELECT applied, outcome, stored_version FROM versioned_upsert('loose', '{"id": 1, "v": 1, "x": 1}');
+-- A BEFORE trigger that sets the version to NULL: the message is skipped
+-- against a stored version, and updates a stored NULL, as any message does.
+CREATE FUNCTION null_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.x < 0 THEN NEW.v := NULL; END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER null_version BEFORE INSERT OR UPDATE ON loose
+	FOR EACH ROW EXECUTE FUNCTION null_version();
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('loose', '{"id": 1, "v": 2, "x": -1}');
+INSERT INTO loose VALUES (2, NULL, 0);
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('loose', '{"id": 2, "v": 2, "x": -2}');
+SELECT applied, outcome, version, stored_version FROM versioned_upsert('loose', '{"id": 2, "v": 2, "x": -3}');
+SELECT * FROM loose ORDER BY id;
+SELECT e.key, e.version, e.outcome, e.data FROM event_log e
+WHERE e.target = 'loose'::regclass ORDER BY e.event_id;
 
 -- Hybrid-clock stamps and plain counters compare as integers.
 SELECT outcome FROM versioned_upsert('item', jsonb_build_object('id', 7, 'ver', rowseq('2026-01-01', 0)));
