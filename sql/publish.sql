@@ -846,11 +846,17 @@ ALTER TABLE outbox DROP COLUMN k;
 SELECT wait_for_error('table "upsert_order.publication" has reached %');
 CREATE TEMP TABLE publication_saved AS
   SELECT * FROM ONLY publication WHERE seq < 9223372036854775807;
+-- (Each swap in one transaction: the worker retries meanwhile, and an empty
+-- publication would let it number on from 1.)
+BEGIN;
 DELETE FROM publication;
 INSERT INTO publication (seq, event_id, channel, payload) VALUES (0, NULL, 'x', '{}');
+COMMIT;
 SELECT wait_for_error('table "upsert_order.publication" holds seq 0');
+BEGIN;
 DELETE FROM publication;
 INSERT INTO publication SELECT * FROM publication_saved;
+COMMIT;
 DROP TABLE publication_saved;
 SELECT wait_notified(:seq + 1) AS published;
 SELECT seq = :seq + 1 AS next_seq, payload::jsonb -> 'key' AS key FROM publication ORDER BY seq DESC LIMIT 1;
