@@ -21,8 +21,8 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
-#include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -102,7 +102,7 @@ static Oid
 settings_target_check(FunctionCallInfo fcinfo)
 {
 	Oid			relid;
-	char		relkind;
+	Relation	rel;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -118,8 +118,7 @@ settings_target_check(FunctionCallInfo fcinfo)
 	 */
 	check_table_owner(relid);
 	LockRelationOid(relid, AccessShareLock);
-	relkind = get_rel_relkind(relid);
-	if (relkind == '\0')
+	if (get_rel_relkind(relid) == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
@@ -128,26 +127,14 @@ settings_target_check(FunctionCallInfo fcinfo)
 	 * A setting must name what versioned_upsert() writes, and go when the
 	 * table goes: a temporary table is dropped without any event trigger.
 	 */
-	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+	rel = relation_open(relid, NoLock);
+	TargetCheckTable(rel);
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
-				 errdetail("Only ordinary and partitioned tables have settings.")));
-	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is a temporary table", get_rel_name(relid)),
+				 errmsg("\"%s\" is a temporary table", RelationGetRelationName(rel)),
 				 errdetail("Temporary tables have no settings: their events go out on upsert_order.channel, without their rows.")));
-	/* nor does a table versioned_upsert() never writes, refused as it refuses it */
-	if (IsCatalogRelationOid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied: \"%s\" is a system catalog", get_rel_name(relid))));
-	if (get_rel_namespace(relid) == get_namespace_oid(UPSERT_ORDER_SCHEMA, true))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("table \"%s\" is in the schema of the upsert_order extension", get_rel_name(relid)),
-				 errdetail("Tables in the extension's schema have no settings.")));
+	relation_close(rel, NoLock);
 	check_table_owner(relid);
 	return relid;
 }

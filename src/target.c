@@ -286,9 +286,13 @@ target_free_retired(void)
 	retired_targets = NIL;
 }
 
-/* Error out unless the relation is a table versioned_upsert() may write. */
-static void
-target_check_kind(Relation rel)
+/*
+ * Error out unless rel is an ordinary or partitioned table that is neither a
+ * system catalog nor in the extension's schema: the tables versioned_upsert()
+ * may write, and so the only ones the settings functions accept.
+ */
+void
+TargetCheckTable(Relation rel)
 {
 	const char *name = RelationGetRelationName(rel);
 
@@ -297,12 +301,25 @@ target_check_kind(Relation rel)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", name),
-				 errdetail("Only ordinary and partitioned tables can be written by versioned_upsert().")));
+				 errdetail("Only ordinary and partitioned tables can be written by versioned_upsert(), or have settings.")));
 
 	if (IsSystemRelation(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied: \"%s\" is a system catalog", name)));
+
+	if (get_namespace_oid(UPSERT_ORDER_SCHEMA, true) == RelationGetNamespace(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("table \"%s\" is in the schema of the upsert_order extension", name),
+				 errdetail("Tables in the extension's schema, its own among them, are not targets for versioned_upsert(), and have no settings.")));
+}
+
+/* Error out unless the relation is a table versioned_upsert() may write. */
+static void
+target_check_kind(Relation rel)
+{
+	TargetCheckTable(rel);
 
 	if (RELATION_IS_OTHER_TEMP(rel))
 		ereport(ERROR,
@@ -313,14 +330,8 @@ target_check_kind(Relation rel)
 	if (RelationIsUsedAsCatalogTable(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("table \"%s\" is used as a catalog table", name),
+				 errmsg("table \"%s\" is used as a catalog table", RelationGetRelationName(rel)),
 				 errdetail("INSERT ... ON CONFLICT, which versioned_upsert() runs, is not supported on a table with user_catalog_table set.")));
-
-	if (get_namespace_oid(UPSERT_ORDER_SCHEMA, true) == RelationGetNamespace(rel))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("table \"%s\" is in the schema of the upsert_order extension", name),
-				 errdetail("Tables in the extension's schema, its own among them, are not targets for versioned_upsert().")));
 }
 
 /*

@@ -117,6 +117,7 @@ typedef struct UpsertTarget
 } UpsertTarget;
 
 extern UpsertTarget *TargetLookup(Oid relid);
+extern void TargetCheckTable(Relation rel);
 extern bool TargetNames(UpsertTarget *target, const char **qualname);
 extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
 extern void TargetInitCache(void);
