@@ -36,7 +36,7 @@ ISOLATION = concurrent_same_key concurrent_new_key concurrent_batch repeatable_r
 	settings_dropped_repeatable_read check_after_row_lock batch_function_replaced
 # The specs run in PGXS's isolation_regression (PGXS appends its own --dbname
 # after these options), which the publisher does not serve: they test the
-# writers alone.  The publisher's races are the TAP tests' (test/t/01*).
+# writers alone.  The publisher's races are the TAP tests' (test/t/01*, 02*).
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/output_iso \
 	--temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(CURDIR)/tmp_check_iso
 
