@@ -455,6 +455,25 @@ DROP RULE keep_settings ON target_settings;
 SELECT publish_data('secret', NULL);
 CREATE TABLE dropped_after_rule (id int PRIMARY KEY, ver rowseq NOT NULL);
 DROP TABLE dropped_after_rule;
+-- A rule that deletes elsewhere instead, or a trigger that skips the row,
+-- leaves target_settings as it was while the statement seems to have run:
+-- the row left behind is found, and the same calls stop until they go.
+CREATE TABLE settings_elsewhere (target oid);
+CREATE RULE delete_elsewhere AS ON DELETE TO target_settings
+	DO INSTEAD DELETE FROM settings_elsewhere WHERE target = OLD.target::oid;
+CREATE TABLE dropped_under_rule (id int PRIMARY KEY, ver rowseq NOT NULL);
+SELECT configure('dropped_under_rule', 'under_rule');
+DROP TABLE dropped_under_rule;
+DROP RULE delete_elsewhere ON target_settings;
+CREATE FUNCTION skip_settings_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE TRIGGER skip_settings_row BEFORE INSERT OR UPDATE OR DELETE ON target_settings
+	FOR EACH ROW EXECUTE FUNCTION skip_settings_row();
+SELECT configure('dropped_under_rule', 'other_channel');
+DROP TABLE dropped_under_rule;
+DROP TRIGGER skip_settings_row ON target_settings;
+DROP FUNCTION skip_settings_row();
+DROP TABLE dropped_under_rule, settings_elsewhere;
+SELECT count(*) AS settings_left FROM target_settings WHERE channel = 'under_rule';
 -- The setting goes with the table.
 SELECT publish_data('secret', false);
 DROP TABLE secret;

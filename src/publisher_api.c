@@ -159,6 +159,25 @@ check_settings_written(int ret, int expected)
 }
 
 /*
+ * Error out because target_settings did not end up as the extension's
+ * statement left it: a trigger skipped the row, or a DO INSTEAD rule ran a
+ * statement of the same kind elsewhere, which SPI reports as if it were the
+ * extension's own.
+ */
+static void settings_not_written(void) pg_attribute_noreturn();
+
+static void
+settings_not_written(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("relation \"%s.target_settings\" did not keep what the extension wrote",
+					UPSERT_ORDER_SCHEMA),
+			 errdetail("A trigger or rule on it kept the extension's statement from writing or deleting a row."),
+			 errhint("Drop the triggers and rules on it.")));
+}
+
+/*
  * Write one setting of target to target_settings, as the table's owner:
  * upsert, a statement of two parameters (the target and the value, null
  * if isnull), sets it; then the row goes if every setting is back to its
@@ -182,6 +201,9 @@ settings_write(Oid target, const char *upsert, Oid valuetype, Datum value, bool 
 
 	ret = SPI_execute_with_args(upsert, 2, argtypes, values, nulls, false, 0);
 	check_settings_written(ret, SPI_OK_INSERT);
+	/* ON CONFLICT DO UPDATE inserts or updates the one row, always */
+	if (SPI_processed != 1)
+		settings_not_written();
 	ret = SPI_execute_with_args("DELETE FROM ONLY upsert_order.target_settings"
 								" WHERE target = $1 AND channel IS NULL AND publish_data IS NULL",
 								1, argtypes, values, NULL, false, 0);
@@ -314,6 +336,21 @@ publish_data(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* the settings row s of a table the command dropped (d) */
+#define DROPPED_TARGET \
+	"d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = s.target::oid"
+
+/* A statement on the dropped tables' settings, prepared. */
+static SPIPlanPtr
+dropped_settings_prepare(const char *statement)
+{
+	SPIPlanPtr	plan = SPI_prepare(statement, 0, NULL);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	return plan;
+}
+
 /*
  * The sql_drop event trigger: forget the settings of every table the
  * command dropped, so that a table later given the same OID does not inherit
@@ -344,13 +381,9 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	OwnerSectionBegin(settings_owner, &section);
-	plan = SPI_prepare("DELETE FROM ONLY upsert_order.target_settings s"
-					   " USING pg_event_trigger_dropped_objects() d"
-					   " WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0"
-					   "   AND d.objid = s.target::oid",
-					   0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	plan = dropped_settings_prepare("DELETE FROM ONLY upsert_order.target_settings s"
+									" USING pg_event_trigger_dropped_objects() d"
+									" WHERE " DROPPED_TARGET);
 
 	/*
 	 * With the latest snapshot, not the transaction's: at REPEATABLE READ
@@ -363,6 +396,23 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 	ret = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							   false, true, 0);
 	check_settings_written(ret, SPI_OK_DELETE);
+
+	/*
+	 * How many rows there were to delete is not known, so look for one
+	 * left: settings kept past the drop would apply to the next table given
+	 * the same OID.
+	 */
+	CommandCounterIncrement();
+	plan = dropped_settings_prepare("SELECT FROM ONLY upsert_order.target_settings s,"
+									" pg_event_trigger_dropped_objects() d"
+									" WHERE " DROPPED_TARGET);
+	ret = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							   true, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read %s.target_settings: %s",
+			 UPSERT_ORDER_SCHEMA, SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		settings_not_written();
 	OwnerSectionEnd(&section);
 	SPI_finish();
 
