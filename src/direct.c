@@ -657,6 +657,50 @@ direct_other_unique_index(DirectState *ds, UpsertTarget *target)
 }
 
 /*
+ * Did a command that ran while the row just inserted got its index entries
+ * (a function in an index expression that writes the table, however it is
+ * marked) lock, update or delete that row?  Each takes the row out of its
+ * speculative state, which PostgreSQL's own confirmation of the insertion
+ * does not expect (ON CONFLICT trips an assertion there, and in a build
+ * without assertions overwrites the link to the row's new version).  An
+ * update or a delete is refused, as UPDATE refuses a row such a command
+ * changed; a lock alone has already done what the confirmation does, and
+ * true tells the caller to skip it.  Heap tables only, as the direct path.
+ */
+static bool
+direct_inserted_row_locked_since(DirectState *ds, bool conflict)
+{
+	ItemPointer tid = &ds->proposed->tts_tid;
+	Buffer		buffer;
+	HeapTupleHeader htup;
+	bool		speculative;
+	bool		locked_only;
+
+	/* nothing else ran unless the command counter moved on since the insert */
+	if (GetCurrentCommandId(false) == ds->estate->es_output_cid)
+		return false;
+
+	buffer = ReadBuffer(ds->rel, ItemPointerGetBlockNumber(tid));
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	htup = (HeapTupleHeader) PageGetItem(BufferGetPage(buffer),
+										 PageGetItemId(BufferGetPage(buffer),
+													   ItemPointerGetOffsetNumber(tid)));
+	speculative = HeapTupleHeaderIsSpeculative(htup);
+	locked_only = HEAP_XMAX_IS_LOCKED_ONLY(htup->t_infomask);
+	UnlockReleaseBuffer(buffer);
+
+	if (speculative)
+		return false;
+	if (!locked_only || conflict)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+				 errmsg("tuple being inserted was modified by an operation triggered by the current command"),
+				 errdetail("A function called to make the tuple's index entries changed or locked it."),
+				 errhint("Index expressions must not write to the table they index.")));
+	return true;
+}
+
+/*
  * Insert the proposed row for a key with no visible row, as INSERT ... ON
  * CONFLICT does: insert speculatively and confirm the insertion only if no
  * one inserted the key meanwhile.  Returns false when the key turned out to
@@ -706,7 +750,8 @@ direct_insert(DirectState *ds, UpsertTarget *target, bool precheck)
 	(void) ExecInsertIndexTuples(ds->rri, ds->proposed, ds->estate, false, true,
 								 &conflict, arbiter);
 #endif
-	table_tuple_complete_speculative(ds->rel, ds->proposed, token, !conflict);
+	if (!direct_inserted_row_locked_since(ds, conflict))
+		table_tuple_complete_speculative(ds->rel, ds->proposed, token, !conflict);
 	SpeculativeInsertionLockRelease(xid);
 	return !conflict;
 }
