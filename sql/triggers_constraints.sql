@@ -160,6 +160,33 @@ SELECT count(*) AS events FROM event_log WHERE target = 'reshaped'::regclass;
 SELECT outcome FROM versioned_upsert('reshaped', '{"id": 1, "ver": 1, "v": 0, "b": 2}');
 SELECT id, ver, v, b, pg_typeof(b) FROM reshaped;
 
+-- DROP ... CASCADE of a domain the table uses is not stopped that way: it
+-- drops the column, and with a key column the primary key, under the call.
+-- The call fails with 55006 on both paths, before it writes anything.
+CREATE DOMAIN doomed AS int;
+CREATE FUNCTION doom(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF v = 1 THEN DROP DOMAIN triggers_constraints.doomed CASCADE; END IF;
+	RETURN true;
+END $$;
+CREATE DOMAIN dooming AS int CHECK (doom(VALUE));
+CREATE TABLE doomed_column (id int PRIMARY KEY, ver rowseq NOT NULL, v dooming, d doomed);
+CREATE TABLE doomed_key (id doomed PRIMARY KEY, ver rowseq NOT NULL, v dooming);
+INSERT INTO doomed_column VALUES (1, 1, 0, 0);
+SET client_min_messages = warning;
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 2, "v": 1, "d": 2}');
+\set VERBOSITY sqlstate
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 2, "ver": 2, "v": 1}');
+SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 2, "v": 1}');
+SELECT outcome FROM versioned_upsert_batch('doomed_column', '[{"id": 3, "ver": 2, "v": 0, "d": 2}, {"id": 4, "ver": 2, "v": 1, "d": 2}]');
+\set VERBOSITY default
+RESET client_min_messages;
+SELECT * FROM doomed_column ORDER BY id;
+SELECT count(*) AS events FROM event_log
+ WHERE target IN ('doomed_column'::regclass, 'doomed_key'::regclass);
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 3, "v": 0, "d": 3}');
+SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 3, "v": 0}');
+
 -- A trigger that calls _conflict_check() during the statement, whatever
 -- token it tries, changes neither the outcome reported nor the one logged:
 -- a new key is still "inserted", a row the trigger skips still "skipped".

@@ -375,6 +375,9 @@ MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 		}
 		else
 			parse_other_value(msg, col, attnum, &value);
+
+		/* before the next column's conversion uses what may be gone */
+		TargetCheckUnchanged(target);
 	}
 
 	for (int i = 0; i < target->npkey; i++)

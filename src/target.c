@@ -876,7 +876,8 @@ TargetLookup(Oid relid)
  * CHECK may call anything) and maybe triggers, which may have waited, or
  * read other tables and so seen invalidations, while a rename of the schema
  * committed: no lock of the call's conflicts with it.  The columns cannot
- * have changed: that takes a lock that conflicts with the call's.  A rename
+ * have changed: in another session that takes a lock that conflicts with
+ * the call's, and in this one TargetCheckUnchanged() refused it.  A rename
  * that commits between this and the parsing of the statement can still
  * make it fail: a window of microseconds, which no lock the call could
  * take would close without serializing the writers.
@@ -893,6 +894,57 @@ TargetNames(UpsertTarget *target, const char **qualname)
 	*qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(target->relid)),
 										   get_rel_name(target->relid));
 	return false;
+}
+
+/*
+ * Error out if the table lost a column, or its primary key, since the entry
+ * was built.  For a call that has run a function since its lookup: converting
+ * the message runs the columns' input functions, and a domain's CHECK may
+ * call anything.  ALTER TABLE and DROP TABLE refuse a table this session has
+ * open, and other sessions wait for the call's lock; but DROP ... CASCADE of
+ * a domain or an operator class that the table uses, run here, drops the
+ * column or the index anyway.  Values converted for the old columns would
+ * then be written, and logged, as if the table still had them.
+ *
+ * Only an entry an invalidation reached is compared with the table: it may
+ * have been a change that leaves the columns as they were (a rename, a
+ * REINDEX CONCURRENTLY, a cast created anywhere), which does not stop the
+ * call.
+ */
+void
+TargetCheckUnchanged(UpsertTarget *target)
+{
+	Relation	rel;
+	bool		same;
+
+	if (target->valid)
+		return;
+
+	rel = RelationIdGetRelation(target->relid);
+	if (!RelationIsValid(rel))
+		elog(ERROR, "could not open relation with OID %u", target->relid);
+	same = RelationGetNumberOfAttributes(rel) == target->ncolumns &&
+		OidIsValid(RelationGetPrimaryKeyIndex(rel));
+	for (int i = 0; same && i < target->ncolumns; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
+		TargetColumn *col = &target->columns[i];
+
+		if (att->attisdropped)
+			same = (col->attnum == InvalidAttrNumber);
+		else
+			same = col->attnum == att->attnum && col->typid == att->atttypid &&
+				col->typmod == att->atttypmod &&
+				strcmp(col->name, NameStr(att->attname)) == 0;
+	}
+	RelationClose(rel);
+
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("table \"%s\" was changed while a message for it was being converted",
+						target->displayname),
+				 errdetail("A function that converting the message called, such as a domain's CHECK constraint, dropped a column or the primary key of the table.")));
 }
 
 /* The attribute number of a live user column, or InvalidAttrNumber. */

@@ -120,6 +120,7 @@ extern UpsertTarget *TargetLookup(Oid relid);
 extern void TargetCheckTable(Relation rel);
 extern bool TargetNames(UpsertTarget *target, const char **qualname);
 extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
+extern void TargetCheckUnchanged(UpsertTarget *target);
 extern void TargetInitCache(void);
 
 /* upsert.c */
