@@ -906,10 +906,10 @@ TargetNames(UpsertTarget *target, const char **qualname)
  * column or the index anyway.  Values converted for the old columns would
  * then be written, and logged, as if the table still had them.
  *
- * Only an entry an invalidation reached is compared with the table: it may
- * have been a change that leaves the columns as they were (a rename, a
- * REINDEX CONCURRENTLY, a cast created anywhere), which does not stop the
- * call.
+ * Only an entry an invalidation reached is compared with the table (a
+ * caller in a loop may test target->valid first): it may have been a change
+ * that leaves the columns as they were (a rename, a REINDEX CONCURRENTLY, a
+ * cast created anywhere), which does not stop the call.
  */
 void
 TargetCheckUnchanged(UpsertTarget *target)
