@@ -187,6 +187,37 @@ SELECT count(*) AS events FROM event_log
 SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 3, "v": 0, "d": 3}');
 SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 3, "v": 0}');
 
+-- The same for a primary key dropped with the operator family of its type.
+SET client_min_messages = warning;
+CREATE TYPE keyint;
+CREATE FUNCTION keyint_in(cstring) RETURNS keyint LANGUAGE internal IMMUTABLE STRICT AS 'int4in';
+CREATE FUNCTION keyint_out(keyint) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';
+CREATE TYPE keyint (INPUT = keyint_in, OUTPUT = keyint_out, LIKE = int4);
+CREATE FUNCTION keyint_cmp(keyint, keyint) RETURNS int LANGUAGE internal IMMUTABLE STRICT AS 'btint4cmp';
+CREATE FUNCTION keyint_eq(keyint, keyint) RETURNS boolean LANGUAGE internal IMMUTABLE STRICT AS 'int4eq';
+CREATE FUNCTION keyint_lt(keyint, keyint) RETURNS boolean LANGUAGE internal IMMUTABLE STRICT AS 'int4lt';
+CREATE FUNCTION keyint_gt(keyint, keyint) RETURNS boolean LANGUAGE internal IMMUTABLE STRICT AS 'int4gt';
+CREATE OPERATOR = (LEFTARG = keyint, RIGHTARG = keyint, FUNCTION = keyint_eq);
+CREATE OPERATOR < (LEFTARG = keyint, RIGHTARG = keyint, FUNCTION = keyint_lt);
+CREATE OPERATOR > (LEFTARG = keyint, RIGHTARG = keyint, FUNCTION = keyint_gt);
+CREATE OPERATOR CLASS keyint_ops DEFAULT FOR TYPE keyint USING btree AS
+	OPERATOR 1 <, OPERATOR 3 =, OPERATOR 5 >, FUNCTION 1 keyint_cmp(keyint, keyint);
+CREATE FUNCTION unkey(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF v = 1 THEN DROP OPERATOR FAMILY triggers_constraints.keyint_ops USING btree CASCADE; END IF;
+	RETURN true;
+END $$;
+CREATE DOMAIN unkeying AS int CHECK (unkey(VALUE));
+CREATE TABLE unkeyed (id keyint PRIMARY KEY, ver rowseq NOT NULL, v unkeying);
+SELECT outcome FROM versioned_upsert('unkeyed', '{"id": 1, "ver": 1, "v": 0}');
+\set VERBOSITY sqlstate
+SELECT outcome FROM versioned_upsert('unkeyed', '{"id": 1, "ver": 2, "v": 1}');
+SELECT outcome FROM versioned_upsert('unkeyed', '{"id": 2, "ver": 2, "v": 1}');
+\set VERBOSITY default
+RESET client_min_messages;
+SELECT id, ver, v FROM unkeyed;
+SELECT count(*) AS events FROM event_log WHERE target = 'unkeyed'::regclass;
+
 -- A trigger that calls _conflict_check() during the statement, whatever
 -- token it tries, changes neither the outcome reported nor the one logged:
 -- a new key is still "inserted", a row the trigger skips still "skipped".
