@@ -195,6 +195,13 @@ DROP VIEW gadget_view;
 CREATE TEMP TABLE gadget_temp (sku text PRIMARY KEY, ver rowseq NOT NULL);
 SELECT configure('gadget_temp', 'x');
 DROP TABLE gadget_temp;
+-- Settings are written, so not in a read-only transaction (nor on a standby).
+BEGIN READ ONLY;
+SELECT configure('gadget', 'x');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT publish_data('gadget', false);
+ROLLBACK;
 -- events_since() returns what was notified after a seq, byte for byte.
 SELECT seq, channel, payload::jsonb -> 'key' AS key FROM events_since(10) ORDER BY seq;
 SELECT count(*) AS after_last FROM events_since(13);

@@ -99,7 +99,7 @@ check_table_owner(Oid relid)
  * that versioned_upsert() may write and that goes with an event trigger.
  */
 static Oid
-settings_target_check(FunctionCallInfo fcinfo)
+settings_target_check(FunctionCallInfo fcinfo, const char *function)
 {
 	Oid			relid;
 	Relation	rel;
@@ -117,6 +117,8 @@ settings_target_check(FunctionCallInfo fcinfo)
 	 * table's lock queue through these functions, and again once locked.
 	 */
 	check_table_owner(relid);
+	/* named as the caller knows it, not by the INSERT it would run */
+	PreventCommandIfReadOnly(function);
 	LockRelationOid(relid, AccessShareLock);
 	if (get_rel_relkind(relid) == '\0')
 		ereport(ERROR,
@@ -290,7 +292,7 @@ PublisherSettingsInitCallbacks(void)
 Datum
 configure(PG_FUNCTION_ARGS)
 {
-	Oid			relid = settings_target_check(fcinfo);
+	Oid			relid = settings_target_check(fcinfo, "configure()");
 
 	if (!PG_ARGISNULL(1))
 	{
@@ -325,7 +327,7 @@ configure(PG_FUNCTION_ARGS)
 Datum
 publish_data(PG_FUNCTION_ARGS)
 {
-	Oid			relid = settings_target_check(fcinfo);
+	Oid			relid = settings_target_check(fcinfo, "publish_data()");
 
 	settings_write(relid,
 				   "INSERT INTO upsert_order.target_settings (target, publish_data)"
