@@ -95,10 +95,13 @@ SELECT versioned_upsert('good', '{"id": 1, "ver": true}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": [1]}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": 9223372036854775808}');
 -- A JSON number whose decimal form is long is named in scientific notation,
--- not with all its digits; one of up to 64 characters is named in full.
+-- or by its first 64 characters when they show its decimal point (six
+-- digits would round the last one to 100), not with all its digits; one of
+-- up to 64 characters is named in full.
 SELECT versioned_upsert('good', '{"id": 1, "ver": 1e100000}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": -1.5e100000}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": 1e-16000}');
+SELECT versioned_upsert('good', '{"id": 1, "ver": 100.000000000000000000000000000000000000000000000000000000000000000000000000001}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": 1e63}');
 SELECT versioned_upsert('good', '{"id": 1, "ver": 1e64}');
 \set VERBOSITY sqlstate

@@ -147,7 +147,10 @@ key_position(UpsertTarget *target, AttrNumber attnum)
 /*
  * The version a JSON number stands for.  Its decimal form can be far longer
  * than what was sent (1e100000 has 100,001 digits): an error names such a
- * number in scientific notation rather than repeat every digit.
+ * number by its first characters when they show its decimal point, and
+ * otherwise in scientific notation, rather than repeat every digit.  Not in
+ * scientific notation alone: six digits would round 100.000...001 to
+ * 1.000000e+02, which reads as a version the call accepts.
  */
 #define VERSION_SHOWN_MAX	64
 
@@ -156,10 +159,14 @@ version_from_number(Numeric number)
 {
 	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
 														   NumericGetDatum(number)));
+	const char *point;
 
-	if (strlen(text) > VERSION_SHOWN_MAX)
-		return RowseqFromText(text, numeric_out_sci(number, 6));
-	return RowseqFromText(text, text);
+	if (strlen(text) <= VERSION_SHOWN_MAX)
+		return RowseqFromText(text, text);
+	point = strchr(text, '.');
+	if (point != NULL && point - text < VERSION_SHOWN_MAX)
+		return RowseqFromText(text, psprintf("%.*s...", VERSION_SHOWN_MAX, text));
+	return RowseqFromText(text, numeric_out_sci(number, 6));
 }
 
 /* The version a message carries: a JSON number or string of digits. */
