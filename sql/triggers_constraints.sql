@@ -162,11 +162,13 @@ SELECT id, ver, v, b, pg_typeof(b) FROM reshaped;
 
 -- DROP ... CASCADE of a domain the table uses is not stopped that way: it
 -- drops the column, and with a key column the primary key, under the call.
--- The call fails with 55006 on both paths, before it writes anything.
+-- Nor is RENAME COLUMN.  The call fails with 55006 on both paths, before it
+-- writes anything.
 CREATE DOMAIN doomed AS int;
 CREATE FUNCTION doom(v int) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
 	IF v = 1 THEN DROP DOMAIN triggers_constraints.doomed CASCADE; END IF;
+	IF v = 2 THEN ALTER TABLE triggers_constraints.doomed_column RENAME COLUMN d TO e; END IF;
 	RETURN true;
 END $$;
 CREATE DOMAIN dooming AS int CHECK (doom(VALUE));
@@ -178,6 +180,7 @@ SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 2, "v": 
 \set VERBOSITY sqlstate
 SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 2, "ver": 2, "v": 1}');
 SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 2, "v": 1}');
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 2, "v": 2, "d": 2}');
 SELECT outcome FROM versioned_upsert_batch('doomed_column', '[{"id": 3, "ver": 2, "v": 0, "d": 2}, {"id": 4, "ver": 2, "v": 1, "d": 2}]');
 \set VERBOSITY default
 RESET client_min_messages;

@@ -897,14 +897,15 @@ TargetNames(UpsertTarget *target, const char **qualname)
 }
 
 /*
- * Error out if the table lost a column, or its primary key, since the entry
- * was built.  For a call that has run a function since its lookup: converting
- * the message runs the columns' input functions, and a domain's CHECK may
- * call anything.  ALTER TABLE and DROP TABLE refuse a table this session has
- * open, and other sessions wait for the call's lock; but DROP ... CASCADE of
- * a domain or an operator class that the table uses, run here, drops the
- * column or the index anyway.  Values converted for the old columns would
- * then be written, and logged, as if the table still had them.
+ * Error out if the table lost or renamed a column, or lost its primary key,
+ * since the entry was built.  For a call that has run a function since its
+ * lookup: converting the message runs the columns' input functions, and a
+ * domain's CHECK may call anything.  ALTER TABLE and DROP TABLE refuse a
+ * table this session has open, and other sessions wait for the call's lock;
+ * but RENAME COLUMN is not refused, and DROP ... CASCADE of a domain or an
+ * operator class that the table uses, run here, drops the column or the
+ * index anyway.  Values converted for the old columns would then be
+ * written, and logged, as if the table still had them.
  *
  * Only an entry an invalidation reached is compared with the table (a
  * caller in a loop may test target->valid first): it may have been a change
@@ -944,7 +945,7 @@ TargetCheckUnchanged(UpsertTarget *target)
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("table \"%s\" was changed while a message for it was being converted",
 						target->displayname),
-				 errdetail("A function that converting the message called, such as a domain's CHECK constraint, dropped a column or the primary key of the table.")));
+				 errdetail("A function that converting the message called, such as a domain's CHECK constraint, dropped or renamed a column of the table, or dropped its primary key.")));
 }
 
 /* The attribute number of a live user column, or InvalidAttrNumber. */
