@@ -182,12 +182,16 @@ SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 2, "ver": 2, "v": 
 SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 2, "v": 1}');
 SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 2, "v": 2, "d": 2}');
 SELECT outcome FROM versioned_upsert_batch('doomed_column', '[{"id": 3, "ver": 2, "v": 0, "d": 2}, {"id": 4, "ver": 2, "v": 1, "d": 2}]');
+-- A table's own CHECK, which the direct path checks before it writes, the same.
+ALTER TABLE doomed_column ADD COLUMN w int CHECK (doom(w));
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 2, "v": 0, "d": 2, "w": 1}');
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 5, "ver": 2, "v": 0, "d": 2, "w": 1}');
 \set VERBOSITY default
 RESET client_min_messages;
 SELECT * FROM doomed_column ORDER BY id;
 SELECT count(*) AS events FROM event_log
  WHERE target IN ('doomed_column'::regclass, 'doomed_key'::regclass);
-SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 3, "v": 0, "d": 3}');
+SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 3, "v": 0, "d": 3, "w": 0}');
 SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 3, "v": 0}');
 
 -- The same for a primary key dropped with the operator family of its type.

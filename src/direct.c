@@ -492,7 +492,11 @@ direct_update(DirectState *ds, UpsertTarget *target)
 	/* UPDATE checks the row it writes, whose key is the stored one. */
 	direct_keep_stored_key(ds, target);
 	if (RelationGetDescr(ds->rel)->constr)
+	{
 		ExecConstraints(ds->rri, ds->proposed, ds->estate);
+		if (!target->valid)
+			TargetCheckUnchanged(target);
+	}
 
 	/*
 	 * Mostly the row read is still the newest: update it straight away,
@@ -800,6 +804,9 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 		ExecConstraints(ds->rri, ds->proposed, ds->estate);
 		if (RelationGetDescr(ds->rel)->constr->num_check > 0)
 			direct_see_constraint_effects(ds);
+		/* a CHECK's function may have dropped a column, as a domain's may */
+		if (!target->valid)
+			TargetCheckUnchanged(target);
 	}
 
 	/*

@@ -900,7 +900,8 @@ TargetNames(UpsertTarget *target, const char **qualname)
  * Error out if the table lost or renamed a column, or lost its primary key,
  * since the entry was built.  For a call that has run a function since its
  * lookup: converting the message runs the columns' input functions, and a
- * domain's CHECK may call anything.  ALTER TABLE and DROP TABLE refuse a
+ * domain's CHECK may call anything, as may the table's CHECK constraints,
+ * which the direct path checks before it writes.  ALTER TABLE and DROP TABLE refuse a
  * table this session has open, and other sessions wait for the call's lock;
  * but RENAME COLUMN is not refused, and DROP ... CASCADE of a domain or an
  * operator class that the table uses, run here, drops the column or the
@@ -943,9 +944,9 @@ TargetCheckUnchanged(UpsertTarget *target)
 	if (!same)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("table \"%s\" was changed while a message for it was being converted",
+				 errmsg("table \"%s\" was changed while a message for it was being applied",
 						target->displayname),
-				 errdetail("A function that converting the message called, such as a domain's CHECK constraint, dropped or renamed a column of the table, or dropped its primary key.")));
+				 errdetail("A function that the call ran, such as one in a domain's or the table's CHECK constraint, dropped or renamed a column of the table, or dropped its primary key.")));
 }
 
 /* The attribute number of a live user column, or InvalidAttrNumber. */
