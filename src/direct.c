@@ -494,8 +494,7 @@ direct_update(DirectState *ds, UpsertTarget *target)
 	if (RelationGetDescr(ds->rel)->constr)
 	{
 		ExecConstraints(ds->rri, ds->proposed, ds->estate);
-		if (!target->valid)
-			TargetCheckUnchanged(target);
+		TargetCheckUnchanged(target);
 	}
 
 	/*
@@ -805,8 +804,7 @@ direct_decide(DirectState *ds, UpsertMessage *msg, LoggedEvent *event,
 		if (RelationGetDescr(ds->rel)->constr->num_check > 0)
 			direct_see_constraint_effects(ds);
 		/* a CHECK's function may have dropped a column, as a domain's may */
-		if (!target->valid)
-			TargetCheckUnchanged(target);
+		TargetCheckUnchanged(target);
 	}
 
 	/*

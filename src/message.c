@@ -384,8 +384,7 @@ MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg)
 			parse_other_value(msg, col, attnum, &value);
 
 		/* before the next column's conversion uses what may be gone */
-		if (!target->valid)
-			TargetCheckUnchanged(target);
+		TargetCheckUnchanged(target);
 	}
 
 	for (int i = 0; i < target->npkey; i++)

@@ -901,26 +901,23 @@ TargetNames(UpsertTarget *target, const char **qualname)
  * since the entry was built.  For a call that has run a function since its
  * lookup: converting the message runs the columns' input functions, and a
  * domain's CHECK may call anything, as may the table's CHECK constraints,
- * which the direct path checks before it writes.  ALTER TABLE and DROP TABLE refuse a
- * table this session has open, and other sessions wait for the call's lock;
- * but RENAME COLUMN is not refused, and DROP ... CASCADE of a domain or an
- * operator class that the table uses, run here, drops the column or the
- * index anyway.  Values converted for the old columns would then be
- * written, and logged, as if the table still had them.
+ * which the direct path checks before it writes.  ALTER TABLE and DROP
+ * TABLE refuse a table this session has open, and other sessions wait for
+ * the call's lock; but RENAME COLUMN is not refused, and DROP ... CASCADE of
+ * a domain or an operator class that the table uses, run here, drops the
+ * column or the index anyway.  Values converted for the old columns would
+ * then be written, and logged, as if the table still had them.
  *
- * Only an entry an invalidation reached is compared with the table (a
- * caller in a loop may test target->valid first): it may have been a change
- * that leaves the columns as they were (a rename, a REINDEX CONCURRENTLY, a
- * cast created anywhere), which does not stop the call.
+ * Called through TargetCheckUnchanged() (upsert_order.h), only for an entry
+ * an invalidation reached: it may have been a change that leaves the
+ * columns as they were (a rename, a REINDEX CONCURRENTLY, a cast created
+ * anywhere), which does not stop the call.
  */
 void
-TargetCheckUnchanged(UpsertTarget *target)
+TargetCheckColumns(UpsertTarget *target)
 {
 	Relation	rel;
 	bool		same;
-
-	if (target->valid)
-		return;
 
 	rel = RelationIdGetRelation(target->relid);
 	if (!RelationIsValid(rel))

@@ -621,8 +621,8 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	 * may call anything) cannot ALTER, DROP or TRUNCATE it under the call,
 	 * whose metadata would no longer describe it; that DDL fails with
 	 * 55006, as it does in the middle of an INSERT.  (A cascaded drop of a
-	 * column is not stopped that way: MessageParse() checks for it.)  After
-	 * an error the abort releases it.
+	 * column is not stopped that way; TargetCheckUnchanged() catches it.)
+	 * After an error the abort releases it.
 	 */
 	rel = table_open(relid, NoLock);	/* TargetLookup() locked it */
 

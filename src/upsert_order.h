@@ -120,8 +120,20 @@ extern UpsertTarget *TargetLookup(Oid relid);
 extern void TargetCheckTable(Relation rel);
 extern bool TargetNames(UpsertTarget *target, const char **qualname);
 extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
-extern void TargetCheckUnchanged(UpsertTarget *target);
+extern void TargetCheckColumns(UpsertTarget *target);
 extern void TargetInitCache(void);
+
+/*
+ * Error out if a function the call ran changed the target's columns or
+ * primary key under it.  Runs once per column of every message, so the
+ * usual case, an entry no invalidation reached, is one test inline.
+ */
+static inline void
+TargetCheckUnchanged(UpsertTarget *target)
+{
+	if (!target->valid)
+		TargetCheckColumns(target);
+}
 
 /* upsert.c */
 extern SPIPlanPtr SpiPrepareKept(const char *sql, int nargs, Oid *argtypes);
