@@ -186,11 +186,25 @@ SELECT outcome FROM versioned_upsert_batch('doomed_column', '[{"id": 3, "ver": 2
 ALTER TABLE doomed_column ADD COLUMN w int CHECK (doom(w));
 SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 2, "v": 0, "d": 2, "w": 1}');
 SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 5, "ver": 2, "v": 0, "d": 2, "w": 1}');
+-- And a function of an index expression, which runs once the row is
+-- written: it is not logged with the dropped column, it is rolled back.
+CREATE FUNCTION doom_indexed(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	PERFORM triggers_constraints.doom(v);
+	RETURN v;
+END $$;
+CREATE TABLE doomed_indexed (id int PRIMARY KEY, ver rowseq NOT NULL, v int, d doomed);
+CREATE INDEX ON doomed_indexed (doom_indexed(v));
+INSERT INTO doomed_indexed VALUES (1, 1, 0, 0);
+SELECT outcome FROM versioned_upsert('doomed_indexed', '{"id": 1, "ver": 2, "v": 1, "d": 2}');
+SELECT outcome FROM versioned_upsert('doomed_indexed', '{"id": 2, "ver": 2, "v": 1, "d": 2}');
 \set VERBOSITY default
 RESET client_min_messages;
 SELECT * FROM doomed_column ORDER BY id;
+SELECT * FROM doomed_indexed ORDER BY id;
 SELECT count(*) AS events FROM event_log
- WHERE target IN ('doomed_column'::regclass, 'doomed_key'::regclass);
+ WHERE target IN ('doomed_column'::regclass, 'doomed_key'::regclass,
+				  'doomed_indexed'::regclass);
 SELECT outcome FROM versioned_upsert('doomed_column', '{"id": 1, "ver": 3, "v": 0, "d": 3, "w": 0}');
 SELECT outcome FROM versioned_upsert('doomed_key', '{"id": 1, "ver": 3, "v": 0}');
 

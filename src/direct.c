@@ -563,6 +563,10 @@ direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
  * Report a message that was written: the stored row, as event_log.data, is
  * the proposed one, since no trigger or generated column changed it.  Its
  * key is the stored one on an update (direct_keep_stored_key).
+ *
+ * Unless a function an index expression or predicate ran while the row was
+ * indexed dropped one of its columns (a cascaded DROP DOMAIN is not
+ * refused there): the proposed row would then be logged with that column.
  */
 static void
 direct_report_applied(DirectState *ds, UpsertMessage *msg, const char *outcome,
@@ -570,6 +574,8 @@ direct_report_applied(DirectState *ds, UpsertMessage *msg, const char *outcome,
 {
 	UpsertTarget *target = ds->target;
 	Datum		stored_key[INDEX_MAX_KEYS];
+
+	TargetCheckUnchanged(target);
 
 	for (int k = 0; k < target->npkey; k++)
 		stored_key[k] = ds->proposed->tts_values[target->pkey[k] - 1];

@@ -943,7 +943,7 @@ TargetCheckColumns(UpsertTarget *target)
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("table \"%s\" was changed while a message for it was being applied",
 						target->displayname),
-				 errdetail("A function that the call ran, such as one in a domain's or the table's CHECK constraint, dropped or renamed a column of the table, or dropped its primary key.")));
+				 errdetail("A function that the call ran, such as one in a domain's or the table's CHECK constraint or in an index expression, dropped or renamed a column of the table, or dropped its primary key.")));
 }
 
 /* The attribute number of a live user column, or InvalidAttrNumber. */
