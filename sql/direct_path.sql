@@ -346,17 +346,19 @@ DROP FUNCTION write_late(text, numeric, text);
 -- An index expression whose function (marked immutable, wrongly) writes the
 -- row with the same key while the call enters the row in the indexes.  With
 -- the key's index first, the inner call finds the outer call's row and
--- updates it.  For an update, the outer call goes on as the statement does.
--- For a new key, that row is still being inserted: the direct path refuses
--- it (27000), where PostgreSQL's own ON CONFLICT, and so the twin, trips an
--- assertion (and, built without assertions, breaks the link from the row to
--- its new version), so the twin is not given that message.  With the
--- expression's index first, the inner call inserts the key before the outer
--- row is in the key's index: a new key then conflicts with the inner row,
--- which the outer call finds when it looks again, and refuses, as the
--- statement does (with PostgreSQL's warning about the speculative insertion
--- lock the inner insertion took over); an update fails on the key's index.
--- Either way as the statement does.
+-- updates it.  For an update, the inner call is refused (27000) on both
+-- paths: its event would be logged before the outer call's, above whose
+-- version it stored its own, and the log would no longer follow the order
+-- of versions.  For a new key, that row is still being inserted: the direct
+-- path refuses it (27000), where PostgreSQL's own ON CONFLICT, and so the
+-- twin, trips an assertion (and, built without assertions, breaks the link
+-- from the row to its new version), so the twin is not given that message.
+-- With the expression's index first, the inner call inserts the key before
+-- the outer row is in the key's index: a new key then conflicts with the
+-- inner row, which the outer call finds when it looks again, and refuses,
+-- as the statement does (with PostgreSQL's warning about the speculative
+-- insertion lock the inner insertion took over).  For an update, the inner
+-- insertion is refused as above on both paths.
 CREATE FUNCTION write_same_key(tbl text, id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
 BEGIN
 	IF v = 1 THEN
@@ -397,6 +399,36 @@ SELECT target, key, version, outcome, data FROM event_log
  ORDER BY target::text, event_id;
 DROP TABLE key_first, key_first_twin, expr_first, expr_first_twin;
 DROP FUNCTION write_same_key(text, int, int);
+-- The same with the inner call on the statement path, and in a batch.  An
+-- inner call on another key, or one that changes nothing, goes on: the log
+-- still follows the order of versions for every key.
+CREATE FUNCTION call_inner(tbl text, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+DECLARE
+	message text := current_setting('direct_path.inner_message', true);
+BEGIN
+	IF message <> '' THEN
+		PERFORM set_config('direct_path.inner_message', '', false);
+		RAISE NOTICE 'inner call: %', (SELECT outcome FROM upsert_order.versioned_upsert(
+			format('direct_path.%I', tbl)::regclass, message::jsonb));
+	END IF;
+	RETURN v;
+END $$;
+CREATE TABLE inner_called (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
+CREATE INDEX ON inner_called (call_inner('inner_called', v));
+INSERT INTO inner_called VALUES (1, '10', 0), (2, '10', 0);
+SET direct_path.inner_message = '{"id": 1, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_called', '{"id": 1, "ver": 20, "v": 1}');
+SET direct_path.inner_message = '{"id": 2, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_called', '{"id": 1, "ver": 20, "v": 1}');
+SET direct_path.inner_message = '{"id": 1, "ver": 5}';
+SELECT outcome FROM versioned_upsert('inner_called', '{"id": 1, "ver": 30, "v": 2}');
+SET direct_path.inner_message = '{"id": 2, "ver": 60}';
+SELECT outcome FROM versioned_upsert_batch('inner_called', '[{"id": 1, "ver": 1, "v": 9}, {"id": 2, "ver": 55, "v": 3}]');
+RESET direct_path.inner_message;
+SELECT * FROM inner_called ORDER BY id;
+SELECT key, version, outcome FROM event_log WHERE target = 'inner_called'::regclass ORDER BY event_id;
+DROP TABLE inner_called;
+DROP FUNCTION call_inner(text, int);
 -- Such a function that only locks the row being inserted (FOR UPDATE): the
 -- lock has done what confirming the insertion does, and the call goes on;
 -- the row then takes updates as any other.  No twin: PostgreSQL's own

@@ -509,6 +509,7 @@ direct_update(DirectState *ds, UpsertTarget *target)
 	switch (result)
 	{
 		case TM_Ok:
+			UpsertRowWritten();
 			break;
 		case TM_Updated:
 		case TM_Deleted:

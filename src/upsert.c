@@ -104,6 +104,26 @@ typedef struct ConflictNote
 static ConflictNote conflict_note;
 static int	call_depth = 0;
 
+/*
+ * The calls running in this backend, innermost first: a call nested in
+ * another (from a trigger, a constraint or an index expression) runs while
+ * the outer one is not done.  An outer call is "writing" from the moment
+ * its row is updated (on the statement path, from the moment its WHERE
+ * clause lets the update go on) until its event takes its event_id.  A
+ * nested call that applies a message to the same key in that window would
+ * take an event_id below the outer call's while its version is stored
+ * above it, and so break the order of the log; it is refused instead.
+ */
+typedef struct RunningCall
+{
+	Oid			relid;
+	Jsonb	   *key;			/* the message's key, once parsed */
+	bool		writing;
+	struct RunningCall *outer;
+} RunningCall;
+
+static RunningCall *running_call = NULL;
+
 PG_FUNCTION_INFO_V1(versioned_upsert);
 PG_FUNCTION_INFO_V1(versioned_upsert_batch);
 PG_FUNCTION_INFO_V1(conflict_check);
@@ -113,6 +133,33 @@ int
 UpsertCallDepth(void)
 {
 	return call_depth;
+}
+
+/* The direct path has updated the running call's row (see RunningCall). */
+void
+UpsertRowWritten(void)
+{
+	running_call->writing = true;
+}
+
+/*
+ * Refuse a message applied to a key whose row an enclosing call on the same
+ * table is writing.  Keys compare as jsonb, by value.
+ */
+static void
+check_enclosing_writers(Oid relid, Jsonb *key)
+{
+	for (RunningCall *call = running_call->outer; call; call = call->outer)
+	{
+		if (call->writing && call->relid == relid && call->key != NULL &&
+			compareJsonbContainers(&call->key->root, &key->root) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+					 errmsg("cannot apply a message to a row that an enclosing call is writing"),
+					 errdetail("A function run while an enclosing versioned_upsert() wrote the row with key %s (in an index expression, say) applied a message to that row. Its event would be logged before the enclosing call's, out of version order.",
+							   JsonbToCString(NULL, &key->root, VARSIZE(key))),
+					 errhint("Functions that run while a row is written must not write that row.")));
+	}
 }
 
 /* Free the prepared statements of a target that is being discarded. */
@@ -172,6 +219,7 @@ conflict_check(PG_FUNCTION_ARGS)
 	rowseq		stored = stored_isnull ? 0 : PG_GETARG_ROWSEQ(0);
 	bool		incoming_isnull = PG_ARGISNULL(1);
 	rowseq		incoming = incoming_isnull ? 0 : PG_GETARG_ROWSEQ(1);
+	bool		result;
 
 	if (has_running_token(fcinfo, 2))
 	{
@@ -187,9 +235,10 @@ conflict_check(PG_FUNCTION_ARGS)
 			conflict_note.stored_tid = *(ItemPointer) PG_GETARG_POINTER(4);
 	}
 
-	if (stored_isnull)
-		PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(!incoming_isnull && stored < incoming);
+	result = stored_isnull || (!incoming_isnull && stored < incoming);
+	if (result && has_running_token(fcinfo, 2))
+		running_call->writing = true;
+	PG_RETURN_BOOL(result);
 }
 
 /*
@@ -207,6 +256,7 @@ event_id_for_statement(PG_FUNCTION_ARGS)
 	if (!has_running_token(fcinfo, 0) || conflict_note.event_id != 0)
 		PG_RETURN_NULL();
 	conflict_note.event_id = EventLogTakeId();
+	running_call->writing = false;
 	PG_RETURN_INT64(conflict_note.event_id);
 }
 
@@ -613,6 +663,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	UpsertMessage msg;
 	LoggedEvent event;
 	ConflictNote outer_note = conflict_note;
+	RunningCall call = {relid, NULL, false, running_call};
 	bool		spi_connected = false;
 
 	/*
@@ -632,9 +683,11 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	 * included), and a nested call must not free this call's target.
 	 */
 	call_depth++;
+	running_call = &call;
 	PG_TRY();
 	{
 		MessageParse(target, new_row, &msg);
+		call.key = msg.key;
 
 		event.event_id = 0;
 		event.key = NULL;
@@ -644,17 +697,23 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored,
 					  batch, &spi_connected);
 
+		/* an applied message: the only outcome that logs the stored row */
+		if (call.outer != NULL && !event.data_isnull)
+			check_enclosing_writers(relid, msg.key);
+
 		event.target = relid;
 		if (event.key == NULL)
 			event.key = msg.key;
 		event.version = msg.version;
 		event.payload = msg.new_row;
+		call.writing = false;
 		result->event_id = EventLogAppend(&event);
 	}
 	PG_FINALLY();
 	{
 		/* A call nested in a trigger must leave an outer call's state as it was. */
 		call_depth--;
+		running_call = call.outer;
 		conflict_note = outer_note;
 	}
 	PG_END_TRY();
