@@ -236,9 +236,10 @@ DROP TABLE checked, checked_twin;
 DROP FUNCTION rows_seen(text, int);
 
 -- A call made while the proposed row is checked (here by a CHECK
--- constraint's function) that changes the same row: the outer call then
--- fails as the statement does, for an older row, an equal version and a
--- new key alike, and leaves nothing behind.
+-- constraint's function) that changes the same row is refused (27000) on
+-- both paths, for an older row, an equal version and a new key alike, and
+-- nothing is left behind.  (The outer call would fail otherwise, as the
+-- statement does, on the row the inner call changed.)
 CREATE FUNCTION write_inner(tbl text, id int, ver bigint) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
 	PERFORM upsert_order.versioned_upsert(format('direct_path.%I', tbl)::regclass,
@@ -265,10 +266,10 @@ SELECT count(*) AS events FROM event_log WHERE target IN ('again'::regclass, 'ag
 DROP TABLE again, again_twin;
 DROP FUNCTION write_inner(text, int, bigint);
 
--- The same with a stale message, and with a function that deletes the row:
--- the outer call looks for the row after its CHECK constraints ran, and
--- sees what they did, as the statement does.  It cannot affect a row they
--- changed (whatever its message's version), and inserts where they deleted.
+-- The same with a stale message (the inner call is refused whatever the
+-- outer message's version), and with a function that deletes the row: the
+-- outer call looks for the row after its CHECK constraints ran, and sees
+-- what they did, as the statement does, and inserts where they deleted.
 CREATE FUNCTION change_inner(tbl text, id int, ver bigint, note text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
 	IF note = 'bump' THEN
@@ -343,22 +344,13 @@ SELECT 'late' AS t, * FROM late UNION ALL SELECT 'late_twin', * FROM late_twin O
 DROP TABLE late, late_twin;
 DROP FUNCTION write_late(text, numeric, text);
 
--- An index expression whose function (marked immutable, wrongly) writes the
--- row with the same key while the call enters the row in the indexes.  With
--- the key's index first, the inner call finds the outer call's row and
--- updates it.  For an update, the inner call is refused (27000) on both
--- paths: its event would be logged before the outer call's, above whose
--- version it stored its own, and the log would no longer follow the order
--- of versions.  For a new key, that row is still being inserted: the direct
--- path refuses it (27000), where PostgreSQL's own ON CONFLICT, and so the
--- twin, trips an assertion (and, built without assertions, breaks the link
--- from the row to its new version), so the twin is not given that message.
--- With the expression's index first, the inner call inserts the key before
--- the outer row is in the key's index: a new key then conflicts with the
--- inner row, which the outer call finds when it looks again, and refuses,
--- as the statement does (with PostgreSQL's warning about the speculative
--- insertion lock the inner insertion took over).  For an update, the inner
--- insertion is refused as above on both paths.
+-- An index expression whose function (marked immutable, wrongly) calls
+-- versioned_upsert() on the same key while the call enters its row in the
+-- indexes.  The inner call is refused (27000) on both paths, for an update
+-- and for a new key, whichever index comes first: an inner update would
+-- log its event before the outer call's, above whose version it stored its
+-- own, and the log would no longer follow the order of versions; an inner
+-- insertion of the key would meet the outer row in the key's index.
 CREATE FUNCTION write_same_key(tbl text, id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
 BEGIN
 	IF v = 1 THEN
@@ -384,6 +376,7 @@ INSERT INTO key_first_twin VALUES (2, '10', 0);
 INSERT INTO expr_first VALUES (2, '10', 0);
 INSERT INTO expr_first_twin VALUES (2, '10', 0);
 SELECT outcome FROM versioned_upsert('key_first', '{"id": 1, "ver": 10, "v": 1}');
+SELECT outcome FROM versioned_upsert('key_first_twin', '{"id": 1, "ver": 10, "v": 1}');
 SELECT outcome FROM versioned_upsert('key_first', '{"id": 2, "ver": 20, "v": 1}');
 SELECT outcome FROM versioned_upsert('key_first_twin', '{"id": 2, "ver": 20, "v": 1}');
 SELECT outcome FROM versioned_upsert('expr_first', '{"id": 1, "ver": 10, "v": 1}');
@@ -399,6 +392,26 @@ SELECT target, key, version, outcome, data FROM event_log
  ORDER BY target::text, event_id;
 DROP TABLE key_first, key_first_twin, expr_first, expr_first_twin;
 DROP FUNCTION write_same_key(text, int, int);
+-- Such a function that writes the row being inserted by other means (an
+-- UPDATE): the direct path refuses it (27000) before it confirms the
+-- insertion, where PostgreSQL's own ON CONFLICT, and so the statement path,
+-- trips an assertion (and, built without assertions, breaks the link from
+-- the row to its new version); so no twin.
+CREATE TABLE updated_by_index (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
+CREATE FUNCTION update_row(id int) RETURNS int VOLATILE LANGUAGE sql AS $$
+	UPDATE direct_path.updated_by_index u SET v = 2 WHERE u.id = update_row.id RETURNING 1 $$;
+CREATE FUNCTION update_same_key(id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+	IF v = 1 THEN
+		RAISE NOTICE 'rows updated: %', direct_path.update_row(id);
+	END IF;
+	RETURN id;
+END $$;
+CREATE INDEX ON updated_by_index (update_same_key(id, v));
+SELECT outcome FROM versioned_upsert('updated_by_index', '{"id": 1, "ver": 10, "v": 1}');
+SELECT count(*) AS rows FROM updated_by_index;
+DROP TABLE updated_by_index;
+DROP FUNCTION update_same_key(int, int), update_row(int);
 -- The same with the inner call on the statement path, and in a batch.  An
 -- inner call on another key, or one that changes nothing, goes on: the log
 -- still follows the order of versions for every key.

@@ -509,7 +509,6 @@ direct_update(DirectState *ds, UpsertTarget *target)
 	switch (result)
 	{
 		case TM_Ok:
-			UpsertRowWritten();
 			break;
 		case TM_Updated:
 		case TM_Deleted:
@@ -553,6 +552,7 @@ static void
 direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 			  bool *stored_isnull, rowseq *stored)
 {
+	UpsertRowWriting(false);
 	*stored_isnull = false;
 	*stored = stored_version;
 	event->outcome = stored_version == msg->version ? "duplicate" : "stale";

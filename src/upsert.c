@@ -107,12 +107,15 @@ static int	call_depth = 0;
 /*
  * The calls running in this backend, innermost first: a call nested in
  * another (from a trigger, a constraint or an index expression) runs while
- * the outer one is not done.  An outer call is "writing" from the moment
- * its row is updated (on the statement path, from the moment its WHERE
- * clause lets the update go on) until its event takes its event_id.  A
- * nested call that applies a message to the same key in that window would
- * take an event_id below the outer call's while its version is stored
- * above it, and so break the order of the log; it is refused instead.
+ * the outer one is not done.  An outer call is "writing" from the moment it
+ * starts to apply its message (its conversion done) until its event takes
+ * its event_id, unless it finds that the message changes nothing.  A nested
+ * call that applies a message to the same key in that window is refused:
+ * once the outer row is written (from an index expression, say), the nested
+ * event would take an event_id below the outer one while its version is
+ * stored above it, and so break the order of the log; before that (from a
+ * CHECK or a BEFORE trigger), the outer call would fail on the row the
+ * nested call changed anyway (21000 or 27000), with a less telling error.
  */
 typedef struct RunningCall
 {
@@ -135,11 +138,11 @@ UpsertCallDepth(void)
 	return call_depth;
 }
 
-/* The direct path has updated the running call's row (see RunningCall). */
+/* The direct path found that the running call changes nothing (see RunningCall). */
 void
-UpsertRowWritten(void)
+UpsertRowWriting(bool writing)
 {
-	running_call->writing = true;
+	running_call->writing = writing;
 }
 
 /*
@@ -155,8 +158,8 @@ check_enclosing_writers(Oid relid, Jsonb *key)
 			compareJsonbContainers(&call->key->root, &key->root) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
-					 errmsg("cannot apply a message to a row that an enclosing call is writing"),
-					 errdetail("A function run while an enclosing versioned_upsert() wrote the row with key %s (in an index expression, say) applied a message to that row. Its event would be logged before the enclosing call's, out of version order.",
+					 errmsg("cannot apply a message to a row while an enclosing call applies one to it"),
+					 errdetail("A function that an enclosing versioned_upsert() ran while it applied a message to the row with key %s (a function of a CHECK constraint, a trigger or an index expression) applied another message to that row. Its event could be logged before the enclosing call's, out of version order.",
 							   JsonbToCString(NULL, &key->root, VARSIZE(key))),
 					 errhint("Functions that run while a row is written must not write that row.")));
 	}
@@ -236,8 +239,8 @@ conflict_check(PG_FUNCTION_ARGS)
 	}
 
 	result = stored_isnull || (!incoming_isnull && stored < incoming);
-	if (result && has_running_token(fcinfo, 2))
-		running_call->writing = true;
+	if (!result && has_running_token(fcinfo, 2))
+		running_call->writing = false;
 	PG_RETURN_BOOL(result);
 }
 
@@ -566,6 +569,8 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	ConflictNote note;
 	int			ret;
 
+	running_call->writing = true;
+
 	/* A full-row message for a plain table: decided below SQL. */
 	if (DirectApplies(target, msg))
 	{
@@ -593,6 +598,7 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	conflict_note.token = conflict_token();
 	values[PARAM_TOKEN] = Int64GetDatum((int64) conflict_note.token);
 	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	running_call->writing = false;
 	note = conflict_note;
 
 	if (ret != SPI_OK_INSERT_RETURNING)
