@@ -552,7 +552,7 @@ static void
 direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 			  bool *stored_isnull, rowseq *stored)
 {
-	UpsertRowWriting(false);
+	UpsertWritesNothing();
 	*stored_isnull = false;
 	*stored = stored_version;
 	event->outcome = stored_version == msg->version ? "duplicate" : "stale";

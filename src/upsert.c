@@ -138,11 +138,11 @@ UpsertCallDepth(void)
 	return call_depth;
 }
 
-/* The direct path found that the running call changes nothing (see RunningCall). */
+/* The direct path found that the running call's message changes nothing. */
 void
-UpsertRowWriting(bool writing)
+UpsertWritesNothing(void)
 {
-	running_call->writing = writing;
+	running_call->writing = false;
 }
 
 /*

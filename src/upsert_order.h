@@ -138,7 +138,7 @@ TargetCheckUnchanged(UpsertTarget *target)
 /* upsert.c */
 extern SPIPlanPtr SpiPrepareKept(const char *sql, int nargs, Oid *argtypes);
 extern int	UpsertCallDepth(void);
-extern void UpsertRowWriting(bool writing);
+extern void UpsertWritesNothing(void);
 extern void UpsertStatementsFree(UpsertTarget *target);
 
 /* event_log.c */
