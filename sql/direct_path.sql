@@ -392,26 +392,6 @@ SELECT target, key, version, outcome, data FROM event_log
  ORDER BY target::text, event_id;
 DROP TABLE key_first, key_first_twin, expr_first, expr_first_twin;
 DROP FUNCTION write_same_key(text, int, int);
--- Such a function that writes the row being inserted by other means (an
--- UPDATE): the direct path refuses it (27000) before it confirms the
--- insertion, where PostgreSQL's own ON CONFLICT, and so the statement path,
--- trips an assertion (and, built without assertions, breaks the link from
--- the row to its new version); so no twin.
-CREATE TABLE updated_by_index (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
-CREATE FUNCTION update_row(id int) RETURNS int VOLATILE LANGUAGE sql AS $$
-	UPDATE direct_path.updated_by_index u SET v = 2 WHERE u.id = update_row.id RETURNING 1 $$;
-CREATE FUNCTION update_same_key(id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
-BEGIN
-	IF v = 1 THEN
-		RAISE NOTICE 'rows updated: %', direct_path.update_row(id);
-	END IF;
-	RETURN id;
-END $$;
-CREATE INDEX ON updated_by_index (update_same_key(id, v));
-SELECT outcome FROM versioned_upsert('updated_by_index', '{"id": 1, "ver": 10, "v": 1}');
-SELECT count(*) AS rows FROM updated_by_index;
-DROP TABLE updated_by_index;
-DROP FUNCTION update_same_key(int, int), update_row(int);
 -- The same with the inner call on the statement path, and in a batch.  An
 -- inner call on another key, or one that changes nothing, goes on: the log
 -- still follows the order of versions for every key.
@@ -444,24 +424,32 @@ DROP TABLE inner_called;
 DROP FUNCTION call_inner(text, int);
 -- Such a function that only locks the row being inserted (FOR UPDATE): the
 -- lock has done what confirming the insertion does, and the call goes on;
--- the row then takes updates as any other.  No twin: PostgreSQL's own
--- ON CONFLICT trips an assertion here too.
-CREATE TABLE locked_by_index (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
+-- the row then takes updates as any other.  One that updates that row (by
+-- other means than versioned_upsert()) is refused (27000) before the
+-- insertion is confirmed.  No twin: PostgreSQL's own ON CONFLICT, and so
+-- the statement path, trips an assertion in both cases (and, built without
+-- assertions, breaks the link from the updated row to its new version).
+CREATE TABLE touched_by_index (id int PRIMARY KEY, ver rowseq NOT NULL, v int);
 CREATE FUNCTION lock_row(id int) RETURNS int VOLATILE LANGUAGE sql AS $$
-	SELECT count(*)::int FROM (SELECT FROM direct_path.locked_by_index l WHERE l.id = lock_row.id FOR UPDATE) s $$;
-CREATE FUNCTION lock_same_key(id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+	SELECT count(*)::int FROM (SELECT FROM direct_path.touched_by_index t WHERE t.id = lock_row.id FOR UPDATE) s $$;
+CREATE FUNCTION update_row(id int) RETURNS int VOLATILE LANGUAGE sql AS $$
+	UPDATE direct_path.touched_by_index t SET v = 3 WHERE t.id = update_row.id RETURNING 1 $$;
+CREATE FUNCTION touch_same_key(id int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
 BEGIN
 	IF v = 1 THEN
 		RAISE NOTICE 'rows locked: %', direct_path.lock_row(id);
+	ELSIF v = 2 THEN
+		RAISE NOTICE 'rows updated: %', direct_path.update_row(id);
 	END IF;
 	RETURN id;
 END $$;
-CREATE INDEX ON locked_by_index (lock_same_key(id, v));
-SELECT outcome FROM versioned_upsert('locked_by_index', '{"id": 1, "ver": 10, "v": 1}');
-SELECT outcome FROM versioned_upsert('locked_by_index', '{"id": 1, "ver": 11, "v": 3}');
-SELECT * FROM locked_by_index;
-DROP TABLE locked_by_index;
-DROP FUNCTION lock_same_key(int, int), lock_row(int);
+CREATE INDEX ON touched_by_index (touch_same_key(id, v));
+SELECT outcome FROM versioned_upsert('touched_by_index', '{"id": 1, "ver": 10, "v": 1}');
+SELECT outcome FROM versioned_upsert('touched_by_index', '{"id": 1, "ver": 11, "v": 3}');
+SELECT outcome FROM versioned_upsert('touched_by_index', '{"id": 2, "ver": 10, "v": 2}');
+SELECT * FROM touched_by_index;
+DROP TABLE touched_by_index;
+DROP FUNCTION touch_same_key(int, int), lock_row(int), update_row(int);
 
 -- A CHECK constraint may read tableoid, for inserts and updates alike.
 CREATE TABLE oid_checked (id int PRIMARY KEY, ver rowseq, v text,
