@@ -552,7 +552,6 @@ static void
 direct_reject(UpsertMessage *msg, rowseq stored_version, LoggedEvent *event,
 			  bool *stored_isnull, rowseq *stored)
 {
-	UpsertWritesNothing();
 	*stored_isnull = false;
 	*stored = stored_version;
 	event->outcome = stored_version == msg->version ? "duplicate" : "stale";

@@ -272,7 +272,7 @@ target_free_retired(void)
 {
 	ListCell   *lc;
 
-	if (UpsertCallDepth() > 0 || retired_targets == NIL)
+	if (UpsertCallRunning() || retired_targets == NIL)
 		return;
 
 	foreach(lc, retired_targets)

@@ -102,20 +102,21 @@ typedef struct ConflictNote
 } ConflictNote;
 
 static ConflictNote conflict_note;
-static int	call_depth = 0;
 
 /*
  * The calls running in this backend, innermost first: a call nested in
  * another (from a trigger, a constraint or an index expression) runs while
  * the outer one is not done.  An outer call is "writing" from the moment it
  * starts to apply its message (its conversion done) until its event takes
- * its event_id, unless it finds that the message changes nothing.  A nested
- * call that applies a message to the same key in that window is refused:
- * once the outer row is written (from an index expression, say), the nested
- * event would take an event_id below the outer one while its version is
- * stored above it, and so break the order of the log; before that (from a
- * CHECK or a BEFORE trigger), the outer call would fail on the row the
- * nested call changed anyway (21000 or 27000), with a less telling error.
+ * its event_id, or until its statement finds that the message changes
+ * nothing (the direct path runs no function of the user's once it has
+ * decided, so it needs no such early end).  A nested call that applies a
+ * message to the same key in that window is refused: once the outer row is
+ * written (from an index expression, say), the nested event would take an
+ * event_id below the outer one while its version is stored above it, and
+ * so break the order of the log; before that (from a CHECK or a BEFORE
+ * trigger), the outer call would fail on the row the nested call changed
+ * anyway (21000 or 27000), with a less telling error.
  */
 typedef struct RunningCall
 {
@@ -132,17 +133,11 @@ PG_FUNCTION_INFO_V1(versioned_upsert_batch);
 PG_FUNCTION_INFO_V1(conflict_check);
 PG_FUNCTION_INFO_V1(event_id_for_statement);
 
-int
-UpsertCallDepth(void)
+/* Is a versioned_upsert() call running in this backend? */
+bool
+UpsertCallRunning(void)
 {
-	return call_depth;
-}
-
-/* The direct path found that the running call's message changes nothing. */
-void
-UpsertWritesNothing(void)
-{
-	running_call->writing = false;
+	return running_call != NULL;
 }
 
 /*
@@ -154,7 +149,7 @@ check_enclosing_writers(Oid relid, Jsonb *key)
 {
 	for (RunningCall *call = running_call->outer; call; call = call->outer)
 	{
-		if (call->writing && call->relid == relid && call->key != NULL &&
+		if (call->writing && call->relid == relid &&
 			compareJsonbContainers(&call->key->root, &key->root) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
@@ -401,7 +396,7 @@ upsert_statements_make_room(UpsertTarget *target)
 		link = &(*link)->next;
 	if (*link == NULL)
 		return true;
-	if (UpsertCallDepth() > 1)
+	if (running_call->outer != NULL)
 		return false;
 	while (*link)
 	{
@@ -688,7 +683,6 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	 * functions (a domain's CHECK may call anything, versioned_upsert()
 	 * included), and a nested call must not free this call's target.
 	 */
-	call_depth++;
 	running_call = &call;
 	PG_TRY();
 	{
@@ -718,7 +712,6 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	PG_FINALLY();
 	{
 		/* A call nested in a trigger must leave an outer call's state as it was. */
-		call_depth--;
 		running_call = call.outer;
 		conflict_note = outer_note;
 	}

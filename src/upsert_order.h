@@ -137,8 +137,7 @@ TargetCheckUnchanged(UpsertTarget *target)
 
 /* upsert.c */
 extern SPIPlanPtr SpiPrepareKept(const char *sql, int nargs, Oid *argtypes);
-extern int	UpsertCallDepth(void);
-extern void UpsertWritesNothing(void);
+extern bool UpsertCallRunning(void);
 extern void UpsertStatementsFree(UpsertTarget *target);
 
 /* event_log.c */
