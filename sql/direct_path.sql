@@ -398,11 +398,12 @@ DROP FUNCTION write_same_key(text, int, int);
 CREATE FUNCTION call_inner(tbl text, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
 DECLARE
 	message text := current_setting('direct_path.inner_message', true);
+	target text := coalesce(nullif(current_setting('direct_path.inner_target', true), ''), tbl);
 BEGIN
 	IF message <> '' THEN
 		PERFORM set_config('direct_path.inner_message', '', false);
 		RAISE NOTICE 'inner call: %', (SELECT outcome FROM upsert_order.versioned_upsert(
-			format('direct_path.%I', tbl)::regclass, message::jsonb));
+			format('direct_path.%I', target)::regclass, message::jsonb));
 	END IF;
 	RETURN v;
 END $$;
@@ -421,7 +422,72 @@ RESET direct_path.inner_message;
 SELECT * FROM inner_called ORDER BY id;
 SELECT key, version, outcome FROM event_log WHERE target = 'inner_called'::regclass ORDER BY event_id;
 DROP TABLE inner_called;
+-- The same row is the same key as the primary key compares it: here a
+-- type whose default operator class takes -1 and 1 for equal.  On both
+-- paths.
+SET client_min_messages = warning;
+CREATE TYPE absint;
+CREATE FUNCTION absint_in(cstring) RETURNS absint LANGUAGE internal IMMUTABLE STRICT AS 'int4in';
+CREATE FUNCTION absint_out(absint) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';
+RESET client_min_messages;
+CREATE TYPE absint (INPUT = absint_in, OUTPUT = absint_out, LIKE = int4);
+CREATE FUNCTION absint_cmp(absint, absint) RETURNS int LANGUAGE sql IMMUTABLE STRICT
+	AS 'SELECT btint4cmp(abs($1::text::int), abs($2::text::int))';
+CREATE FUNCTION absint_eq(absint, absint) RETURNS boolean LANGUAGE sql IMMUTABLE STRICT
+	AS 'SELECT abs($1::text::int) = abs($2::text::int)';
+CREATE FUNCTION absint_lt(absint, absint) RETURNS boolean LANGUAGE sql IMMUTABLE STRICT
+	AS 'SELECT abs($1::text::int) < abs($2::text::int)';
+CREATE FUNCTION absint_gt(absint, absint) RETURNS boolean LANGUAGE sql IMMUTABLE STRICT
+	AS 'SELECT abs($1::text::int) > abs($2::text::int)';
+CREATE OPERATOR = (LEFTARG = absint, RIGHTARG = absint, FUNCTION = absint_eq);
+CREATE OPERATOR < (LEFTARG = absint, RIGHTARG = absint, FUNCTION = absint_lt);
+CREATE OPERATOR > (LEFTARG = absint, RIGHTARG = absint, FUNCTION = absint_gt);
+CREATE OPERATOR CLASS absint_ops DEFAULT FOR TYPE absint USING btree AS
+	OPERATOR 1 <, OPERATOR 3 =, OPERATOR 5 >, FUNCTION 1 absint_cmp(absint, absint);
+CREATE TABLE inner_abs (id absint PRIMARY KEY, ver rowseq NOT NULL, v int);
+CREATE INDEX ON inner_abs (call_inner('inner_abs', v));
+CREATE TABLE inner_abs_twin (id absint PRIMARY KEY, ver rowseq NOT NULL, v int);
+CREATE INDEX ON inner_abs_twin (call_inner('inner_abs_twin', v));
+CREATE TRIGGER keep_on_statement AFTER UPDATE ON inner_abs_twin FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+INSERT INTO inner_abs VALUES ('1', '10', 0);
+INSERT INTO inner_abs_twin VALUES ('1', '10', 0);
+SET direct_path.inner_message = '{"id": -1, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_abs', '{"id": 1, "ver": 20, "v": 1}');
+SET direct_path.inner_message = '{"id": -1, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_abs_twin', '{"id": 1, "ver": 20, "v": 1}');
+-- And a partitioned table's row is its partition's: a call on either,
+-- nested in a call on the other, is refused.
+CREATE TABLE inner_parted (id int PRIMARY KEY, ver rowseq NOT NULL, v int) PARTITION BY RANGE (id);
+CREATE TABLE inner_parted_low PARTITION OF inner_parted FOR VALUES FROM (0) TO (100);
+CREATE INDEX ON inner_parted (call_inner('inner_parted', v));
+RESET direct_path.inner_message;
+INSERT INTO inner_parted VALUES (1, '10', 0), (2, '10', 0);
+SET direct_path.inner_target = 'inner_parted_low';
+SET direct_path.inner_message = '{"id": 1, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_parted', '{"id": 1, "ver": 20, "v": 1}');
+SET direct_path.inner_target = 'inner_parted';
+SET direct_path.inner_message = '{"id": 1, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_parted_low', '{"id": 1, "ver": 20, "v": 1}');
+-- (another key of the partition goes on)
+SET direct_path.inner_message = '{"id": 2, "ver": 50}';
+SELECT outcome FROM versioned_upsert('inner_parted_low', '{"id": 1, "ver": 20, "v": 1}');
+RESET direct_path.inner_target;
+RESET direct_path.inner_message;
+SELECT 'inner_abs' AS t, id::text::int AS id, ver, v FROM inner_abs
+UNION ALL SELECT 'inner_abs_twin', id::text::int, ver, v FROM inner_abs_twin
+UNION ALL SELECT 'inner_parted', * FROM inner_parted ORDER BY t, id;
+SELECT target, key, version, outcome FROM event_log
+ WHERE target IN ('inner_abs'::regclass, 'inner_abs_twin'::regclass,
+				  'inner_parted'::regclass, 'inner_parted_low'::regclass)
+ ORDER BY event_id;
+DROP TABLE inner_abs, inner_abs_twin, inner_parted;
 DROP FUNCTION call_inner(text, int);
+DROP OPERATOR CLASS absint_ops USING btree;
+DROP OPERATOR = (absint, absint), < (absint, absint), > (absint, absint);
+DROP FUNCTION absint_cmp(absint, absint), absint_eq(absint, absint), absint_lt(absint, absint), absint_gt(absint, absint);
+SET client_min_messages = warning;
+DROP TYPE absint CASCADE;
+RESET client_min_messages;
 -- Such a function that only locks the row being inserted (FOR UPDATE): the
 -- lock has done what confirming the insertion does, and the call goes on;
 -- the row then takes updates as any other.  One that updates that row (by

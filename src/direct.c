@@ -282,7 +282,7 @@ direct_find(DirectState *ds, UpsertTarget *target, UpsertMessage *msg)
 
 	for (int k = 0; k < target->npkey; k++)
 		ScanKeyEntryInitialize(&keys[k], 0, k + 1, BTEqualStrategyNumber, InvalidOid,
-							   ds->pkey->rd_indcollation[k], target->pkey_eqproc[k],
+							   target->pkey_collation[k], target->pkey_eqproc[k],
 							   msg->key_values[k]);
 
 	scan = index_beginscan(ds->rel, ds->pkey, ds->snapshot, target->npkey, 0);

@@ -486,6 +486,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 	target->npkey = index->rd_index->indnkeyatts;
 	target->pkey = palloc(sizeof(AttrNumber) * target->npkey);
 	target->pkey_eqproc = palloc(sizeof(RegProcedure) * target->npkey);
+	target->pkey_collation = palloc(sizeof(Oid) * target->npkey);
 
 	for (int i = 0; i < target->npkey; i++)
 	{
@@ -511,6 +512,7 @@ target_read_primary_key(UpsertTarget *target, Relation rel)
 			elog(ERROR, "missing equality operator for primary key column \"%s\"",
 				 col->name);
 		target->pkey_eqproc[i] = get_opcode(eqop);
+		target->pkey_collation[i] = index->rd_indcollation[i];
 	}
 	index_close(index, AccessShareLock);
 }

@@ -28,6 +28,7 @@
 #include "access/htup_details.h"
 #include "access/sysattr.h"
 #include "access/table.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "executor/executor.h"
@@ -116,12 +117,14 @@ static ConflictNote conflict_note;
  * event_id below the outer one while its version is stored above it, and
  * so break the order of the log; before that (from a CHECK or a BEFORE
  * trigger), the outer call would fail on the row the nested call changed
- * anyway (21000 or 27000), with a less telling error.
+ * anyway (21000 or 27000), with a less telling error.  "The same key" is
+ * the same row: keys equal as the primary key compares them, on the same
+ * table, or on a partitioned table and one of its partitions.
  */
 typedef struct RunningCall
 {
 	Oid			relid;
-	Jsonb	   *key;			/* the message's key, once parsed */
+	Datum	   *key_values;		/* the message's key, once parsed */
 	bool		writing;
 	struct RunningCall *outer;
 } RunningCall;
@@ -141,21 +144,52 @@ UpsertCallRunning(void)
 }
 
 /*
- * Refuse a message applied to a key whose row an enclosing call on the same
- * table is writing.  Keys compare as jsonb, by value.
+ * Can a row of one table be a row of the other: are they the same table,
+ * or is one a partition (at any depth) of the other?  Both are targets, so
+ * both have a primary key, and a partition's is its parent's: the key
+ * columns have the same types and collations, in the same order.
+ */
+static bool
+same_rows(Oid relid, Oid other)
+{
+	if (relid == other)
+		return true;
+	if (get_rel_relispartition(relid) &&
+		list_member_oid(get_partition_ancestors(relid), other))
+		return true;
+	return get_rel_relispartition(other) &&
+		list_member_oid(get_partition_ancestors(other), relid);
+}
+
+/* Are two keys of a target's rows equal, as its primary key compares them? */
+static bool
+same_key(UpsertTarget *target, Datum *key_values, Datum *other)
+{
+	for (int k = 0; k < target->npkey; k++)
+		if (!DatumGetBool(OidFunctionCall2Coll(target->pkey_eqproc[k],
+											   target->pkey_collation[k],
+											   key_values[k], other[k])))
+			return false;
+	return true;
+}
+
+/*
+ * Refuse a message applied to a row that an enclosing call is writing.
+ * Only a nested call gets here, so the catalog lookups of same_rows() cost
+ * nothing on the usual path.
  */
 static void
-check_enclosing_writers(Oid relid, Jsonb *key)
+check_enclosing_writers(UpsertTarget *target, UpsertMessage *msg)
 {
 	for (RunningCall *call = running_call->outer; call; call = call->outer)
 	{
-		if (call->writing && call->relid == relid &&
-			compareJsonbContainers(&call->key->root, &key->root) == 0)
+		if (call->writing && same_rows(target->relid, call->relid) &&
+			same_key(target, msg->key_values, call->key_values))
 			ereport(ERROR,
 					(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
 					 errmsg("cannot apply a message to a row while an enclosing call applies one to it"),
 					 errdetail("A function that an enclosing versioned_upsert() ran while it applied a message to the row with key %s (a function of a CHECK constraint, a trigger or an index expression) applied another message to that row. Its event could be logged before the enclosing call's, out of version order.",
-							   JsonbToCString(NULL, &key->root, VARSIZE(key))),
+							   JsonbToCString(NULL, &msg->key->root, VARSIZE(msg->key))),
 					 errhint("Functions that run while a row is written must not write that row.")));
 	}
 }
@@ -687,7 +721,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	PG_TRY();
 	{
 		MessageParse(target, new_row, &msg);
-		call.key = msg.key;
+		call.key_values = msg.key_values;
 
 		event.event_id = 0;
 		event.key = NULL;
@@ -699,7 +733,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 
 		/* an applied message: the only outcome that logs the stored row */
 		if (call.outer != NULL && !event.data_isnull)
-			check_enclosing_writers(relid, msg.key);
+			check_enclosing_writers(target, &msg);
 
 		event.target = relid;
 		if (event.key == NULL)

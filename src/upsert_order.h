@@ -99,6 +99,7 @@ typedef struct UpsertTarget
 	AttrNumber *pkey;			/* primary key columns, in index order */
 	AttrNumber	version_attnum;
 	RegProcedure *pkey_eqproc;	/* equality function of each key column */
+	Oid		   *pkey_collation; /* and the collation the index compares with */
 	Oid			pkey_index;
 	List	   *key_arbiters;	/* ON CONFLICT's arbiters on the key's columns:
 								 * pkey_index, and any unique index alike */
