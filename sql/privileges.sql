@@ -367,6 +367,13 @@ ALTER TABLE upsert_order.outbox SET LOGGED;
 ALTER SEQUENCE upsert_order.event_log_event_id_seq SET UNLOGGED;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 3}');
 ALTER SEQUENCE upsert_order.event_log_event_id_seq SET LOGGED;
+-- A primary key of event_log on other columns stops only the publisher,
+-- which reads events by it: calls, which do not, go on.
+BEGIN;
+ALTER TABLE upsert_order.event_log DROP CONSTRAINT event_log_pkey,
+	ADD PRIMARY KEY (logged_at, event_id);
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 4}');
+ROLLBACK;
 -- The same holds for the extension's types: a type put in the place of
 -- rowseq under its name, and the result's columns.
 ALTER TYPE upsert_order.rowseq RENAME TO rowseq_original;

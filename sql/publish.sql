@@ -459,6 +459,12 @@ CREATE RULE keep_settings AS ON DELETE TO target_settings DO INSTEAD NOTHING;
 SELECT publish_data('secret', false);
 DROP TABLE secret;
 DROP RULE keep_settings ON target_settings;
+-- Without its primary key, the settings functions fail with ON CONFLICT's
+-- own error.
+BEGIN;
+ALTER TABLE target_settings DROP CONSTRAINT target_settings_pkey;
+SELECT publish_data('secret', false);
+ROLLBACK;
 SELECT publish_data('secret', NULL);
 CREATE TABLE dropped_after_rule (id int PRIMARY KEY, ver rowseq NOT NULL);
 DROP TABLE dropped_after_rule;
