@@ -227,6 +227,8 @@ ok($last > $before, 'more was published after the restart');
 # stops with the error shown in publisher_status, nothing is published or
 # lost meanwhile, and once the name is fixed everything goes out in order.
 {
+	my $log_offset = -s $node->logfile;
+	my $failing_since = time;
 	$node->safe_psql('postgres',
 		"UPDATE upsert_order.target_settings SET channel = repeat('x', 80) WHERE target = 'other'::regclass");
 	my $writers = start_writers(4);
@@ -244,6 +246,14 @@ ok($last > $before, 'more was published after the restart');
 		PostgreSQL::Test::Utils::slurp_file($node->logfile),
 		qr/ERROR:  channel name too long/,
 		'the failure is logged');
+	# The worker retried all along (every commit wakes it), but logs the
+	# same error again only once a minute.
+	my $logged = () = substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_offset) =~
+	  /ERROR:  channel name too long/g;
+	my $failing_for = time - $failing_since;
+	ok($logged >= 1 && $logged <= 1 + int($failing_for / 60),
+		sprintf('the repeating failure is logged once a minute at most (%d times in %.0f s)',
+			$logged, $failing_for));
 
 	$node->safe_psql('postgres', "SELECT upsert_order.configure('other', 'other_events')");
 	$before = $last;
