@@ -29,6 +29,7 @@
 #include "access/sysattr.h"
 #include "access/table.h"
 #include "catalog/partition.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "executor/executor.h"
@@ -144,6 +145,18 @@ UpsertCallRunning(void)
 }
 
 /*
+ * Is relid a partition, at any depth, of other?  Only then is pg_inherits
+ * scanned: when relid is a partition and other a partitioned table.
+ */
+static bool
+is_partition_of(Oid relid, Oid other)
+{
+	return get_rel_relispartition(relid) &&
+		get_rel_relkind(other) == RELKIND_PARTITIONED_TABLE &&
+		list_member_oid(get_partition_ancestors(relid), other);
+}
+
+/*
  * Can a row of one table be a row of the other: are they the same table,
  * or is one a partition (at any depth) of the other?  Both are targets, so
  * both have a primary key, and a partition's is its parent's: the key
@@ -154,11 +167,7 @@ same_rows(Oid relid, Oid other)
 {
 	if (relid == other)
 		return true;
-	if (get_rel_relispartition(relid) &&
-		list_member_oid(get_partition_ancestors(relid), other))
-		return true;
-	return get_rel_relispartition(other) &&
-		list_member_oid(get_partition_ancestors(other), relid);
+	return is_partition_of(relid, other) || is_partition_of(other, relid);
 }
 
 /* Are two keys of a target's rows equal, as its primary key compares them? */
@@ -175,8 +184,8 @@ same_key(UpsertTarget *target, Datum *key_values, Datum *other)
 
 /*
  * Refuse a message applied to a row that an enclosing call is writing.
- * Only a nested call gets here, so the catalog lookups of same_rows() cost
- * nothing on the usual path.
+ * Only a nested call gets here; same_rows() then costs a syscache lookup or
+ * two for each enclosing call that is writing.
  */
 static void
 check_enclosing_writers(UpsertTarget *target, UpsertMessage *msg)
