@@ -260,9 +260,10 @@ conflict_check(PG_FUNCTION_ARGS)
 	rowseq		stored = stored_isnull ? 0 : PG_GETARG_ROWSEQ(0);
 	bool		incoming_isnull = PG_ARGISNULL(1);
 	rowseq		incoming = incoming_isnull ? 0 : PG_GETARG_ROWSEQ(1);
+	bool		ours = has_running_token(fcinfo, 2);
 	bool		result;
 
-	if (has_running_token(fcinfo, 2))
+	if (ours)
 	{
 		conflict_note.seen = true;
 		conflict_note.stored_isnull = stored_isnull;
@@ -277,7 +278,7 @@ conflict_check(PG_FUNCTION_ARGS)
 	}
 
 	result = stored_isnull || (!incoming_isnull && stored < incoming);
-	if (!result && has_running_token(fcinfo, 2))
+	if (!result && ours)
 		running_call->writing = false;
 	PG_RETURN_BOOL(result);
 }

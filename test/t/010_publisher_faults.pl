@@ -242,14 +242,11 @@ ok($last > $before, 'more was published after the restart');
 	$listener->poll_for(1);
 	is($node->safe_psql('postgres', "SELECT max(seq) FROM upsert_order.publication"),
 		$stuck, 'nothing is published while the notification fails');
-	like(
-		PostgreSQL::Test::Utils::slurp_file($node->logfile),
-		qr/ERROR:  channel name too long/,
-		'the failure is logged');
+	my $log = substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_offset);
+	like($log, qr/ERROR:  channel name too long/, 'the failure is logged');
 	# The worker retried all along (every commit wakes it), but logs the
 	# same error again only once a minute.
-	my $logged = () = substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_offset) =~
-	  /ERROR:  channel name too long/g;
+	my $logged = () = $log =~ /ERROR:  channel name too long/g;
 	my $failing_for = time - $failing_since;
 	ok($logged >= 1 && $logged <= 1 + int($failing_for / 60),
 		sprintf('the repeating failure is logged once a minute at most (%d times in %.0f s)',
