@@ -41,14 +41,21 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.event_log'),
 	'2', 'the failed call logged nothing');
 
 # No publisher without preloading: its status shows no worker and says why,
-# and applied events are not queued for it.
+# and applied events are not queued for it, not even in the database it
+# is set to serve.
 is( $node->safe_psql(
 		'postgres', q{
 SELECT worker_pid IS NULL, last_seq, events_waiting, last_error FROM upsert_order.publisher_status}),
 	't|0|0|no publisher: upsert_order is not in shared_preload_libraries',
 	'publisher_status shows no worker without preloading, and why');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.outbox'),
-	'0', 'nothing was queued for a publisher');
+$node->safe_psql('postgres', 'CREATE DATABASE elsewhere');
+$node->safe_psql('elsewhere', q{
+	CREATE EXTENSION upsert_order;
+	CREATE TABLE t (id int PRIMARY KEY, v upsert_order.rowseq, x text);
+	SELECT upsert_order.versioned_upsert('t', '{"id": 1, "v": 5, "x": "before"}');
+});
+is($node->safe_psql('elsewhere', 'SELECT count(*) FROM upsert_order.outbox'),
+	'0', 'nothing was queued for a publisher in the database it would serve');
 
 # A restart-only setting in postgresql.conf is not reported as misspelt
 # when the library is loaded late (it cannot be defined then).
@@ -56,6 +63,23 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.outbox'),
 	q{LOAD 'upsert_order'; SHOW upsert_order.channel});
 is($stdout, 'upsert_order', 'the other settings are defined');
 unlike($stderr, qr/WARNING/, 'and nothing is reported');
+
+# Once preloaded, the worker publishes what is applied from then on; the
+# event applied before stays unpublished, as the README says.
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'upsert_order'\n");
+$node->restart;
+$node->safe_psql('elsewhere',
+	q{SELECT upsert_order.versioned_upsert('t', '{"id": 1, "v": 6, "x": "after"}')});
+$node->poll_query_until('elsewhere',
+	'SELECT last_seq = 1 AND events_waiting = 0 FROM upsert_order.publisher_status')
+  or die 'the event applied after the restart was not published';
+is( $node->safe_psql(
+		'elsewhere',
+		q{SELECT seq, payload->'data'->>'x' FROM upsert_order.events_since(0)}),
+	'1|after',
+	'only the event applied with the library preloaded is published');
+is($node->safe_psql('elsewhere', 'SELECT count(*) FROM upsert_order.event_log'),
+	'2', 'the earlier event stays in the log');
 
 $node->stop;
 done_testing();
