@@ -468,6 +468,44 @@ SELECT p.payload::jsonb ? 'data' FROM upsert_order.publication p
 		'f', 'without its row');
 }
 
+# 7c. Partitions detached after their events were logged, before they were
+# published: a batch reads a table's parents when it publishes, so the
+# events go by the partitions' own settings, not by those of the
+# partitioned table that kept its rows out when they were logged.  The
+# worker is held in a batch whose snapshot predates the events, so that
+# the batch that publishes them starts after the detach.
+{
+	$node->safe_psql('postgres', q{
+CREATE TABLE parted (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL, note text)
+  PARTITION BY RANGE (id);
+CREATE TABLE parted_open PARTITION OF parted FOR VALUES FROM (0) TO (10);
+CREATE TABLE parted_closed PARTITION OF parted FOR VALUES FROM (10) TO (20);
+SELECT upsert_order.publish_data('parted', false);
+SELECT upsert_order.publish_data('parted_closed', false);
+CREATE TABLE detach_holder (id int PRIMARY KEY, ver upsert_order.rowseq NOT NULL)});
+	my $holder = hold_in_batch('detach_holder', 1);
+	my $logged = $node->safe_psql('postgres', q{
+SELECT count(*) FROM (
+  SELECT upsert_order.versioned_upsert('parted_open', '{"id": 1, "ver": 1, "note": "open"}')
+  UNION ALL
+  SELECT upsert_order.versioned_upsert('parted_closed', '{"id": 11, "ver": 1, "note": "closed"}')) c});
+	is($logged, '2', 'both partitions logged an event while attached');
+	$node->safe_psql('postgres', q{
+ALTER TABLE parted DETACH PARTITION parted_open;
+ALTER TABLE parted DETACH PARTITION parted_closed});
+	$holder->query_safe('COMMIT');
+	$holder->quit;
+	ok(UpsertOrderNode::all_published($node), 'the events of the detached partitions are published');
+	is( $node->safe_psql(
+			'postgres', q{
+SELECT p.payload::jsonb ->> 'table', p.payload::jsonb -> 'data' ->> 'note', p.payload::jsonb ? 'data_omitted'
+  FROM upsert_order.publication p
+ WHERE p.payload::jsonb ->> 'table' IN ('public.parted_open', 'public.parted_closed')
+ ORDER BY p.seq}),
+		qq{public.parted_open|open|f\npublic.parted_closed||t},
+		'the partition without a setting of its own goes out with its row, the one that keeps its rows out without');
+}
+
 # 8. A commit whose wake-up the worker loses: the worker waits for a lock
 # inside a batch, and that wait consumes the wake-up of a writer that
 # commits meanwhile.  Its event is not in the batch (the batch's snapshot
