@@ -61,7 +61,11 @@
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
+#if PG_VERSION_NUM >= 170000
+#include "storage/procarray.h"
+#else
 #include "storage/sinvaladt.h"
+#endif
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -142,6 +146,33 @@ horizon_forget_sample(int which)
 }
 
 /*
+ * The process that a virtual transaction ID names, and whether that process
+ * still runs that transaction (read under ProcArrayLock).  PostgreSQL 17
+ * numbers processes by ProcNumber where 15 and 16 have a BackendId.
+ */
+static PGPROC *
+vxid_proc(VirtualTransactionId vxid)
+{
+#if PG_VERSION_NUM >= 170000
+	return ProcNumberGetProc(vxid.procNumber);
+#else
+	return BackendIdGetProc(vxid.backendId);
+#endif
+}
+
+static bool
+proc_runs_vxid(const PGPROC *proc, VirtualTransactionId vxid)
+{
+#if PG_VERSION_NUM >= 170000
+	return proc->vxid.procNumber == vxid.procNumber &&
+		proc->vxid.lxid == vxid.localTransactionId;
+#else
+	return proc->backendId == vxid.backendId &&
+		proc->lxid == vxid.localTransactionId;
+#endif
+}
+
+/*
  * The top transaction IDs of the writers, in xids (*nxids of them), leaving
  * out those that have none yet, and so no event_id up to the sample's, and
  * those that have ended.  A prepared transaction keeps the virtual ID its
@@ -171,7 +202,7 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 			xids[(*nxids)++] = (TransactionId) writers[i].localTransactionId;
 			continue;
 		}
-		proc = BackendIdGetProc(writers[i].backendId);
+		proc = vxid_proc(writers[i]);
 		if (proc != NULL)
 		{
 			/*
@@ -183,8 +214,7 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 			 */
 			LWLockAcquire(ProcArrayLock, LW_SHARED);
 			xid = proc->xid;
-			same = proc->backendId == writers[i].backendId &&
-				proc->lxid == writers[i].localTransactionId;
+			same = proc_runs_vxid(proc, writers[i]);
 			LWLockRelease(ProcArrayLock);
 		}
 		if (!same)
