@@ -74,6 +74,15 @@ SHOW upsert_order.database;
 -- Settings: reload-only ones cannot be SET, and a misspelt one is refused.
 SET upsert_order.channel = 'elsewhere';
 SET upsert_order.chanel = 'elsewhere';
+-- The channel setting refuses what NOTIFY would, and a refused value is
+-- not written; one byte shorter is written, and reset.
+ALTER SYSTEM SET upsert_order.channel = '';
+ALTER SYSTEM SET upsert_order.channel = 'c123456789012345678901234567890123456789012345678901234567890123';
+SELECT count(*) FROM pg_file_settings WHERE name = 'upsert_order.channel';
+ALTER SYSTEM SET upsert_order.channel = 'c12345678901234567890123456789012345678901234567890123456789012';
+SELECT length(setting) FROM pg_file_settings WHERE name = 'upsert_order.channel';
+ALTER SYSTEM RESET upsert_order.channel;
+SELECT count(*) FROM pg_file_settings WHERE name = 'upsert_order.channel';
 
 -- A trigger and a default shape the stored row; "data" is the stored row.
 CREATE TABLE item (

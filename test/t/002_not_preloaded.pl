@@ -81,5 +81,17 @@ is( $node->safe_psql(
 is($node->safe_psql('elsewhere', 'SELECT count(*) FROM upsert_order.event_log'),
 	'2', 'the earlier event stays in the log');
 
+# In a database the worker does not serve, its status says which one it
+# serves, and what is applied there is not queued.
+$node->safe_psql('postgres',
+	q{SELECT upsert_order.versioned_upsert('t', '{"id": 3, "v": 1, "x": "unserved"}')});
+is( $node->safe_psql(
+		'postgres', q{
+SELECT worker_pid IS NULL, last_seq, events_waiting, last_error FROM upsert_order.publisher_status}),
+	't|0|0|this database is not published: upsert_order.database is "elsewhere"',
+	'publisher_status in a database the worker does not serve names the one it serves');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM upsert_order.outbox'),
+	'0', 'an event applied there is not queued');
+
 $node->stop;
 done_testing();
