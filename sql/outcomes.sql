@@ -188,3 +188,24 @@ SELECT outcome FROM versioned_upsert('located', '{"at": "(1,2,3)", "v": 1}');
 SELECT versioned_upsert('located', '{"at": [1, 2, 3], "v": 2}');
 SELECT * FROM located;
 SELECT key, version, outcome FROM event_log WHERE target IN ('route'::regclass, 'located'::regclass) ORDER BY event_id;
+
+-- json and jsonb columns take the JSON value itself, a scalar too, as
+-- jsonb_populate_record() gives it; a JSON null is SQL NULL.  A jsonb key
+-- is matched as jsonb compares, whatever the order of its object's keys.
+CREATE TABLE doc (id int PRIMARY KEY, v rowseq, body jsonb, raw json);
+SELECT outcome FROM versioned_upsert_batch('doc', '[
+	{"id": 1, "v": 1, "body": "hello", "raw": 5},
+	{"id": 2, "v": 1, "body": {"a": [1, 2]}, "raw": {"b": true}},
+	{"id": 3, "v": 1, "body": null, "raw": null},
+	{"id": 4, "v": 1, "body": true, "raw": "x\"y"}]');
+SELECT d.id, d.body, d.raw::text, d.body IS NULL AS body_null,
+	   d.body IS NOT DISTINCT FROM p.body AND d.raw::text IS NOT DISTINCT FROM p.raw::text AS as_populate_record
+  FROM doc d, event_log e, jsonb_populate_record(NULL::doc, e.payload) p
+ WHERE e.target = 'doc'::regclass AND (e.key->>'id')::int = d.id
+ ORDER BY d.id;
+CREATE TABLE keyed_by_doc (k jsonb PRIMARY KEY, v rowseq, note text);
+SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"b": 1, "a": [2]}, "v": 1, "note": "x"}');
+SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2], "b": 1}, "v": 2, "note": "y"}');
+SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2], "b": 1}, "v": 1, "note": "z"}');
+SELECT * FROM keyed_by_doc;
+SELECT key, version, outcome FROM event_log WHERE target = 'keyed_by_doc'::regclass ORDER BY event_id;
