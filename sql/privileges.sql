@@ -315,6 +315,17 @@ SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
 SELECT count(*) AS logged FROM upsert_order.event_log WHERE target = 'member_check'::regclass;
 ALTER TABLE upsert_order.event_log ALTER COLUMN key TYPE jsonb USING key::jsonb;
 SELECT outcome FROM versioned_upsert('member_check', '{"id": 1, "ver": 2}');
+-- Nor one renamed, or one whose column is renamed: calls fail, naming what
+-- they looked for, and log nothing, until the name is back.
+ALTER TABLE upsert_order.outbox RENAME TO outbox_renamed;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 2, "ver": 1}');
+ALTER TABLE upsert_order.outbox_renamed RENAME TO outbox;
+ALTER TABLE upsert_order.event_log RENAME COLUMN payload TO message;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 2, "ver": 1}');
+ALTER TABLE upsert_order.event_log RENAME COLUMN message TO payload;
+SELECT count(*) AS logged FROM upsert_order.event_log WHERE target = 'member_check'::regclass;
+SELECT outcome FROM versioned_upsert('member_check', '{"id": 2, "ver": 1}');
+DELETE FROM member_check WHERE id = 2;
 -- A BEFORE trigger of the owner may not skip or change a row the extension
 -- writes (one that returns the row as it came is fine), and the sequence
 -- may not hand out event_ids below 1.
