@@ -32,7 +32,7 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/upsert_order.conf --temp-instance=$(
 
 # Isolation specs live in test/specs with their expected output in test/expected.
 ISOLATION = concurrent_same_key concurrent_new_key concurrent_batch repeatable_read concurrent_temp_table \
-	concurrent_writer event_log_altered configure_locked_table renamed_under_call \
+	concurrent_writer event_log_altered configure_locked_table configure_dropped_table renamed_under_call \
 	settings_dropped_repeatable_read check_after_row_lock batch_function_replaced
 # The specs run in PGXS's isolation_regression (PGXS appends its own --dbname
 # after these options), which the publisher does not serve: they test the
