@@ -146,12 +146,11 @@ horizon_forget_sample(int which)
 }
 
 /*
- * The process that a virtual transaction ID names, and whether that process
- * still runs that transaction (read under ProcArrayLock).  PostgreSQL 17
+ * The process that a virtual transaction ID names, or NULL.  PostgreSQL 17
  * numbers processes by ProcNumber where 15 and 16 have a BackendId.
  */
 static PGPROC *
-vxid_proc(VirtualTransactionId vxid)
+horizon_vxid_proc(VirtualTransactionId vxid)
 {
 #if PG_VERSION_NUM >= 170000
 	return ProcNumberGetProc(vxid.procNumber);
@@ -160,8 +159,9 @@ vxid_proc(VirtualTransactionId vxid)
 #endif
 }
 
+/* Does proc still run that transaction?  Read under ProcArrayLock. */
 static bool
-proc_runs_vxid(const PGPROC *proc, VirtualTransactionId vxid)
+horizon_proc_runs_vxid(const PGPROC *proc, VirtualTransactionId vxid)
 {
 #if PG_VERSION_NUM >= 170000
 	return proc->vxid.procNumber == vxid.procNumber &&
@@ -202,7 +202,7 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 			xids[(*nxids)++] = (TransactionId) writers[i].localTransactionId;
 			continue;
 		}
-		proc = vxid_proc(writers[i]);
+		proc = horizon_vxid_proc(writers[i]);
 		if (proc != NULL)
 		{
 			/*
@@ -214,7 +214,7 @@ horizon_writer_xids(const VirtualTransactionId *writers, int nwriters,
 			 */
 			LWLockAcquire(ProcArrayLock, LW_SHARED);
 			xid = proc->xid;
-			same = proc_runs_vxid(proc, writers[i]);
+			same = horizon_proc_runs_vxid(proc, writers[i]);
 			LWLockRelease(ProcArrayLock);
 		}
 		if (!same)
