@@ -191,7 +191,9 @@ SELECT key, version, outcome FROM event_log WHERE target IN ('route'::regclass, 
 
 -- json and jsonb columns take the JSON value itself, a scalar too, as
 -- jsonb_populate_record() gives it; a JSON null is SQL NULL.  A jsonb key
--- is matched as jsonb compares, whatever the order of its object's keys.
+-- is matched as jsonb compares, not by its text: 1, 1.0 and 1.00 are equal.
+-- The event of an update logs the stored key, that of a stale message the
+-- message's own.
 CREATE TABLE doc (id int PRIMARY KEY, v rowseq, body jsonb, raw json);
 SELECT outcome FROM versioned_upsert_batch('doc', '[
 	{"id": 1, "v": 1, "body": "hello", "raw": 5},
@@ -204,8 +206,8 @@ SELECT d.id, d.body, d.raw::text, d.body IS NULL AS body_null,
  WHERE e.target = 'doc'::regclass AND (e.key->>'id')::int = d.id
  ORDER BY d.id;
 CREATE TABLE keyed_by_doc (k jsonb PRIMARY KEY, v rowseq, note text);
-SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"b": 1, "a": [2]}, "v": 1, "note": "x"}');
-SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2], "b": 1}, "v": 2, "note": "y"}');
-SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2], "b": 1}, "v": 1, "note": "z"}');
+SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2], "b": 1}, "v": 1, "note": "x"}');
+SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2], "b": 1.0}, "v": 2, "note": "y"}');
+SELECT outcome FROM versioned_upsert('keyed_by_doc', '{"k": {"a": [2.00], "b": 1}, "v": 1, "note": "z"}');
 SELECT * FROM keyed_by_doc;
 SELECT key, version, outcome FROM event_log WHERE target = 'keyed_by_doc'::regclass ORDER BY event_id;

@@ -11,7 +11,8 @@
 # there, and the next event is numbered after it.  (A crash of the server's
 # processes keeps the WAL already written to the operating system, flushed
 # or not; the flush is what keeps it through a crash of the machine, which
-# this test cannot cause.)
+# this test cannot cause.  With fsync off, as in every TAP test here, the
+# flush position moves all the same.)
 
 use strict;
 use warnings;
@@ -43,12 +44,15 @@ $node->safe_psql('postgres',
 $node->safe_psql('postgres', 'CHECKPOINT');
 
 my $listener = PublisherListener->new($node, 'postgres', 'upsert_order');
+# LISTEN before the event, so that it comes as a notification
+ok($listener->wait_listening, 'the listener listens');
 
 $node->safe_psql('postgres',
 	q{SELECT upsert_order.versioned_upsert('kv', '{"id": 1, "ver": 7, "note": "before the crash"}')});
 my $after_writer = $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 ok($listener->wait_for_seq(1), 'the listener is told of the event');
 like($listener->{payload}{1}, qr/"before the crash"/, 'with its row');
+is($listener->{notified}{1}, 1, 'by a notification');
 is($node->safe_psql('postgres', "SELECT pg_current_wal_flush_lsn() >= '$after_writer'"),
 	't', 'by then, WAL is flushed past the writer\'s commit');
 

@@ -94,6 +94,7 @@ sub _connect
 	$self->{in} .= "SELECT 'tick';\n";
 	$self->{pending} = 1;
 	$self->{pending_since} = time;
+	$self->{ticks} = 0;
 	$self->{connections}++;
 	return;
 }
@@ -158,6 +159,7 @@ sub poll
 		elsif ($line eq 'tick')
 		{
 			$self->{pending} = 0;
+			$self->{ticks}++;
 		}
 	}
 	if ($h && !$h->pumpable)
@@ -203,6 +205,20 @@ sub poll_for
 		usleep(10_000);
 	}
 	return;
+}
+
+# Poll until the connection LISTENs (its first tick came back, after the
+# LISTEN and the catch-up), or the timeout.
+sub wait_listening
+{
+	my ($self, $timeout) = @_;
+	my $until = time + ($timeout // $PostgreSQL::Test::Utils::timeout_default);
+	while (!($self->{handle} && $self->{ticks}) && time < $until)
+	{
+		$self->poll;
+		usleep(10_000);
+	}
+	return $self->{handle} && $self->{ticks};
 }
 
 # Poll until every seq up to $seq is held, or the timeout.
