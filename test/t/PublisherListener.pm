@@ -207,31 +207,32 @@ sub poll_for
 	return;
 }
 
+# Poll until $done->() is true, or the timeout; returns whether it is.
+sub _poll_until
+{
+	my ($self, $done, $timeout) = @_;
+	my $until = time + ($timeout // $PostgreSQL::Test::Utils::timeout_default);
+	while (!$done->() && time < $until)
+	{
+		$self->poll;
+		usleep(10_000);
+	}
+	return $done->();
+}
+
 # Poll until the connection LISTENs (its first tick came back, after the
 # LISTEN and the catch-up), or the timeout.
 sub wait_listening
 {
 	my ($self, $timeout) = @_;
-	my $until = time + ($timeout // $PostgreSQL::Test::Utils::timeout_default);
-	while (!($self->{handle} && $self->{ticks}) && time < $until)
-	{
-		$self->poll;
-		usleep(10_000);
-	}
-	return $self->{handle} && $self->{ticks};
+	return $self->_poll_until(sub { $self->{handle} && $self->{ticks} }, $timeout);
 }
 
 # Poll until every seq up to $seq is held, or the timeout.
 sub wait_for_seq
 {
 	my ($self, $seq, $timeout) = @_;
-	my $until = time + ($timeout // $PostgreSQL::Test::Utils::timeout_default);
-	while ($self->contiguous < $seq && time < $until)
-	{
-		$self->poll;
-		usleep(10_000);
-	}
-	return $self->contiguous >= $seq;
+	return $self->_poll_until(sub { $self->contiguous >= $seq }, $timeout);
 }
 
 # Follow the application to another server (a promoted standby), keeping
