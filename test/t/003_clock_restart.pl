@@ -232,6 +232,32 @@ $node->command_ok(
 	'8 clients take stamps concurrently');
 is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT s) FROM stamps'),
 	'32000|32000', 'every stamp handed out is unique');
-
 $node->stop;
+
+# A standby made from a base backup has the primary's state file as it was
+# then, so after a promotion its stamps stay above the old primary's, even
+# those ahead of the wall clock, while those stay under the bound copied.
+my $primary = PostgreSQL::Test::Cluster->new('clock_primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf('postgresql.conf', "shared_preload_libraries = 'upsert_order'");
+$ahead = (int(time() * 1000) + 3_600_000) << 16;
+write_state($primary->data_dir . '/pg_stat/upsert_order_hlc.stat', state_bytes($ahead));
+$primary->start;
+$primary->safe_psql('postgres', 'CREATE EXTENSION upsert_order');
+my $first = $primary->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
+ok(rowseq_greater($primary, $first, $ahead), 'the primary runs an hour ahead of the wall clock');
+$primary->backup('clock_backup');
+my $standby = PostgreSQL::Test::Cluster->new('clock_standby');
+$standby->init_from_backup($primary, 'clock_backup', has_streaming => 1);
+$standby->start;
+my $last = $primary->safe_psql('postgres',
+	'SELECT upsert_order.max(upsert_order.rowseq_now()) FROM generate_series(1, 10000)');
+ok(rowseq_greater($primary, $last, $first), 'the primary hands out more stamps after the backup');
+$primary->wait_for_catchup($standby);
+$primary->stop;
+$standby->promote;
+my $promoted = $standby->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
+ok(rowseq_greater($standby, $promoted, $last),
+	"the promoted standby stamps above the old primary's last stamp ($last < $promoted)");
+$standby->stop;
 done_testing();
