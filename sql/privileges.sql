@@ -164,6 +164,33 @@ SELECT outcome, version, tag FROM event_log ORDER BY event_id DESC LIMIT 2;
 ALTER TABLE upsert_order.event_log DROP COLUMN tag;
 DROP FUNCTION log_tag();
 DROP SCHEMA writer_own CASCADE;
+-- A trigger the owner adds to outbox runs as the owner of outbox, which
+-- need not own event_log too, on the single and the batch path.
+CREATE ROLE upsert_queue_owner;
+CREATE TABLE queue_trace (who name, event_id bigint);
+GRANT USAGE ON SCHEMA privileges TO upsert_queue_owner;
+GRANT INSERT ON queue_trace TO upsert_queue_owner;
+CREATE FUNCTION queue_trace() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO privileges.queue_trace VALUES (current_user, NEW.event_id);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER queue_trace AFTER INSERT ON upsert_order.outbox
+	FOR EACH ROW EXECUTE FUNCTION queue_trace();
+SELECT r.rolname AS outbox_owner FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+WHERE c.oid = 'upsert_order.outbox'::regclass \gset
+ALTER TABLE upsert_order.outbox OWNER TO upsert_queue_owner;
+SET ROLE upsert_writer;
+SELECT outcome FROM versioned_upsert('acct', '{"id": 1, "ver": 14, "balance": 34}');
+SELECT outcome FROM versioned_upsert_batch('acct', '[{"id": 1, "ver": 15, "balance": 35}]');
+RESET ROLE;
+SELECT q.who, e.version FROM queue_trace q JOIN event_log e USING (event_id) ORDER BY e.event_id;
+ALTER TABLE upsert_order.outbox OWNER TO :"outbox_owner";
+DROP TRIGGER queue_trace ON upsert_order.outbox;
+DROP FUNCTION queue_trace();
+DROP TABLE queue_trace;
+REVOKE USAGE ON SCHEMA privileges FROM upsert_queue_owner;
+DROP ROLE upsert_queue_owner;
 
 -- Grants on the extension's objects: only the schema and the functions are public.
 SELECT c.relname, c.relacl IS NULL AS default_acl,

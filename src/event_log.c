@@ -8,8 +8,8 @@
  * be able to forge or erase its rows.  The rows are written here, through
  * the executor's simple insert path (the one logical replication uses to
  * apply a row), with values the extension computed: no SQL statement, no
- * plan, no permission check on the extension's own tables.  While they are
- * written the current user is the owner of event_log, the way PostgreSQL
+ * plan, no permission check on the extension's own tables.  While a row is
+ * written the current user is the owner of its table, the way PostgreSQL
  * runs foreign-key checks as the owner of the referenced table, so that
  * anything that does run (a trigger the owner added) runs as the owner.
  *
@@ -70,6 +70,7 @@ typedef struct EventLogTables
 	bool		valid;
 	Oid			log_relid;
 	Oid			log_owner;
+	Oid			outbox_owner;
 	Oid			seq_relid;		/* event_log_event_id_seq */
 	Oid			outbox_relid;
 	AttrNumber	log_attnum[LOG_NCOLUMNS];
@@ -272,7 +273,6 @@ ExtensionColumn(Oid relid, const char *relname, const char *colname, Oid typid)
 static void
 event_log_tables(void)
 {
-	Oid			outbox_owner;
 	Oid			seq_owner;
 
 	if (tables.valid)
@@ -280,7 +280,7 @@ event_log_tables(void)
 
 	tables.log_relid = ExtensionTableLookup("event_log", &tables.log_owner);
 	tables.seq_relid = ExtensionTableLookup("event_log_event_id_seq", &seq_owner);
-	tables.outbox_relid = ExtensionTableLookup("outbox", &outbox_owner);
+	tables.outbox_relid = ExtensionTableLookup("outbox", &tables.outbox_owner);
 	for (int i = 0; i < LOG_NCOLUMNS; i++)
 	{
 		Oid			typid = log_column_types[i];
@@ -945,8 +945,8 @@ EventLogAppend(const LoggedEvent *event)
 		PublisherServesThisDatabase();
 
 	/*
-	 * Write as the owner of event_log.  An error needs no cleanup here:
-	 * aborting the (sub)transaction restores the user.
+	 * Write each row as the owner of its table.  An error needs no cleanup
+	 * here: aborting the (sub)transaction restores the user.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(tables.log_owner,
@@ -954,7 +954,12 @@ EventLogAppend(const LoggedEvent *event)
 						   SECURITY_RESTRICTED_OPERATION);
 	event_id = append_event(event);
 	if (publish)
+	{
+		SetUserIdAndSecContext(tables.outbox_owner,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 		queue_event(event_id);
+	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	/* Let later statements of the transaction see the rows. */
