@@ -306,9 +306,12 @@ ALTER TABLE per_column ENABLE ROW LEVEL SECURITY;
 CREATE POLICY everything ON per_column USING (true);
 SET ROLE upsert_nobody;
 SELECT outcome FROM versioned_upsert('per_column', '{"id": 1, "ver": 4, "v": "d"}');
+-- An empty batch is refused likewise: it is refused wherever a message is.
+SELECT count(*) FROM versioned_upsert_batch('per_column', '[]');
 RESET ROLE;
 GRANT SELECT ON per_column TO upsert_nobody;
 SET ROLE upsert_nobody;
+SELECT count(*) FROM versioned_upsert_batch('per_column', '[]');
 SELECT outcome FROM versioned_upsert('per_column', '{"id": 1, "ver": 4, "v": "d"}');
 SELECT outcome FROM versioned_upsert('per_column', '{"id": 1, "ver": 4, "v": "d"}');
 RESET ROLE;

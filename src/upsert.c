@@ -28,6 +28,7 @@
 #include "access/htup_details.h"
 #include "access/sysattr.h"
 #include "access/table.h"
+#include "catalog/objectaddress.h"
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -39,6 +40,7 @@
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "storage/itemptr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -935,6 +937,16 @@ check_empty_batch(Oid relid)
 	SimpleExecStateRequireUpsertPrivileges(estate);
 	SimpleExecStateCheckUpsert(estate, rel);
 	SimpleExecStateFree(estate);
+
+	/*
+	 * Under row level security the statement also reads the stored row's
+	 * tableoid and ctid, for check_stored_row_visible(): system columns, which
+	 * take SELECT on the table itself.
+	 */
+	if (target->row_security &&
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(rel->rd_rel->relkind),
+					   RelationGetRelationName(rel));
 	(void) check_enable_rls(relid, InvalidOid, false);
 	table_close(rel, NoLock);
 }
