@@ -173,7 +173,7 @@ DirectOpen(UpsertTarget *target, MemoryContext cxt)
 	ds->estate = SimpleExecStateCreate(ds->rel, inserted, updated, &ds->rri);
 	bms_free(inserted);
 	bms_free(updated);
-	SimpleExecStateRequireUpsertPrivileges(ds->estate);
+	SimpleExecStateRequireUpsertPrivileges(ds->estate, false);
 	MemoryContextSwitchTo(ds->estate->es_query_cxt);
 	ds->proposed = ExecInitExtraTupleSlot(ds->estate, RelationGetDescr(ds->rel),
 										  &TTSOpsVirtual);

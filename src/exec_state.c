@@ -73,14 +73,22 @@ SimpleExecStateCreate(Relation rel, Bitmapset *insertedCols,
  * INSERT ... ON CONFLICT DO UPDATE ... RETURNING t.* needs: INSERT on the
  * columns it inserts and UPDATE on those it sets (the columns given to
  * SimpleExecStateCreate), SELECT on the whole row, which RETURNING t.*
- * reads.  Allocated in the state's memory.
+ * reads, and, if row_location, SELECT on tableoid and ctid, which the
+ * statement returns too under row level security.  Allocated in the state's
+ * memory.
  */
 void
-SimpleExecStateRequireUpsertPrivileges(EState *estate)
+SimpleExecStateRequireUpsertPrivileges(EState *estate, bool row_location)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
 	RangeTblEntry *rte = exec_rt_fetch(1, estate);
 	Bitmapset  *whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
+
+	if (row_location)
+	{
+		whole_row = bms_add_member(whole_row, TableOidAttributeNumber - FirstLowInvalidHeapAttributeNumber);
+		whole_row = bms_add_member(whole_row, SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber);
+	}
 
 #if PG_VERSION_NUM >= 160000
 	{

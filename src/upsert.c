@@ -28,7 +28,6 @@
 #include "access/htup_details.h"
 #include "access/sysattr.h"
 #include "access/table.h"
-#include "catalog/objectaddress.h"
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -40,7 +39,6 @@
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "storage/itemptr.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -933,21 +931,12 @@ check_empty_batch(Oid relid)
 
 	for (int i = 0; i < target->npkey; i++)
 		written = bms_add_member(written, target->pkey[i] - FirstLowInvalidHeapAttributeNumber);
+	/* the statement's planning refuses row_security = off first */
+	(void) check_enable_rls(relid, InvalidOid, false);
 	estate = SimpleExecStateCreate(rel, written, version, &rri);
-	SimpleExecStateRequireUpsertPrivileges(estate);
+	SimpleExecStateRequireUpsertPrivileges(estate, target->row_security);
 	SimpleExecStateCheckUpsert(estate, rel);
 	SimpleExecStateFree(estate);
-
-	/*
-	 * Under row level security the statement also reads the stored row's
-	 * tableoid and ctid, for check_stored_row_visible(): system columns, which
-	 * take SELECT on the table itself.
-	 */
-	if (target->row_security &&
-		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(rel->rd_rel->relkind),
-					   RelationGetRelationName(rel));
-	(void) check_enable_rls(relid, InvalidOid, false);
 	table_close(rel, NoLock);
 }
 

@@ -304,7 +304,8 @@ struct ResultRelInfo;
 extern struct EState *SimpleExecStateCreate(Relation rel, Bitmapset *insertedCols,
 											 Bitmapset *updatedCols,
 											 struct ResultRelInfo **rri);
-extern void SimpleExecStateRequireUpsertPrivileges(struct EState *estate);
+extern void SimpleExecStateRequireUpsertPrivileges(struct EState *estate,
+												   bool row_location);
 extern void SimpleExecStateCheckUpsert(struct EState *estate, Relation rel);
 extern void SimpleExecStateFree(struct EState *estate);
 
