@@ -107,6 +107,32 @@ DROP PUBLICATION batch_pub;
 SELECT count(*) FROM versioned_upsert_batch('no_identity', '[]');
 DROP TABLE no_identity;
 
+-- Each element reads the tables as a single call made then would: a
+-- domain's CHECK that calls a STABLE function sees the rows of the
+-- elements before it, in a batch as in calls one by one.
+CREATE TABLE coded (id int PRIMARY KEY, ver rowseq NOT NULL, code text);
+CREATE FUNCTION code_free(c text) RETURNS boolean LANGUAGE sql STABLE
+	AS 'SELECT NOT EXISTS (SELECT 1 FROM batch.coded WHERE code = c)';
+CREATE DOMAIN free_code AS text CHECK (code_free(VALUE));
+ALTER TABLE coded ALTER COLUMN code TYPE free_code;
+SELECT * FROM versioned_upsert_batch('coded',
+	'[{"id": 1, "ver": 1, "code": "x"}, {"id": 2, "ver": 1, "code": "x"}]');
+SELECT count(*) FROM coded;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM versioned_upsert_batch('coded',
+	'[{"id": 1, "ver": 1, "code": "x"}, {"id": 2, "ver": 1, "code": "x"}]');
+ROLLBACK;
+BEGIN;
+SELECT outcome FROM versioned_upsert('coded', '{"id": 1, "ver": 1, "code": "x"}');
+SELECT outcome FROM versioned_upsert('coded', '{"id": 2, "ver": 1, "code": "x"}');
+ROLLBACK;
+SELECT outcome FROM versioned_upsert_batch('coded',
+	'[{"id": 1, "ver": 1, "code": "x"}, {"id": 2, "ver": 1, "code": "y"}]');
+SELECT id, code FROM coded ORDER BY id;
+DROP TABLE coded;
+DROP DOMAIN free_code;
+DROP FUNCTION code_free(text);
+
 -- Same privileges as the single call.
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS upsert_batch_reader;

@@ -44,6 +44,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 #include "upsert_order.h"
@@ -903,7 +904,22 @@ batch_apply_element(Oid relid, JsonbValue *v, int64 index, MemoryContext rowcxt,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("element %lld of rows is not a JSON object", (long long) index),
 				 errdetail("Every element of rows must be an object of column names and values.")));
+	/*
+	 * A single call is a statement of its own, whose snapshot sees what the
+	 * calls before it wrote (and at READ COMMITTED what others committed
+	 * since).  Each element after the first gets such a snapshot too, so that
+	 * what runs as its values are converted (a domain's CHECK calling a
+	 * STABLE function) reads the tables as the single call would, not as
+	 * they were when the batch began.  An error pops it with the abort.
+	 */
+	if (index > 1)
+	{
+		PushCopiedSnapshot(GetTransactionSnapshot());
+		UpdateActiveSnapshotCommandId();
+	}
 	upsert_one(relid, JsonbValueToJsonb(v), &result, batch);
+	if (index > 1)
+		PopActiveSnapshot();
 	tuplestore_puttuple(rsinfo->setResult, outcome_tuple(&result, rsinfo->setDesc));
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(rowcxt);
