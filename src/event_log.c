@@ -935,6 +935,7 @@ EventLogAppend(const LoggedEvent *event)
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			owner_sec_context;
 	int64		event_id;
 	bool		publish;
 
@@ -949,15 +950,13 @@ EventLogAppend(const LoggedEvent *event)
 	 * here: aborting the (sub)transaction restores the user.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(tables.log_owner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	owner_sec_context = save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+		SECURITY_RESTRICTED_OPERATION;
+	SetUserIdAndSecContext(tables.log_owner, owner_sec_context);
 	event_id = append_event(event);
 	if (publish)
 	{
-		SetUserIdAndSecContext(tables.outbox_owner,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
+		SetUserIdAndSecContext(tables.outbox_owner, owner_sec_context);
 		queue_event(event_id);
 	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);

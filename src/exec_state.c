@@ -82,12 +82,12 @@ SimpleExecStateRequireUpsertPrivileges(EState *estate, bool row_location)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
 	RangeTblEntry *rte = exec_rt_fetch(1, estate);
-	Bitmapset  *whole_row = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
+	Bitmapset  *selected = bms_make_singleton(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber);
 
 	if (row_location)
 	{
-		whole_row = bms_add_member(whole_row, TableOidAttributeNumber - FirstLowInvalidHeapAttributeNumber);
-		whole_row = bms_add_member(whole_row, SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber);
+		selected = bms_add_member(selected, TableOidAttributeNumber - FirstLowInvalidHeapAttributeNumber);
+		selected = bms_add_member(selected, SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber);
 	}
 
 #if PG_VERSION_NUM >= 160000
@@ -95,11 +95,11 @@ SimpleExecStateRequireUpsertPrivileges(EState *estate, bool row_location)
 		RTEPermissionInfo *perm = getRTEPermissionInfo(estate->es_rteperminfos, rte);
 
 		perm->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-		perm->selectedCols = whole_row;
+		perm->selectedCols = selected;
 	}
 #else
 	rte->requiredPerms = ACL_INSERT | ACL_UPDATE | ACL_SELECT;
-	rte->selectedCols = whole_row;
+	rte->selectedCols = selected;
 #endif
 	MemoryContextSwitchTo(oldcxt);
 }

@@ -49,6 +49,19 @@ sub read_state
 	return $bytes;
 }
 
+# A stamp an hour ahead of the wall clock.
+sub hour_ahead
+{
+	return (int(time() * 1000) + 3_600_000) << 16;
+}
+
+# Where node keeps the clock's state file.
+sub state_file_of
+{
+	my ($node) = @_;
+	return $node->data_dir . '/pg_stat/upsert_order_hlc.stat';
+}
+
 sub rowseq_greater
 {
 	my ($node, $a, $b) = @_;
@@ -89,7 +102,7 @@ my $before = $node->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
 
 # A clean shutdown saves the last stamp handed out; the next start reads it.
 $node->stop;
-my $state_file = $node->data_dir . '/pg_stat/upsert_order_hlc.stat';
+my $state_file = state_file_of($node);
 ok(-f $state_file, 'a clean shutdown saves the clock');
 my $bytes = read_state($state_file);
 is(length($bytes), 16, 'the saved clock is a magic number, a checksum and a 64-bit value');
@@ -113,7 +126,7 @@ is($wall, 't', 'after an immediate stop the clock is not behind the wall clock')
 # the wall clock, as it does after the wall clock was set back.  A clock
 # saved an hour ahead makes it run ahead here.
 $node->stop;
-my $ahead = (int(time() * 1000) + 3_600_000) << 16;
+my $ahead = hour_ahead();
 write_state($state_file, state_bytes($ahead));
 $node->start;
 $node->safe_psql('postgres',
@@ -172,7 +185,7 @@ ok(rowseq_greater($node, $after_failed_save, $before_failed_save),
 # A stamp ahead of the wall clock that no saved bound covers is refused when
 # the bound cannot be saved, rather than handed out unsaved.
 $node->stop;
-$ahead = (int(time() * 1000) + 3_600_000) << 16;
+$ahead = hour_ahead();
 write_state($state_file, state_bytes($ahead));
 $node->start;
 chmod 0500, $stat_dir or die "could not chmod $stat_dir: $!";
@@ -240,8 +253,8 @@ $node->stop;
 my $primary = PostgreSQL::Test::Cluster->new('clock_primary');
 $primary->init(allows_streaming => 1);
 $primary->append_conf('postgresql.conf', "shared_preload_libraries = 'upsert_order'");
-$ahead = (int(time() * 1000) + 3_600_000) << 16;
-write_state($primary->data_dir . '/pg_stat/upsert_order_hlc.stat', state_bytes($ahead));
+$ahead = hour_ahead();
+write_state(state_file_of($primary), state_bytes($ahead));
 $primary->start;
 $primary->safe_psql('postgres', 'CREATE EXTENSION upsert_order');
 my $first = $primary->safe_psql('postgres', 'SELECT upsert_order.rowseq_now()');
