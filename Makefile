@@ -16,6 +16,7 @@ OBJS = \
 	src/row_json.o \
 	src/event_log.o \
 	src/publisher.o \
+	src/event_purge.o \
 	src/outbox_horizon.o \
 	src/publisher_payload.o \
 	src/publisher_shmem.o \

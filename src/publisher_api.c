@@ -424,7 +424,7 @@ forget_dropped_targets(PG_FUNCTION_ARGS)
 /*
  * purge_events(older_than interval) RETURNS bigint: delete the events logged
  * more than older_than before the start of this transaction that are not
- * waiting to be published (see PublisherPurgeBatch()), and return how many.
+ * waiting to be published (see EventPurgeBatch()), and return how many.
  * It runs in the caller's transaction, in batches that each see the deletions
  * of the one before.
  */
@@ -473,12 +473,12 @@ purge_events(PG_FUNCTION_ARGS)
 	log_owner = EventLogOwner();
 	/* before the lock, which a standby would refuse with a less clear error */
 	PreventCommandIfReadOnly("purge_events()");
-	PublisherLockPurge(true);
+	EventPurgeLock(true);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	OwnerSectionBegin(log_owner, &section);
-	/* by index only, as in the worker (see PublisherMain()) */
+	/* by index only, as in the worker (see override_settings() in publisher.c) */
 	(void) set_config_option("enable_seqscan", "off",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -486,7 +486,7 @@ purge_events(PG_FUNCTION_ARGS)
 	while (!reached_cutoff)
 	{
 		CHECK_FOR_INTERRUPTS();
-		purged += PublisherPurgeBatch(cutoff, after, &after, &reached_cutoff);
+		purged += EventPurgeBatch(cutoff, after, &after, &reached_cutoff);
 	}
 
 	OwnerSectionEnd(&section);

@@ -215,8 +215,12 @@ extern void AppenderClose(Appender *ap);
  */
 #define PUBLISHER_PAYLOAD_LIMIT		(BLCKSZ - NAMEDATALEN - 128)
 
-/* Rows deleted per transaction by event retention and purge_events(). */
-#define PUBLISHER_PURGE_BATCH		1000
+/*
+ * Sub-IDs of the locks taken on the extension object besides the lock on it
+ * (sub-ID 0, which the worker holds through a batch): each names one lock.
+ */
+#define PURGE_LOCK_SUBID			1	/* event_purge.c: the deleters of events */
+#define SETTINGS_LOCK_SUBID			2	/* settings changes against batches */
 
 /* Settings, defined in upsert_order.c */
 extern char *publisher_database;
@@ -245,10 +249,16 @@ extern char *PublisherPayload(const PublishedEvent *event, int limit);
 /* publisher.c: the worker */
 extern void PublisherRegisterWorker(void);
 extern PGDLLEXPORT void PublisherMain(Datum main_arg);
-extern bool PublisherLockPurge(bool wait);
 extern void PublisherLockSettings(Oid extoid, LOCKMODE mode);
-extern int64 PublisherPurgeBatch(TimestampTz cutoff, int64 after_event_id,
-								 int64 *last_event_id, bool *reached_cutoff);
+
+/* event_purge.c: deleting expired events, for purge_events() and the worker */
+
+/* Events examined per batch, and so at most deleted per batch */
+#define EVENT_PURGE_BATCH			1000
+
+extern bool EventPurgeLock(bool wait);
+extern int64 EventPurgeBatch(TimestampTz cutoff, int64 after_event_id,
+							 int64 *last_event_id, bool *reached_cutoff);
 
 /* outbox_horizon.c: where the worker's scan of the outbox may start */
 extern bool OutboxHorizonSample(Oid outbox_relid, Oid seqid);
