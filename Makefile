@@ -15,6 +15,7 @@ OBJS = \
 	src/exec_state.o \
 	src/row_json.o \
 	src/event_log.o \
+	src/extension_tables.o \
 	src/publisher.o \
 	src/event_purge.o \
 	src/outbox_horizon.o \

@@ -5,7 +5,7 @@
 
 -- CREATE EXTENSION installs into the schema it finds under this name, whoever
 -- owns it: refuse one that a role other than a superuser owns (see
--- check_install_schema() in src/event_log.c).
+-- check_install_schema() in src/extension_tables.c).
 CREATE FUNCTION @extschema@._check_install_schema() RETURNS void
 	AS 'MODULE_PATHNAME', 'check_install_schema' LANGUAGE C;
 SELECT @extschema@._check_install_schema();

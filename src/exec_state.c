@@ -3,8 +3,9 @@
  * exec_state.c
  *	  The executor state for writing rows of one relation without a plan,
  *	  the way logical replication applies rows: what the direct path
- *	  (direct.c) and the event log writer (event_log.c) both set up, and
- *	  the privilege check of an upsert on it (direct.c, upsert.c).
+ *	  (direct.c) and the inserts into the extension's tables
+ *	  (extension_tables.c) both set up, and the privilege check of an
+ *	  upsert on it (direct.c, upsert.c).
  *
  *-------------------------------------------------------------------------
  */

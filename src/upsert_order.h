@@ -178,6 +178,8 @@ extern void EventLogInitCache(void);
 extern void EventLogBatchBegin(void);
 extern void EventLogBatchEnd(void);
 extern void EventLogBatchAbort(void);
+
+/* extension_tables.c: the extension's own tables, written below SQL */
 extern Oid	ExtensionTableLookup(const char *relname, Oid *owner);
 extern AttrNumber ExtensionColumn(Oid relid, const char *relname, const char *colname,
 								  Oid typid);
@@ -194,10 +196,14 @@ typedef struct OwnerSection
 extern void OwnerSectionBegin(Oid owner, OwnerSection *section);
 extern void OwnerSectionEnd(OwnerSection *section);
 
-/* Inserts into one of the extension's tables, below SQL (event_log.c). */
+/* Inserts into one of the extension's tables, below SQL. */
 typedef struct Appender Appender;
 
 extern Appender *AppenderOpen(Oid relid);
+extern Appender *AppenderOpenOneRow(Oid relid);
+extern Relation AppenderRelation(const Appender *ap);
+extern bool AppenderBusy(const Appender *ap);
+extern bool AppenderFiresTriggers(const Appender *ap);
 extern void AppenderNewRow(Appender *ap);
 extern void AppenderSet(Appender *ap, AttrNumber attnum, Datum value);
 extern void AppenderSetNull(Appender *ap, AttrNumber attnum);
