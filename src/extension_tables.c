@@ -351,14 +351,17 @@ AppenderRelation(const Appender *ap)
 	return ap->rel;
 }
 
-/* Is an insert through the appender running (a default or a trigger may call back)? */
+/*
+ * Is an insert through the appender running?  What it runs (a default, a
+ * constraint, a trigger) may log a message of its own meanwhile.
+ */
 bool
 AppenderBusy(const Appender *ap)
 {
 	return ap->busy;
 }
 
-/* Does an insert through the appender fire triggers (which the owner may add)? */
+/* Does an insert through the appender fire triggers, which its owner may add? */
 bool
 AppenderFiresTriggers(const Appender *ap)
 {

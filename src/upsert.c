@@ -386,7 +386,10 @@ spi_prepare_checked(const char *sql, int nargs, Oid *argtypes, bool keep)
 	return plan;
 }
 
-/* Prepare and keep a statement.  Shared by the upsert path and the publisher worker. */
+/*
+ * Prepare and keep a statement; the purge of expired events (event_purge.c)
+ * uses it too.
+ */
 SPIPlanPtr
 SpiPrepareKept(const char *sql, int nargs, Oid *argtypes)
 {
