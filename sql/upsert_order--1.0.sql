@@ -510,7 +510,7 @@ COMMENT ON FUNCTION @extschema@.events_since(bigint, integer) IS
 
 -- SECURITY INVOKER, but it deletes as the owner of event_log: nobody else may
 -- delete events, and this function never deletes one still waiting to be
--- published (see publisher_api.c).
+-- published (see src/event_purge.c).
 CREATE FUNCTION @extschema@.purge_events(older_than interval)
 	RETURNS bigint
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY INVOKER;

@@ -8,12 +8,11 @@
  *	  upsert.c.
  *
  * It is taken only where nothing but the row itself could tell the two
- * apart (target.c decides, per table): heap tables with no triggers, no row
- * level security, no partitioning, no generated or GENERATED ALWAYS identity
- * columns, no arbiter for the key that compares otherwise than the primary
- * key; and per message: READ COMMITTED,
- * every column present (so no default applies) and none an array or
- * composite.  Then it does what the statement would do, in the same order:
+ * apart: per table, as target_read_direct() in target.c lists them (a heap
+ * table with no triggers, rules or row level security, among others); per
+ * message, at READ COMMITTED, with every column present (so no default
+ * applies) and none an array or composite.  Then it does what the
+ * statement would do, in the same order:
  *
  *	- the privileges the statement needs (INSERT, UPDATE on the columns it
  *	  sets, SELECT on the row), checked the same way;
@@ -345,7 +344,7 @@ direct_lock(DirectState *ds, UpsertTarget *target)
 	return false;
 }
 
-/* The stored version of the row in ds->stored. */
+/* The stored version of the row in ds->stored; false if it is null. */
 static bool
 direct_stored_version(DirectState *ds, UpsertTarget *target, rowseq *version)
 {
@@ -666,9 +665,9 @@ direct_other_unique_index(DirectState *ds, UpsertTarget *target)
 }
 
 /*
- * Did a command that ran while the row just inserted got its index entries
- * (a function in an index expression that writes the table, however it is
- * marked) lock, update or delete that row?  Each takes the row out of its
+ * Did a command that ran while the index entries of the row just inserted
+ * were made (a function in an index expression that writes the table,
+ * however it is marked) lock, update or delete that row?  Each takes the row out of its
  * speculative state, which PostgreSQL's own confirmation of the insertion
  * does not expect (ON CONFLICT trips an assertion there, and in a build
  * without assertions overwrites the link to the row's new version).  An

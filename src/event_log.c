@@ -238,7 +238,7 @@ appender_get(Appender **kept, Oid relid)
 		*kept = AppenderOpen(relid);
 		MemoryContextSwitchTo(oldcxt);
 	}
-	if (AppenderFiresTriggers(*kept))
+	if (AppenderHasTriggers(*kept))
 		return AppenderOpenOneRow(relid);
 	return *kept;
 }
@@ -416,7 +416,10 @@ EventLogAppend(const LoggedEvent *event)
 
 	/*
 	 * Write each row as the owner of its table.  An error needs no cleanup
-	 * here: aborting the (sub)transaction restores the user.
+	 * here: aborting the (sub)transaction restores the user.  Not in an
+	 * OwnerSection, whose two settings would cost a good part of a call:
+	 * AppenderInsert() reduces search_path where an insert can run code,
+	 * and the simple insert path applies no row level security.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	owner_sec_context = save_sec_context | SECURITY_LOCAL_USERID_CHANGE |

@@ -23,6 +23,9 @@
 
 #include "upsert_order.h"
 
+/* Events examined per batch, and so deleted per batch at most */
+#define EVENT_PURGE_BATCH		1000
+
 /*
  * Delete, among the next $2 events after event_id $1, those logged before $3
  * that are neither waiting in the outbox nor published at or after $3, with
@@ -91,9 +94,9 @@ static SPIPlanPtr purge_plan = NULL;
  * Lock out the other deleter of expired events: purge_events() and the
  * worker's retention pass delete the same rows, and one waits for the row
  * locks of the other's deletions to the end of its transaction.  A
- * purge_events() left in an open transaction would hold the worker there,
- * and with it all publishing (the worker waits with no lock timeout).  So
- * both take this lock first, on the extension with a sub-ID of its own
+ * purge_events() left in an open transaction would make every retention
+ * batch of the worker wait out its lock timeout, holding all publishing
+ * back meanwhile, and then fail.  So both take this lock first, on the extension with a sub-ID of its own
  * (PURGE_LOCK_SUBID), to the end of the transaction: purge_events() waits
  * for the worker's short transaction, and the worker, not waiting, leaves
  * its pass for later.  Returns whether the lock is held.

@@ -8,9 +8,11 @@
  * found by name in the extension's schema, and must be the ones CREATE
  * EXTENSION made (ExtensionTableLookup), with the column types the code
  * reads and writes (ExtensionColumn).  What runs on them runs as the
- * table's owner, in a security-restricted operation with search_path
- * reduced to pg_catalog (OwnerSectionBegin), the way PostgreSQL runs
- * foreign-key checks as the owner of the referenced table.  Rows are
+ * table's owner, in a security-restricted operation, the way PostgreSQL
+ * runs foreign-key checks as the owner of the referenced table.  An
+ * OwnerSection does that and also reduces search_path to pg_catalog; the
+ * event log's writer, on every message's path, switches the user alone,
+ * and an insert sets search_path only when it can run code.  Rows are
  * inserted through the executor's simple insert path, the one logical
  * replication applies a row with (Appender): no statement, no plan, and
  * still the table's indexes, constraints, triggers and the defaults of any
@@ -361,9 +363,9 @@ AppenderBusy(const Appender *ap)
 	return ap->busy;
 }
 
-/* Does an insert through the appender fire triggers, which its owner may add? */
+/* Has the table triggers, of any kind?  Only its owner can have added them. */
 bool
-AppenderFiresTriggers(const Appender *ap)
+AppenderHasTriggers(const Appender *ap)
 {
 	return ap->rri->ri_TrigDesc != NULL;
 }
@@ -544,9 +546,10 @@ AppenderInsert(Appender *ap)
 	ap->estate->es_output_cid = GetCurrentCommandId(true);
 
 	/*
-	 * The caller (EventLogAppend(), the publisher) made the owner of the
-	 * table the current user, so code the owner attached runs as the owner:
-	 * it gets the owner's search_path.  Skipped when nothing can look a name up: setting
+	 * The caller made the owner of the table the current user (or, in the
+	 * publisher, is a superuser already when the owner is one), so code the
+	 * owner attached runs as the owner: it gets search_path reduced to
+	 * pg_catalog here.  Skipped when nothing can look a name up: setting
 	 * search_path would cost a good part of a call.
 	 */
 	if (runs_code)

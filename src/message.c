@@ -31,7 +31,11 @@
 static char *
 json_value_to_cstring(JsonbValue *value, Oid basetype)
 {
-	/* json and jsonb columns take the JSON value itself */
+	/*
+	 * json and jsonb columns take the JSON value itself, and a scalar column
+	 * given an array or an object gets its JSON text, which the type's input
+	 * function reads (or refuses) as it would any text.
+	 */
 	if (basetype == JSONBOID || basetype == JSONOID || value->type == jbvBinary)
 	{
 		if (value->type == jbvBinary)

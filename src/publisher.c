@@ -1114,7 +1114,7 @@ retention_batch(void)
 	/* as event_log's owner, as purge_events() runs it */
 	as_owner = worker_owner_section_begin(EventLogOwner(), &section);
 	purged = EventPurgeBatch(retention_cutoff, retention_after,
-								 &retention_batch_after, &retention_batch_reached);
+							 &retention_batch_after, &retention_batch_reached);
 	if (as_owner)
 		OwnerSectionEnd(&section);
 	return purged;

@@ -7,10 +7,12 @@
  *
  * Entries are rebuilt lazily after an invalidation: of the table or of its
  * primary key index (renaming the index renames the constraint the upsert
- * names), or of the schema whose name its statements spell.  The prepared
- * statements hanging off an entry may still be running in an outer call
- * when a nested call (from a trigger, say) sees the invalidation, so the old
- * statements are only freed once no call is running.
+ * names), of the schema whose name its statements spell, of a domain one
+ * of its columns uses (its default), or of any cast (how to_jsonb()
+ * converts a column).  The prepared statements hanging off an entry may
+ * still be running in an outer call when a nested call (from a trigger,
+ * say) sees the invalidation, so the old statements are only freed once no
+ * call is running.
  *
  *-------------------------------------------------------------------------
  */
@@ -103,7 +105,11 @@ target_invalidate_index(Oid indexid)
 			target_mark_stale(entry->target);
 }
 
-/* Mark the cached metadata of one table (or of all) as stale. */
+/*
+ * Mark the cached metadata of one table (or of all) as stale.  relid may
+ * also be a primary key's index, or the table of an entry still being
+ * built, which only counts the invalidation (build_invalidations).
+ */
 static void
 target_invalidate(Datum arg, Oid relid)
 {
@@ -335,12 +341,6 @@ target_check_kind(Relation rel)
 }
 
 /*
- * How a column reads a JSON value.  Scalars (domains over them included) go
- * through the type's input function, as jsonb_populate_record() does for
- * them; arrays and composites through jsonb_populate_record() itself, which
- * builds them from JSON arrays and objects (see upsert.c).
- */
-/*
  * Can the column's input function compile a domain's constraints?  A
  * domain's does, and so do a range's and a multirange's, whose element type
  * may be a domain (or a range of one): they read their element through its
@@ -358,6 +358,12 @@ input_may_check_domain(TargetColumn *col)
 	return false;
 }
 
+/*
+ * How a column reads a JSON value.  Scalars (domains over them included) go
+ * through the type's input function, as jsonb_populate_record() does for
+ * them; arrays and composites through jsonb_populate_record() itself, which
+ * builds them from JSON arrays and objects (see message.c).
+ */
 static void
 target_read_input(TargetColumn *col, Oid rowseq_oid)
 {
@@ -669,11 +675,12 @@ target_read_key_arbiters(UpsertTarget *target, Relation rel)
 /*
  * May versioned_upsert() take the direct path (direct.c) on this table?  Only
  * where nothing but the row itself could tell the difference from the SQL
- * statement: no triggers (foreign keys are triggers too), no row level
- * security, no partitioning, no generated columns, no identity columns
- * GENERATED ALWAYS, no domain as the version column's type, no second
- * arbiter for the key; and a heap table, whose row headers the direct path
- * reads.
+ * statement: no triggers (foreign keys are triggers too), no rules, no row
+ * level security, no partitioning, no generated columns, no identity
+ * columns GENERATED ALWAYS, no domain as the version column's type, no
+ * other unique index on the key's columns that compares them otherwise
+ * than the primary key (target_read_key_arbiters); and a heap table, whose
+ * row headers the direct path reads.  direct.c's header refers here.
  */
 static void
 target_read_direct(UpsertTarget *target, Relation rel)

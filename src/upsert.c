@@ -68,7 +68,8 @@ typedef struct UpsertStatement
 /*
  * Parameters of the upsert statement: the message's version, the token of
  * the call, the key values from $3, then the other columns in attribute
- * order.  Every parameter has its column's type: the statement spells no
+ * order.  Every parameter but the token (int8) has its column's type, the
+ * version's base type (see upsert_statement()): the statement spells no
  * type name, so it needs no privilege on a type's schema, which INSERT does
  * not need either.
  */
@@ -121,7 +122,10 @@ static ConflictNote conflict_note;
  * trigger), the outer call would fail on the row the nested call changed
  * anyway (21000 or 27000), with a less telling error.  "The same key" is
  * the same row: keys equal as the primary key compares them, on the same
- * table, or on a partitioned table and one of its partitions.
+ * table, or on a partitioned table and one of its partitions.  A BEFORE
+ * trigger that skips the outer row leaves the call writing to the end of
+ * its statement, so a nested call from an AFTER STATEMENT trigger is
+ * refused there too, although the outer call wrote nothing.
  */
 typedef struct RunningCall
 {
@@ -386,10 +390,7 @@ spi_prepare_checked(const char *sql, int nargs, Oid *argtypes, bool keep)
 	return plan;
 }
 
-/*
- * Prepare and keep a statement; the purge of expired events (event_purge.c)
- * uses it too.
- */
+/* spi_prepare_checked(), kept: for the purge of expired events (event_purge.c) */
 SPIPlanPtr
 SpiPrepareKept(const char *sql, int nargs, Oid *argtypes)
 {
@@ -597,11 +598,43 @@ apply_direct(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	DirectUpsert(batch->direct, msg, event, stored_isnull, stored);
 }
 
-/* Run the upsert and decide the outcome from what it returned and saw. */
+/*
+ * The outcome of a statement that wrote nothing, from what _conflict_check()
+ * saw of the stored row, if it saw one.
+ */
 static void
-apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
-			  bool *stored_isnull, rowseq *stored, BatchState *batch,
-			  bool *spi_connected)
+outcome_not_written(const ConflictNote *note, LoggedEvent *event,
+					bool *stored_isnull, rowseq *stored)
+{
+	/* a conflict that lost, or a BEFORE trigger said no */
+	if (!note->seen)
+	{
+		*stored_isnull = true;
+		event->outcome = "skipped";
+		return;
+	}
+
+	*stored_isnull = note->stored_isnull;
+	*stored = note->stored;
+	if (note->stored_isnull || note->incoming_isnull)
+		event->outcome = "skipped";
+	else if (note->stored == note->incoming)
+		event->outcome = "duplicate";
+	else if (note->stored > note->incoming)
+		event->outcome = "stale";
+	else
+		event->outcome = "skipped";
+}
+
+/*
+ * Run the upsert statement, in an SPI connection the caller opened, and
+ * decide the outcome from what it returned and saw.  What it returned
+ * (event->data, event->key) lives in the connection's memory, so the caller
+ * finishes the connection only once the event is logged.
+ */
+static void
+apply_statement(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
+				bool *stored_isnull, rowseq *stored)
 {
 	SPIPlanPtr	plan;
 	int			nargs = PARAM_FIRST_KEY + target->npkey + bms_num_members(msg->others);
@@ -611,20 +644,6 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 	int			attnum = -1;
 	ConflictNote note;
 	int			ret;
-
-	running_call->writing = true;
-
-	/* A full-row message for a plain table: decided below SQL. */
-	if (DirectApplies(target, msg))
-	{
-		apply_direct(target, msg, event, stored_isnull, stored, batch);
-		return;
-	}
-
-	/* The statement runs through SPI, connected for it only. */
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	*spi_connected = true;
 
 	plan = upsert_statement(target, msg);
 	memset(nulls, ' ', nargs);
@@ -667,26 +686,9 @@ apply_message(UpsertTarget *target, UpsertMessage *msg, LoggedEvent *event,
 		return;
 	}
 
-	/* Nothing written: a conflict that lost, or a BEFORE trigger said no. */
-	if (!note.seen)
-	{
-		*stored_isnull = true;
-		event->outcome = "skipped";
-		return;
-	}
-
-	*stored_isnull = note.stored_isnull;
-	*stored = note.stored;
-	if (note.stored_isnull || note.incoming_isnull)
-		event->outcome = "skipped";
-	else if (note.stored == note.incoming)
-		event->outcome = "duplicate";
-	else if (note.stored > note.incoming)
-		event->outcome = "stale";
-	else
-		event->outcome = "skipped";
-
-	check_stored_row_visible(target, msg, &note);
+	outcome_not_written(&note, event, stored_isnull, stored);
+	if (note.seen)
+		check_stored_row_visible(target, msg, &note);
 }
 
 /* What one message did: the fields of upsert_result. */
@@ -742,8 +744,20 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 
 		result->stored_isnull = false;
 		result->stored = 0;
-		apply_message(target, &msg, &event, &result->stored_isnull, &result->stored,
-					  batch, &spi_connected);
+		call.writing = true;
+		if (DirectApplies(target, &msg))
+		{
+			/* a full-row message for a plain table: decided below SQL */
+			apply_direct(target, &msg, &event, &result->stored_isnull, &result->stored,
+						 batch);
+		}
+		else
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			spi_connected = true;
+			apply_statement(target, &msg, &event, &result->stored_isnull, &result->stored);
+		}
 
 		/* an applied message: the only outcome that logs the stored row */
 		if (call.outer != NULL && !event.data_isnull)
@@ -773,7 +787,7 @@ upsert_one(Oid relid, Jsonb *new_row, UpsertOutcome *result, BatchState *batch)
 	result->version = msg.version;
 }
 
-/* The columns of upsert_result, in the order of the install script. */
+/* How many columns upsert_result has (see the install script). */
 #define RESULT_NCOLUMNS 5
 
 /*

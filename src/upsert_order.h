@@ -203,7 +203,7 @@ extern Appender *AppenderOpen(Oid relid);
 extern Appender *AppenderOpenOneRow(Oid relid);
 extern Relation AppenderRelation(const Appender *ap);
 extern bool AppenderBusy(const Appender *ap);
-extern bool AppenderFiresTriggers(const Appender *ap);
+extern bool AppenderHasTriggers(const Appender *ap);
 extern void AppenderNewRow(Appender *ap);
 extern void AppenderSet(Appender *ap, AttrNumber attnum, Datum value);
 extern void AppenderSetNull(Appender *ap, AttrNumber attnum);
@@ -258,10 +258,6 @@ extern PGDLLEXPORT void PublisherMain(Datum main_arg);
 extern void PublisherLockSettings(Oid extoid, LOCKMODE mode);
 
 /* event_purge.c: deleting expired events, for purge_events() and the worker */
-
-/* Events examined per batch, and so at most deleted per batch */
-#define EVENT_PURGE_BATCH			1000
-
 extern bool EventPurgeLock(bool wait);
 extern int64 EventPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 							 int64 *last_event_id, bool *reached_cutoff);
