@@ -281,6 +281,46 @@ FROM (SELECT version < lag(version) OVER (PARTITION BY key ORDER BY event_id) AS
 	  FROM event_log WHERE target = 'bumped'::regclass AND outcome IN ('inserted', 'updated')) e
 WHERE backwards;
 
+-- The same from an AFTER statement-level trigger, for the key bump_plan
+-- names: it goes on once the call's row is written, on the same key too.
+-- When a BEFORE trigger skipped the row, a call on the same key is refused
+-- (27000) although the outer call wrote nothing: the call cannot tell that
+-- its statement is past the row (documented); on another key it goes on.
+CREATE TABLE stmt_bumped (id int PRIMARY KEY, ver rowseq NOT NULL, note text);
+CREATE TABLE bump_plan (id int);
+CREATE FUNCTION skip_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.note = 'skip' THEN
+		RETURN NULL;
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE FUNCTION bump_planned() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	planned int;
+BEGIN
+	FOR planned IN DELETE FROM bump_plan RETURNING id LOOP
+		PERFORM upsert_order.versioned_upsert('stmt_bumped',
+			jsonb_build_object('id', planned, 'ver', 100, 'note', 'bumped'));
+	END LOOP;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER skip_marked BEFORE INSERT OR UPDATE ON stmt_bumped
+	FOR EACH ROW EXECUTE FUNCTION skip_marked();
+CREATE TRIGGER bump_planned AFTER INSERT OR UPDATE ON stmt_bumped
+	FOR EACH STATEMENT EXECUTE FUNCTION bump_planned();
+INSERT INTO bump_plan VALUES (1);
+SELECT outcome, version FROM versioned_upsert('stmt_bumped', '{"id": 1, "ver": 5, "note": "a"}');
+INSERT INTO bump_plan VALUES (2);
+SELECT outcome, version FROM versioned_upsert('stmt_bumped', '{"id": 2, "ver": 5, "note": "skip"}');
+DELETE FROM bump_plan;
+INSERT INTO bump_plan VALUES (3);
+SELECT outcome, version FROM versioned_upsert('stmt_bumped', '{"id": 2, "ver": 5, "note": "skip"}');
+SELECT * FROM stmt_bumped ORDER BY id;
+SELECT key, version, outcome FROM event_log WHERE target = 'stmt_bumped'::regclass ORDER BY event_id;
+DROP TABLE stmt_bumped, bump_plan;
+DROP FUNCTION skip_marked(), bump_planned();
+
 -- A BEFORE trigger that changes the key: event_log.key (and so the
 -- notification's key) names the row as written, as data does; the message
 -- keeps its own key in payload.  Rejected messages name the message's key.
