@@ -21,12 +21,10 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_constraint.h"
-#include "catalog/index.h"
 #include "catalog/pg_am.h"
-#include "access/stratnum.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
@@ -34,10 +32,10 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
-#include "utils/fmgroids.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -892,7 +890,7 @@ TargetLookup(Oid relid)
  * take would close without serializing the writers.
  */
 bool
-TargetNames(UpsertTarget *target, const char **qualname)
+TargetQualifiedName(UpsertTarget *target, const char **qualname)
 {
 	AcceptInvalidationMessages();
 	if (target->valid)

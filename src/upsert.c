@@ -459,15 +459,15 @@ upsert_statements_make_room(UpsertTarget *target)
 
 /*
  * The prepared upsert for the columns of this message, prepared on first
- * use and kept; prepared for this call only if the table name it would spell
- * changed since the lookup (see TargetNames()), or if a nested call finds
- * the target keeping as many as it may.
+ * use and kept; prepared for this call only if the table name it would
+ * spell changed since the lookup (see TargetQualifiedName()), or if a
+ * nested call finds the target keeping as many as it may.
  */
 static SPIPlanPtr
 upsert_statement(UpsertTarget *target, UpsertMessage *msg)
 {
 	const char *qualname;
-	bool		keep = TargetNames(target, &qualname);
+	bool		keep = TargetQualifiedName(target, &qualname);
 	UpsertStatement *stmt = keep ? upsert_statement_find(target, msg) : NULL;
 	SPIPlanPtr	plan;
 	MemoryContext oldcxt;
@@ -533,7 +533,7 @@ check_stored_row_visible(UpsertTarget *target, UpsertMessage *msg,
 		elog(ERROR, "the upsert statement did not note where the stored row is");
 
 	/* After the upsert's triggers: the name may have changed meanwhile. */
-	keep = TargetNames(target, &qualname);
+	keep = TargetQualifiedName(target, &qualname);
 	plan = keep ? target->visible_plan : NULL;
 	if (plan == NULL)
 	{

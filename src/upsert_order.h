@@ -119,7 +119,7 @@ typedef struct UpsertTarget
 
 extern UpsertTarget *TargetLookup(Oid relid);
 extern void TargetCheckTable(Relation rel);
-extern bool TargetNames(UpsertTarget *target, const char **qualname);
+extern bool TargetQualifiedName(UpsertTarget *target, const char **qualname);
 extern AttrNumber TargetColumnByName(UpsertTarget *target, const char *name);
 extern void TargetCheckColumns(UpsertTarget *target);
 extern void TargetInitCache(void);
