@@ -10,6 +10,7 @@ OBJS = \
 	src/hlc.o \
 	src/target.o \
 	src/upsert.o \
+	src/upsert_statement.o \
 	src/message.o \
 	src/direct.o \
 	src/exec_state.o \

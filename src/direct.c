@@ -5,7 +5,7 @@
  *	  below SQL, through the executor's row routines (those logical
  *	  replication applies rows with, and the speculative insertion of ON
  *	  CONFLICT), instead of through the INSERT ... ON CONFLICT statement of
- *	  upsert.c.
+ *	  upsert_statement.c.
  *
  * It is taken only where nothing but the row itself could tell the two
  * apart: per table, as target_read_direct() in target.c lists them (a heap

@@ -136,7 +136,7 @@ EventPurgeBatch(TimestampTz cutoff, int64 after_event_id,
 	int			ret;
 
 	if (purge_plan == NULL)
-		purge_plan = SpiPrepareKept(purge_sql, 3, argtypes);
+		purge_plan = SpiPrepareChecked(purge_sql, 3, argtypes, true);
 
 	values[0] = Int64GetDatum(after_event_id);
 	values[1] = Int32GetDatum(EVENT_PURGE_BATCH);

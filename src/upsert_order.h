@@ -137,9 +137,8 @@ TargetCheckUnchanged(UpsertTarget *target)
 }
 
 /* upsert.c */
-extern SPIPlanPtr SpiPrepareKept(const char *sql, int nargs, Oid *argtypes);
 extern bool UpsertCallRunning(void);
-extern void UpsertStatementsFree(UpsertTarget *target);
+extern bool UpsertCallNested(void);
 
 /* event_log.c */
 typedef struct LoggedEvent
@@ -302,6 +301,32 @@ typedef struct UpsertMessage
 /* message.c: reading new_row */
 extern void MessageParse(UpsertTarget *target, Jsonb *new_row, UpsertMessage *msg);
 extern Jsonb *MessageStoredKey(UpsertTarget *target, UpsertMessage *msg, Datum *stored_key);
+
+/*
+ * upsert_statement.c: the statement a message is applied with.
+ *
+ * Parameters of the upsert statement: the message's version, the token of
+ * the call, the key values from $3, then the other columns in attribute
+ * order.  Every parameter but the token (int8) has its column's type, the
+ * version's base type (see UpsertStatementFor()): the statement spells no
+ * type name, so it needs no privilege on a type's schema, which INSERT does
+ * not need either.
+ */
+#define PARAM_VERSION	0
+#define PARAM_TOKEN		1
+#define PARAM_FIRST_KEY	2
+
+/*
+ * Columns of what the upsert statement returns: the stored version, the
+ * stored row as jsonb, the event_id taken, then the key columns as stored.
+ */
+#define RETURNED_VERSION	1
+#define RETURNED_ROW		2
+#define RETURNED_FIRST_KEY	4
+
+extern SPIPlanPtr UpsertStatementFor(UpsertTarget *target, UpsertMessage *msg);
+extern void UpsertStatementsFree(UpsertTarget *target);
+extern SPIPlanPtr SpiPrepareChecked(const char *sql, int nargs, Oid *argtypes, bool keep);
 
 /* row_json.c: the stored row as jsonb */
 struct TupleTableSlot;
