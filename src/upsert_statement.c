@@ -91,10 +91,10 @@ build_upsert_sql(UpsertTarget *target, Bitmapset *others, const char *qualname)
 	 * matching").
 	 *
 	 * Under row level security, _conflict_check() is also told where the
-	 * stored row is (for the probe of check_stored_row_visible).  Named only
-	 * there: reading a system column takes SELECT on the table, which a
-	 * caller holding it on every column one by one does not have, and the
-	 * statement itself does not need.
+	 * stored row is (for upsert.c's probe, check_stored_row_visible()).
+	 * Named only there: reading a system column takes SELECT on the table,
+	 * which a caller holding it on every column one by one does not have,
+	 * and the statement itself does not need.
 	 */
 	appendStringInfo(&sql,
 					 ") SELECT %s ON CONFLICT (%s) DO UPDATE SET %s"
